@@ -1,0 +1,15 @@
+"""lstm_infer: fast, GIL-free CPU inference for LSTM networks.
+
+    import lstm_infer as li
+    m = li.LSTM.random(40, 128)
+    out, (h_n, c_n) = m(x)            # x: (T, B, 40)
+"""
+from ._threads import get_num_threads, set_num_threads
+from .config import Activation, LayerSpec, LSTMConfig
+from .formats.pytorch import from_torch
+from .model import LSTM
+
+__version__ = "0.1.0"
+
+__all__ = ["LSTM", "LSTMConfig", "LayerSpec", "Activation", "from_torch",
+           "set_num_threads", "get_num_threads", "__version__"]

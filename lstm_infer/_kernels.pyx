@@ -1,0 +1,384 @@
+# cython: language_level=3
+"""nogil LSTM kernels: BLAS wrappers, the recurrent driver, and the glue to the
+C step kernels in _simd/lstm_cell.h.
+
+Design
+======
+Per layer and direction, with canonical gate order i, f, g, o:
+
+    z_t = x_t W_ih^T + h_{t-1} W_hh^T + b
+    i = act_f(z_i + p_i*c), f = act_f(z_f + p_f*c) (or 1 - i), g = act_g(z_g)
+    c_t = f*c + i*g ;  o = act_f(z_o + p_o*c_t) ;  h_t = o*act_h(c_t) [; h_t = h_t W_hr^T]
+
+Schedule (ONNX Runtime / oneDNN "two GEMM" schedule):
+  1. input projection for a block of Tb steps: G = X_blk W_ih^T   (one BLAS GEMM)
+  2. per step: z = G_t + h W_hh^T, then the gate pass
+       - float32, <= SMALL_BATCH active rows: li_step_fused (own GEMV + gates,
+         per group of 16 units, nothing leaves registers/L1)
+       - otherwise: BLAS GEMM into G_t, then li_gates_rows
+  3. projection (proj_size): GEMV (small batch) or GEMM
+Workspace is per worker and bounded by Tb, not T.
+
+Buffers (all row-major, dtype T):
+  w_ih     (4Hp, I)         gate rows interleaved: [i f g o] x 16 units per group
+  w_hh     (4Hp, Kh)        same row order; Kh = Pp (projected) or Hp
+  w_hh_pan (Hp/16, Kh, 64)  w_hh transposed per group, for the GEMV
+  bias     (4Hp,) ; peep (3, Hp) = p_i, p_f, p_o ; w_hr (Pp, Hp) ; w_hr_pan (Pp/16, Hp, 16)
+  Hp = H rounded up to 16, Pp = P rounded up to 16; padded units have zero
+  weights in and out, so they never influence real units.
+
+Parallelism: a layer is split into tasks (direction x batch slice), each an
+independent time loop, run on OpenMP threads; no per-step synchronisation.
+Batches are sorted by length (descending) in Python, so the rows still active
+at step s are a prefix of each slice (as in cuDNN packed sequences).
+Reverse directions read x[len_b - 1 - s] for row b at step s: each sequence
+is reversed within its own span.
+"""
+from cython.parallel cimport prange
+from libc.stdlib cimport malloc, calloc, free
+from libc.string cimport memcpy, memset
+cimport scipy.linalg.cython_blas as blas
+cimport numpy as cnp
+
+cnp.import_array()
+
+import os
+
+cdef extern from "lstm_cell.h" nogil:
+    ctypedef struct li_acts:
+        int kf, kg, kh
+        float af, bf, ag, bg, ah, bh
+        float clip, cell_clip
+        int cifg
+    ctypedef struct li_kernels_f32:
+        void (*gates_rows)(int, int, const float *, long, const float *, const float *,
+                           float *, long, float *, long, const li_acts *) noexcept nogil
+        void (*step_fused)(int, int, int, const float *, long, const float *,
+                           const float *, long, const float *, const float *, float *,
+                           long, float *, long, const li_acts *) noexcept nogil
+        void (*gemv_pan16)(int, int, int, const float *, const float *, long, float *, long) noexcept nogil
+    int li_cpu_level()
+    li_kernels_f32 li_select_f32(int level)
+    void li_gates_rows_f64(int nb, int Hp, const double *Z, long ldz, const double *bias,
+                           const double *peep, double *C, long ldc, double *Hc, long ldh,
+                           const li_acts *a)
+
+ctypedef fused floating:
+    float
+    double
+
+# ---------------------------------------------------------------- SIMD dispatch
+_LEVEL_NAMES = ("generic", "avx2", "avx512")
+cdef int _cpu_level = li_cpu_level()
+cdef li_kernels_f32 _k32
+
+
+def cpu_simd_level():
+    """Best SIMD path this CPU supports: 'generic', 'avx2' or 'avx512'."""
+    return _LEVEL_NAMES[_cpu_level]
+
+
+def set_simd_level(name):
+    """Use the SIMD path `name` (capped to what the CPU supports); returns the one in use.
+
+    The LSTM_INFER_SIMD environment variable sets it at import (tests force
+    each path with it)."""
+    global _k32, _active_level
+    if name not in _LEVEL_NAMES:
+        raise ValueError(f"SIMD level must be one of {_LEVEL_NAMES}; got {name!r}")
+    lvl = min(_LEVEL_NAMES.index(name), _cpu_level)
+    _k32 = li_select_f32(lvl)
+    _active_level = lvl
+    return _LEVEL_NAMES[lvl]
+
+
+def simd_level():
+    """The SIMD path in use."""
+    return _LEVEL_NAMES[_active_level]
+
+
+_active_level = 0
+set_simd_level(os.environ.get("LSTM_INFER_SIMD", "avx512").strip().lower() or "avx512")
+
+# ---------------------------------------------------------------- BLAS (row-major)
+cdef inline void _gemm_nt(int M, int N, int K, floating alpha, const floating* A, int lda,
+                          const floating* B, int ldb, floating beta, floating* C,
+                          int ldc) noexcept nogil:
+    """C := alpha*A@B.T + beta*C   with A (M, K), B (N, K), C (M, N), all row-major.
+
+    Row-major C = A B^T is column-major C^T = B A^T: call ?gemm('T', 'N') with
+    the operands swapped."""
+    cdef char ta = b'T'
+    cdef char tb = b'N'
+    if floating is float:
+        blas.sgemm(&ta, &tb, &N, &M, &K, &alpha, <float*>B, &ldb, <float*>A, &lda, &beta, C, &ldc)
+    else:
+        blas.dgemm(&ta, &tb, &N, &M, &K, &alpha, <double*>B, &ldb, <double*>A, &lda, &beta, C, &ldc)
+
+# ---------------------------------------------------------------- driver
+cdef enum:
+    SMALL_BATCH = 8      # float32: fused own-GEMV path up to this many active rows
+    MAX_LAYERS = 64
+
+cdef struct DirW:
+    const void* w_ih
+    const void* w_hh
+    const void* w_hh_pan
+    const void* bias
+    const void* peep
+    const void* w_hr
+    const void* w_hr_pan
+
+cdef struct Layer:
+    int D, In, H, Hp, P, Pp, Kh, Hout
+    const char* x            # input (T, B, In) with element strides xs_t, xs_b
+    long xs_t, xs_b
+    char* out                # output (T, B, D*Hout) with element strides os_t, os_b
+    long os_t, os_b
+    const char* h0           # (D, B, Hout) contiguous
+    const char* c0           # (D, B, H)
+    char* hn
+    char* cn
+    DirW w[2]
+
+cdef struct Shared:
+    int T, B, nslices, block_t
+    const int* lens          # (B,) sorted descending
+    const int* perm          # sorted row -> original row
+    li_acts acts
+
+
+cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) noexcept nogil:
+    """One direction x batch slice of one layer: the whole time loop. Returns 0, or -1
+    if the workspace could not be allocated."""
+    cdef int d = task % L.D
+    cdef int sl = task // L.D
+    cdef int B = S.B
+    cdef int j0 = <int>((<long>sl * B) // S.nslices)
+    cdef int j1 = <int>((<long>(sl + 1) * B) // S.nslices)
+    cdef int Bs = j1 - j0
+    if Bs <= 0:
+        return 0
+    cdef const int* lens = S.lens + j0
+    cdef const int* perm = S.perm + j0
+    cdef int In = L.In, H = L.H, Hp = L.Hp, Kh = L.Kh, Hout = L.Hout, Pp = L.Pp
+    cdef int G4 = 4 * Hp
+    cdef bint reverse = d == 1
+    cdef bint proj = L.P > 0
+    cdef DirW w = L.w[d]
+    cdef const floating* w_ih = <const floating*>w.w_ih
+    cdef const floating* w_hh = <const floating*>w.w_hh
+    cdef const floating* bias = <const floating*>w.bias
+    cdef const floating* peep = <const floating*>w.peep
+    cdef const floating* w_hr = <const floating*>w.w_hr
+    cdef const floating* x = <const floating*>L.x
+    cdef floating* out = <floating*>L.out
+    cdef const floating* h0 = <const floating*>L.h0
+    cdef const floating* c0 = <const floating*>L.c0
+    cdef floating* hn = <floating*>L.hn
+    cdef floating* cn = <floating*>L.cn
+    cdef int Tb = S.block_t
+    cdef int nsteps = lens[0]
+
+    # workspace: Xg (Tb*Bs, In) | G (Tb*Bs, 4Hp) | h ping-pong 2 x (Bs, Kh) | C (Bs, Hp) | Hc (Bs, Hp)
+    cdef long n_xg = <long>Tb * Bs * In
+    cdef long n_g = <long>Tb * Bs * G4
+    cdef long n_h = <long>Bs * Kh
+    cdef long n_c = <long>Bs * Hp
+    cdef floating* ws = <floating*>calloc(n_xg + n_g + 2 * n_h + 2 * n_c + 16, sizeof(floating))
+    if ws == NULL:
+        return -1
+    cdef floating* Xg = ws
+    cdef floating* G = Xg + n_xg
+    cdef floating* hbuf0 = G + n_g
+    cdef floating* hbuf1 = hbuf0 + n_h
+    cdef floating* C = hbuf1 + n_h
+    cdef floating* Hc = C + n_c
+    cdef floating* hp
+    cdef floating* hnx
+    cdef floating* tmp
+    cdef floating* hcell
+    cdef const floating* Gs
+    cdef int b, s, s0, tb, na, na_next, t, row, k
+    cdef long ob = d * Hout
+
+    # initial state (sorted row order); rows of length 0 finish right here
+    for b in range(Bs):
+        row = perm[b]
+        memcpy(hbuf0 + <long>b * Kh, h0 + (<long>d * B + row) * Hout, Hout * sizeof(floating))
+        memcpy(C + <long>b * Hp, c0 + (<long>d * B + row) * H, H * sizeof(floating))
+        if lens[b] == 0:
+            memcpy(hn + (<long>d * B + row) * Hout, hbuf0 + <long>b * Kh, Hout * sizeof(floating))
+            memcpy(cn + (<long>d * B + row) * H, C + <long>b * Hp, H * sizeof(floating))
+    hp = hbuf0
+    hnx = hbuf1
+    hcell = Hc if proj else hnx
+
+    na = Bs
+    while na > 0 and lens[na - 1] <= 0:
+        na -= 1
+    s0 = 0
+    while s0 < nsteps:
+        tb = Tb if nsteps - s0 > Tb else nsteps - s0
+        # gather the block's inputs (reverse: each row within its own span)
+        k = na
+        for s in range(s0, s0 + tb):
+            while k > 0 and lens[k - 1] <= s:
+                k -= 1
+            for b in range(k):
+                t = lens[b] - 1 - s if reverse else s
+                memcpy(Xg + (<long>(s - s0) * Bs + b) * In,
+                       x + t * L.xs_t + perm[b] * L.xs_b, In * sizeof(floating))
+        _gemm_nt(tb * Bs, G4, In, <floating>1.0, Xg, In, w_ih, In, <floating>0.0, G, G4)
+
+        for s in range(s0, s0 + tb):
+            Gs = G + <long>(s - s0) * Bs * G4
+            if floating is float:
+                if na <= SMALL_BATCH:
+                    _k32.step_fused(na, Hp, Kh, Gs, G4, <const float*>w.w_hh_pan, hp, Kh,
+                                    bias, peep, C, Hp, hcell, Hp, &S.acts)
+                else:
+                    _gemm_nt(na, G4, Kh, <floating>1.0, hp, Kh, w_hh, Kh, <floating>1.0,
+                             <floating*>Gs, G4)
+                    _k32.gates_rows(na, Hp, Gs, G4, bias, peep, C, Hp, hcell, Hp, &S.acts)
+                if proj:
+                    if na <= SMALL_BATCH:
+                        _k32.gemv_pan16(na, Pp // 16, Hp, <const float*>w.w_hr_pan, Hc, Hp,
+                                        hnx, Kh)
+                    else:
+                        _gemm_nt(na, Pp, Hp, <floating>1.0, Hc, Hp, w_hr, Hp, <floating>0.0,
+                                 hnx, Kh)
+            else:
+                _gemm_nt(na, G4, Kh, <floating>1.0, hp, Kh, w_hh, Kh, <floating>1.0,
+                         <floating*>Gs, G4)
+                li_gates_rows_f64(na, Hp, Gs, G4, bias, peep, C, Hp, hcell, Hp, &S.acts)
+                if proj:
+                    _gemm_nt(na, Pp, Hp, <floating>1.0, Hc, Hp, w_hr, Hp, <floating>0.0,
+                             hnx, Kh)
+            # outputs of the active rows
+            for b in range(na):
+                t = lens[b] - 1 - s if reverse else s
+                memcpy(out + t * L.os_t + perm[b] * L.os_b + ob, hnx + <long>b * Kh,
+                       Hout * sizeof(floating))
+            # rows whose sequence ends at this step: final state
+            na_next = na
+            while na_next > 0 and lens[na_next - 1] <= s + 1:
+                na_next -= 1
+            for b in range(na_next, na):
+                row = perm[b]
+                memcpy(hn + (<long>d * B + row) * Hout, hnx + <long>b * Kh, Hout * sizeof(floating))
+                memcpy(cn + (<long>d * B + row) * H, C + <long>b * Hp, H * sizeof(floating))
+            na = na_next
+            tmp = hp
+            hp = hnx
+            hnx = tmp
+            if not proj:
+                hcell = hnx
+        s0 += tb
+    free(ws)
+    return 0
+
+
+cdef int _run_layer(const Layer* L, const Shared* S, int nthreads, floating dummy) noexcept nogil:
+    cdef int ntasks = L.D * S.nslices
+    cdef int task, status = 0
+    if nthreads <= 1 or ntasks == 1:
+        for task in range(ntasks):
+            if _run_task(L, S, task, dummy) != 0:
+                status = -1
+    else:
+        for task in prange(ntasks, num_threads=nthreads, schedule="static", chunksize=1):
+            if _run_task(L, S, task, dummy) != 0:
+                status = -1
+    return status
+
+
+cdef int _run_stack(Layer* layers, int nlayers, Shared* S, int nthreads,
+                    floating dummy) noexcept nogil:
+    cdef int k
+    for k in range(nlayers):
+        if _run_layer(&layers[k], S, nthreads, dummy) != 0:
+            return -1
+    return 0
+
+
+cdef inline char* _ptr(object a):
+    """Data pointer of a numpy array (or NULL for None)."""
+    if a is None:
+        return NULL
+    return <char*>cnp.PyArray_DATA(<cnp.ndarray>a)
+
+
+def _block_steps(int B, int nslices, int G4, int In, int itemsize):
+    """Steps per input-projection block: enough rows for an efficient GEMM,
+    a workspace that stays small (bounded whatever T is)."""
+    cdef int bs = (B + nslices - 1) // nslices
+    cdef long row_bytes = <long>(G4 + In) * itemsize * bs
+    cdef int tb = 64
+    while tb > 1 and tb * row_bytes > (1 << 20):
+        tb //= 2
+    return tb
+
+
+def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
+            int[::1] lens, int[::1] perm, tuple acts, int nthreads):
+    """Run a validated stack. All arrays come from model.LSTM.forward, which
+    checked every shape, dtype and stride; nothing is checked here."""
+    cdef int nlayers = len(packed)
+    if nlayers > MAX_LAYERS:
+        raise ValueError(f"at most {MAX_LAYERS} layers are supported; got {nlayers}")
+    cdef Layer layers[MAX_LAYERS]
+    cdef Shared S
+    cdef int k, d, itemsize, status
+    cdef Layer* L
+    x0 = bufs[0][0]
+    itemsize = x0.itemsize
+    S.T = x0.shape[0]
+    S.B = x0.shape[1]
+    S.lens = &lens[0]
+    S.perm = &perm[0]
+    (S.acts.kf, S.acts.af, S.acts.bf, S.acts.kg, S.acts.ag, S.acts.bg,
+     S.acts.kh, S.acts.ah, S.acts.bh, S.acts.clip, S.acts.cell_clip, S.acts.cifg) = acts
+    # batch slices: enough tasks to feed the threads, slices of >= 4 rows
+    cdef int D0 = len(packed[0])
+    cdef int want = (nthreads + D0 - 1) // D0
+    S.nslices = max(1, min(want, S.B // 4))
+    cdef int maxG4 = 0, maxI = 0
+    for k in range(nlayers):
+        dirs = packed[k]
+        xin, xout = bufs[k]
+        L = &layers[k]
+        L.D = len(dirs)
+        p = dirs[0]
+        L.In, L.H, L.Hp, L.P, L.Pp, L.Kh = p.I, p.H, p.Hp, p.P, p.Pp, p.Kh
+        L.Hout = p.P or p.H
+        maxG4 = max(maxG4, 4 * p.Hp)
+        maxI = max(maxI, p.I)
+        L.x = _ptr(xin)
+        L.xs_t = xin.strides[0] // itemsize
+        L.xs_b = xin.strides[1] // itemsize
+        L.out = _ptr(xout)
+        L.os_t = xout.strides[0] // itemsize
+        L.os_b = xout.strides[1] // itemsize
+        L.h0 = _ptr(h0s[k])
+        L.c0 = _ptr(c0s[k])
+        L.hn = _ptr(hns[k])
+        L.cn = _ptr(cns[k])
+        for d in range(L.D):
+            p = dirs[d]
+            L.w[d].w_ih = _ptr(p.w_ih)
+            L.w[d].w_hh = _ptr(p.w_hh)
+            L.w[d].w_hh_pan = _ptr(p.w_hh_pan)
+            L.w[d].bias = _ptr(p.bias)
+            L.w[d].peep = _ptr(p.peep)
+            L.w[d].w_hr = _ptr(p.w_hr)
+            L.w[d].w_hr_pan = _ptr(p.w_hr_pan)
+    S.block_t = _block_steps(S.B, S.nslices, maxG4, maxI, itemsize)
+    if itemsize == 4:
+        with nogil:
+            status = _run_stack(layers, nlayers, &S, nthreads, <float>0)
+    else:
+        with nogil:
+            status = _run_stack(layers, nlayers, &S, nthreads, <double>0)
+    if status != 0:
+        raise MemoryError("could not allocate the LSTM workspace")

@@ -1,0 +1,168 @@
+/* Step kernels for _kernels.pyx: gate maths and small-batch GEMV, with a
+ * float32 SIMD path picked at run time.
+ *
+ * Why C and not Cython: run-time ISA dispatch needs per-function target
+ * attributes (#pragma GCC target), which Cython cannot express. The build
+ * itself uses no -march flag, so the extension loads on any x86-64; the
+ * AVX2 and AVX-512 versions only run when the CPU reports them.
+ *
+ * Float64 has no SIMD path: it is the accuracy reference (libm exp/tanh,
+ * ~1e-15), not a speed target.
+ */
+#ifndef LSTM_INFER_CELL_H
+#define LSTM_INFER_CELL_H
+
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LI_ACT_SIGMOID 0
+#define LI_ACT_TANH 1
+#define LI_ACT_RELU 2
+#define LI_ACT_LINEAR 3
+#define LI_ACT_HARD_SIGMOID 4
+
+typedef struct {
+    int kf, kg, kh;     /* activation kinds: gates (i, f, o), cell input g, output h */
+    float af, bf, ag, bg, ah, bh; /* hard_sigmoid alpha/beta per activation */
+    float clip;         /* gate pre-activation clip (ONNX), +inf if none */
+    float cell_clip;    /* cell state clip (TF1), +inf if none */
+    int cifg;           /* input_forget: f = 1 - i */
+} li_acts;
+
+/* ------------------------------------------------------------ float32, per ISA */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define LI_X86 1
+#endif
+
+#define LI_SFX generic
+#define LI_MB 2
+#include "lstm_cell_impl.h"
+#undef LI_SFX
+#undef LI_MB
+
+#ifdef LI_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#define LI_SFX avx2
+#define LI_MB 2
+#include "lstm_cell_impl.h"
+#undef LI_SFX
+#undef LI_MB
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")
+#define LI_SFX avx512
+#define LI_MB 4
+#include "lstm_cell_impl.h"
+#undef LI_SFX
+#undef LI_MB
+#pragma GCC pop_options
+#endif
+
+typedef void (*li_gates_rows_fn)(int, int, const float *, long, const float *, const float *,
+                                 float *, long, float *, long, const li_acts *);
+typedef void (*li_step_fused_fn)(int, int, int, const float *, long, const float *,
+                                 const float *, long, const float *, const float *, float *,
+                                 long, float *, long, const li_acts *);
+typedef void (*li_gemv_pan16_fn)(int, int, int, const float *, const float *, long, float *,
+                                 long);
+
+typedef struct {
+    li_gates_rows_fn gates_rows;
+    li_step_fused_fn step_fused;
+    li_gemv_pan16_fn gemv_pan16;
+} li_kernels_f32;
+
+#define LI_LEVEL_GENERIC 0
+#define LI_LEVEL_AVX2 1
+#define LI_LEVEL_AVX512 2
+
+/* Highest level this CPU (and OS) supports. */
+static int li_cpu_level(void)
+{
+#ifdef LI_X86
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
+        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
+        return LI_LEVEL_AVX512;
+    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
+        return LI_LEVEL_AVX2;
+#endif
+    return LI_LEVEL_GENERIC;
+}
+
+static li_kernels_f32 li_select_f32(int level)
+{
+    li_kernels_f32 k;
+#ifdef LI_X86
+    if (level >= LI_LEVEL_AVX512) {
+        k.gates_rows = li_gates_rows_f32_avx512;
+        k.step_fused = li_step_fused_f32_avx512;
+        k.gemv_pan16 = li_gemv_pan16_f32_avx512;
+        return k;
+    }
+    if (level >= LI_LEVEL_AVX2) {
+        k.gates_rows = li_gates_rows_f32_avx2;
+        k.step_fused = li_step_fused_f32_avx2;
+        k.gemv_pan16 = li_gemv_pan16_f32_avx2;
+        return k;
+    }
+#endif
+    k.gates_rows = li_gates_rows_f32_generic;
+    k.step_fused = li_step_fused_f32_generic;
+    k.gemv_pan16 = li_gemv_pan16_f32_generic;
+    return k;
+}
+
+/* ------------------------------------------------------------ float64 (reference accuracy) */
+static inline double li_act_f64(int kind, double alpha, double beta, double v)
+{
+    switch (kind) {
+    case LI_ACT_SIGMOID: return 1.0 / (1.0 + exp(-v));
+    case LI_ACT_TANH: return tanh(v);
+    case LI_ACT_RELU: return v > 0.0 ? v : 0.0;
+    case LI_ACT_HARD_SIGMOID: {
+        double t = alpha * v + beta;
+        t = t < 0.0 ? 0.0 : t;
+        return t > 1.0 ? 1.0 : t;
+    }
+    default: return v;
+    }
+}
+
+static inline double li_clamp_f64(double v, double lim)
+{
+    v = v < -lim ? -lim : v;
+    return v > lim ? lim : v;
+}
+
+/* Same contract as li_gates_rows_f32 (interleaved groups of 16). */
+static void li_gates_rows_f64(int nb, int Hp, const double *Z, long ldz, const double *bias,
+                              const double *peep, double *C, long ldc, double *Hc, long ldh,
+                              const li_acts *a)
+{
+    const double clip = a->clip, cclip = a->cell_clip;
+    for (int b = 0; b < nb; b++)
+        for (int j = 0; j < Hp; j++) {
+            const long zg = (j / 16) * 64 + (j % 16);
+            const double *z = Z + b * ldz;
+            double *c = C + b * ldc + j;
+            double pi = peep ? peep[j] : 0.0, pf = peep ? peep[Hp + j] : 0.0;
+            double po = peep ? peep[2 * Hp + j] : 0.0;
+            double i = li_act_f64(a->kf, a->af, a->bf, li_clamp_f64(z[zg] + bias[zg] + pi * *c, clip));
+            double f = a->cifg ? 1.0 - i
+                               : li_act_f64(a->kf, a->af, a->bf,
+                                            li_clamp_f64(z[zg + 16] + bias[zg + 16] + pf * *c, clip));
+            double g = li_act_f64(a->kg, a->ag, a->bg, li_clamp_f64(z[zg + 32] + bias[zg + 32], clip));
+            double cn = li_clamp_f64(f * *c + i * g, cclip);
+            *c = cn;
+            double o = li_act_f64(a->kf, a->af, a->bf,
+                                  li_clamp_f64(z[zg + 48] + bias[zg + 48] + po * cn, clip));
+            Hc[b * ldh + j] = o * li_act_f64(a->kh, a->ah, a->bh, cn);
+        }
+}
+
+#endif

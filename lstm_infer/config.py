@@ -1,0 +1,146 @@
+"""Model configuration: frozen dataclasses describing an LSTM stack.
+
+`LSTMConfig` is what `model.config` returns; `LayerSpec` describes one layer
+(both directions of a bidirectional layer share one spec); `Activation` is one
+of the activation functions of DESIGN §2, with the parameters that
+disambiguate hard_sigmoid.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Tuple
+
+# name -> kernel code (must match LI_ACT_* in _simd/lstm_cell.h)
+ACTIVATION_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "linear": 3, "hard_sigmoid": 4}
+
+
+@dataclass(frozen=True)
+class Activation:
+    """An activation function.
+
+    ``hard_sigmoid`` is ``clip(alpha * x + beta, 0, 1)``: Keras <= 2 and ONNX
+    default to alpha=0.2, beta=0.5; Keras 3 uses relu6(x + 3) / 6, i.e.
+    alpha=1/6, beta=0.5. ``linear`` is the identity.
+    """
+
+    name: str
+    alpha: float = 0.0
+    beta: float = 0.0
+
+    def __post_init__(self):
+        if self.name not in ACTIVATION_CODES:
+            raise ValueError(
+                f"unsupported activation {self.name!r}; expected one of "
+                f"{sorted(ACTIVATION_CODES)}"
+            )
+        if self.name == "hard_sigmoid" and self.alpha == 0.0 and self.beta == 0.0:
+            object.__setattr__(self, "alpha", 0.2)
+            object.__setattr__(self, "beta", 0.5)
+        for v, n in ((self.alpha, "alpha"), (self.beta, "beta")):
+            if not math.isfinite(v):
+                raise ValueError(f"activation {self.name} {n} must be finite; got {v}")
+
+    @classmethod
+    def parse(cls, spec) -> "Activation":
+        """Accept an Activation, a name, or a (name, alpha, beta) tuple."""
+        if isinstance(spec, Activation):
+            return spec
+        if isinstance(spec, str):
+            return cls(spec.lower())
+        if isinstance(spec, (tuple, list)) and 1 <= len(spec) <= 3 and isinstance(spec[0], str):
+            return cls(spec[0].lower(), *[float(v) for v in spec[1:]])
+        raise TypeError(
+            f"activation must be a name, an Activation or (name, alpha, beta); got {spec!r}"
+        )
+
+    @property
+    def code(self) -> int:
+        return ACTIVATION_CODES[self.name]
+
+
+DEFAULT_ACTIVATIONS = (Activation("sigmoid"), Activation("tanh"), Activation("tanh"))
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer of the stack (all its directions)."""
+
+    input_size: int
+    hidden_size: int
+    proj_size: int = 0
+    bidirectional: bool = False
+    peephole: bool = False
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def output_size(self) -> int:
+        """Size of h (per direction): proj_size if projected, else hidden_size."""
+        return self.proj_size or self.hidden_size
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """Configuration of an LSTM model (see DESIGN §1).
+
+    For a stack whose layers differ in size, ``hidden_size`` / ``proj_size``
+    are those of the first layer and ``uniform`` is False; ``layers`` is
+    always exact.
+    """
+
+    input_size: int
+    hidden_size: int
+    num_layers: int
+    bidirectional: bool
+    proj_size: int
+    peephole: bool
+    batch_first: bool
+    dtype: str
+    quantization: Optional[str]
+    clip: Optional[float]
+    cell_clip: Optional[float]
+    input_forget: bool
+    activations: Tuple[Activation, Activation, Activation] = DEFAULT_ACTIVATIONS
+    layers: Tuple[LayerSpec, ...] = field(default=())
+
+    @property
+    def num_directions(self) -> int:
+        return 2 if self.bidirectional else 1
+
+    @property
+    def uniform(self) -> bool:
+        """True when every layer has the same hidden/proj size (torch-style h_n)."""
+        first = self.layers[0]
+        return all(
+            l.hidden_size == first.hidden_size and l.proj_size == first.proj_size
+            for l in self.layers
+        )
+
+    @property
+    def output_size(self) -> int:
+        """Last dimension of ``out``: D * H_out of the last layer."""
+        last = self.layers[-1]
+        return last.num_directions * last.output_size
+
+    def to_dict(self) -> dict:
+        d = {
+            k: getattr(self, k)
+            for k in (
+                "input_size", "hidden_size", "num_layers", "bidirectional", "proj_size",
+                "peephole", "batch_first", "dtype", "quantization", "clip", "cell_clip",
+                "input_forget",
+            )
+        }
+        d["activations"] = [[a.name, a.alpha, a.beta] for a in self.activations]
+        d["layers"] = [
+            {
+                "input_size": l.input_size, "hidden_size": l.hidden_size,
+                "proj_size": l.proj_size, "bidirectional": l.bidirectional,
+                "peephole": l.peephole,
+            }
+            for l in self.layers
+        ]
+        return d

@@ -1,0 +1,26 @@
+"""Gate orders of every source, in one place (DESIGN §2).
+
+Canonical order is i, f, g, o. `to_canonical(w, source)` reorders the 4H
+gate blocks along `axis` so loaders never hand-code index shuffles.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+CANONICAL = ("i", "f", "g", "o")
+
+GATE_ORDERS = {
+    "torch": ("i", "f", "g", "o"),
+    "keras": ("i", "f", "g", "o"),   # Keras calls g "c"
+    "onnx": ("i", "o", "f", "g"),    # ONNX calls g "c"
+    "tf1": ("i", "g", "f", "o"),     # TF1 LSTMCell calls g "j"
+}
+
+
+def to_canonical(w: np.ndarray, source: str, axis: int = 0) -> np.ndarray:
+    """Reorder the four gate blocks of `w` along `axis` from `source` order to i, f, g, o."""
+    order = GATE_ORDERS[source]
+    if order == CANONICAL:
+        return w
+    blocks = np.split(np.asarray(w), 4, axis=axis)
+    return np.concatenate([blocks[order.index(g)] for g in CANONICAL], axis=axis)

@@ -1,0 +1,494 @@
+"""The LSTM model: canonical weights, validation, packing, forward.
+
+Python validates, Cython computes: everything about shapes, dtypes, lengths
+and state is checked here, with messages that say what was expected and what
+came, before `_kernels.forward` runs the whole stack without the GIL.
+
+Canonical weights (what the constructor takes, what loaders produce): a list
+with one entry per layer; each entry a list of one (forward) or two
+(forward, reverse) dicts with
+
+    w_ih  (4H, I_k)    gate order i, f, g, o
+    w_hh  (4H, H_out)  H_out = P if projected else H
+    b     (4H,)        b_ih + b_hh, optional (zeros)
+    w_hr  (P, H)       optional: projection (torch proj_size)
+    p_i, p_f, p_o (H,) optional: peephole weights (all three or none)
+
+Packing (done once, here) turns these into the layouts the kernels want; see
+the Design block at the top of _kernels.pyx.
+"""
+from __future__ import annotations
+
+import threading
+from typing import List, Optional, Sequence
+
+import numpy as np
+
+from . import _threads
+from .config import DEFAULT_ACTIVATIONS, Activation, LayerSpec, LSTMConfig
+
+GROUP = 16  # hidden units per interleaved gate group (one 512-bit float32 vector)
+_DTYPES = {"float32": np.float32, "float64": np.float64}
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def _as_weight(a, name, dtype):
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real numeric array; got dtype {a.dtype}")
+    return np.ascontiguousarray(a, dtype=dtype)
+
+
+def _check_shape(a, shape, name):
+    if a.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {tuple(shape)}; got {a.shape}")
+
+
+def _interleave_rows(w4: np.ndarray, H: int, Hp: int) -> np.ndarray:
+    """(4H, ...) in gate order i,f,g,o -> (4Hp, ...) grouped as
+    [group 0: i(16) f(16) g(16) o(16)][group 1: ...], zero rows for padding."""
+    rest = w4.shape[1:]
+    gates = np.zeros((4, Hp) + rest, dtype=w4.dtype)
+    gates[:, :H] = w4.reshape((4, H) + rest)
+    g = gates.reshape((4, Hp // GROUP, GROUP) + rest)
+    return np.ascontiguousarray(np.moveaxis(g, 0, 1).reshape((4 * Hp,) + rest))
+
+
+class _PackedDirection:
+    """Kernel-ready weights of one layer direction (read by _kernels.forward)."""
+
+    __slots__ = ("I", "H", "Hp", "P", "Pp", "Kh", "w_ih", "w_hh", "w_hh_pan", "bias",
+                 "peep", "w_hr", "w_hr_pan")
+
+    def __init__(self, w: dict, H: int, P: int):
+        dtype = w["w_ih"].dtype
+        self.I = w["w_ih"].shape[1]
+        self.H, self.P = H, P
+        self.Hp = _round_up(H, GROUP)
+        self.Pp = _round_up(P, GROUP) if P else 0
+        self.Kh = self.Pp or self.Hp
+        Hout = P or H
+        self.w_ih = _interleave_rows(w["w_ih"], H, self.Hp)
+        w_hh = np.zeros((4 * H, self.Kh), dtype=dtype)
+        w_hh[:, :Hout] = w["w_hh"]
+        self.w_hh = _interleave_rows(w_hh, H, self.Hp)
+        # (Hp/16, Kh, 64): per gate group, W_hh^T so a GEMV streams it row by row
+        self.w_hh_pan = np.ascontiguousarray(
+            self.w_hh.reshape(self.Hp // GROUP, 4 * GROUP, self.Kh).transpose(0, 2, 1))
+        self.bias = _interleave_rows(w["b"], H, self.Hp)
+        if "p_i" in w:
+            peep = np.zeros((3, self.Hp), dtype=dtype)
+            peep[0, :H], peep[1, :H], peep[2, :H] = w["p_i"], w["p_f"], w["p_o"]
+            self.peep = peep
+        else:
+            self.peep = None
+        if P:
+            w_hr = np.zeros((self.Pp, self.Hp), dtype=dtype)
+            w_hr[:P, :H] = w["w_hr"]
+            self.w_hr = w_hr
+            self.w_hr_pan = np.ascontiguousarray(
+                w_hr.reshape(self.Pp // GROUP, GROUP, self.Hp).transpose(0, 2, 1))
+        else:
+            self.w_hr = self.w_hr_pan = None
+
+
+class LSTM:
+    """A multi-layer (optionally bidirectional, projected, peephole) LSTM.
+
+    Parameters
+    ----------
+    layers : list of list of dict
+        Canonical weights, see the module docstring. ``layers[k][d]`` is layer
+        ``k``, direction ``d`` (0 forward, 1 reverse).
+    batch_first : bool
+        Inputs/outputs are ``(B, T, F)`` instead of ``(T, B, F)``.
+    clip : float or None
+        ONNX ``clip``: gate pre-activations are bounded to [-clip, clip].
+    cell_clip : float or None
+        TF1 ``cell_clip``: the cell state is bounded to [-cell_clip, cell_clip].
+    input_forget : bool
+        Coupled input-forget gate (CIFG): f = 1 - i.
+    activations : 3 activations (gate f, cell g, output h) as in ONNX;
+        default ("sigmoid", "tanh", "tanh").
+    dtype : "float32" or "float64"; default: float64 if every weight is float64,
+        else float32.
+    """
+
+    def __init__(self, layers: Sequence[Sequence[dict]], *, batch_first: bool = False,
+                 clip: Optional[float] = None, cell_clip: Optional[float] = None,
+                 input_forget: bool = False, activations=None, dtype=None):
+        if isinstance(layers, dict) or not isinstance(layers, (list, tuple)) or not layers:
+            raise TypeError("layers must be a non-empty list (one entry per layer) of lists "
+                            "of direction dicts")
+        if dtype is None:
+            all64 = all(np.asarray(d["w_ih"]).dtype == np.float64
+                        for l in layers for d in l if isinstance(d, dict) and "w_ih" in d)
+            dtype = "float64" if all64 else "float32"
+        dtype = np.dtype(dtype).name
+        if dtype not in _DTYPES:
+            raise ValueError(f"dtype must be float32 or float64; got {dtype}")
+        npdt = _DTYPES[dtype]
+        for name, v in (("clip", clip), ("cell_clip", cell_clip)):
+            if v is not None and not (np.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite number or None; got {v}")
+        if activations is None:
+            acts = DEFAULT_ACTIVATIONS
+        else:
+            acts = tuple(Activation.parse(a) for a in activations)
+            if len(acts) != 3:
+                raise ValueError(f"activations must be 3 functions (gate, cell, output); "
+                                 f"got {len(acts)}")
+
+        specs, canon, packed = [], [], []
+        in_size = None
+        for k, dirs in enumerate(layers):
+            if not isinstance(dirs, (list, tuple)) or len(dirs) not in (1, 2):
+                raise ValueError(f"layer {k} must be a list of 1 or 2 direction dicts; got {dirs!r:.80}")
+            spec, cw = self._check_layer(k, dirs, in_size, npdt)
+            specs.append(spec)
+            canon.append(cw)
+            packed.append([_PackedDirection(w, spec.hidden_size, spec.proj_size) for w in cw])
+            in_size = spec.num_directions * spec.output_size
+        first = specs[0]
+        self._config = LSTMConfig(
+            input_size=first.input_size, hidden_size=first.hidden_size,
+            num_layers=len(specs), bidirectional=first.bidirectional,
+            proj_size=first.proj_size, peephole=first.peephole, batch_first=bool(batch_first),
+            dtype=dtype, quantization=None,
+            clip=None if clip is None else float(clip),
+            cell_clip=None if cell_clip is None else float(cell_clip),
+            input_forget=bool(input_forget), activations=acts, layers=tuple(specs))
+        self._weights = canon
+        self._packed = packed
+        self._dtype = npdt
+        a = acts
+        self._act_params = (a[0].code, a[0].alpha, a[0].beta, a[1].code, a[1].alpha, a[1].beta,
+                            a[2].code, a[2].alpha, a[2].beta,
+                            float(clip) if clip is not None else np.inf,
+                            float(cell_clip) if cell_clip is not None else np.inf,
+                            int(bool(input_forget)))
+
+    @staticmethod
+    def _check_layer(k, dirs, in_size, npdt):
+        canon = []
+        spec = None
+        for d, w in enumerate(dirs):
+            where = f"layer {k} {'reverse' if d else 'forward'}"
+            if not isinstance(w, dict):
+                raise TypeError(f"{where}: expected a dict of weights; got {type(w).__name__}")
+            unknown = set(w) - {"w_ih", "w_hh", "b", "w_hr", "p_i", "p_f", "p_o"}
+            if unknown:
+                raise ValueError(f"{where}: unknown weight names {sorted(unknown)}")
+            for req in ("w_ih", "w_hh"):
+                if req not in w:
+                    raise ValueError(f"{where}: missing {req}")
+            w_ih = _as_weight(w["w_ih"], f"{where} w_ih", npdt)
+            if w_ih.ndim != 2 or w_ih.shape[0] % 4 or w_ih.shape[0] == 0 or w_ih.shape[1] == 0:
+                raise ValueError(f"{where}: w_ih must have shape (4*H, I) with H, I >= 1; "
+                                 f"got {w_ih.shape}")
+            H, I = w_ih.shape[0] // 4, w_ih.shape[1]
+            if in_size is not None and I != in_size:
+                raise ValueError(f"{where}: w_ih must have shape (4*H, I) = ({4 * H}, {in_size}) "
+                                 f"(I = output size of layer {k - 1}); got {w_ih.shape}")
+            P = 0
+            cw = {"w_ih": w_ih}
+            if w.get("w_hr") is not None:
+                w_hr = _as_weight(w["w_hr"], f"{where} w_hr", npdt)
+                if w_hr.ndim != 2 or w_hr.shape[1] != H or not 0 < w_hr.shape[0]:
+                    raise ValueError(f"{where}: w_hr must have shape (P, H) = (P, {H}); "
+                                     f"got {w_hr.shape}")
+                P = w_hr.shape[0]
+                if P >= H:
+                    raise ValueError(f"{where}: proj_size must be smaller than hidden_size "
+                                     f"{H} (as in torch); got {P}")
+                cw["w_hr"] = w_hr
+            Hout = P or H
+            w_hh = _as_weight(w["w_hh"], f"{where} w_hh", npdt)
+            _check_shape(w_hh, (4 * H, Hout), f"{where}: w_hh (4*H, H_out)")
+            cw["w_hh"] = w_hh
+            if w.get("b") is not None:
+                b = _as_weight(w["b"], f"{where} b", npdt)
+                _check_shape(b, (4 * H,), f"{where}: b (4*H,)")
+            else:
+                b = np.zeros(4 * H, dtype=npdt)
+            cw["b"] = b
+            peeps = [w.get(n) is not None for n in ("p_i", "p_f", "p_o")]
+            if any(peeps) and not all(peeps):
+                raise ValueError(f"{where}: peephole needs all of p_i, p_f, p_o")
+            if all(peeps):
+                for n in ("p_i", "p_f", "p_o"):
+                    p = _as_weight(w[n], f"{where} {n}", npdt)
+                    _check_shape(p, (H,), f"{where}: {n} (H,)")
+                    cw[n] = p
+            this = LayerSpec(I, H, P, len(dirs) == 2, all(peeps))
+            if spec is not None and (this.hidden_size, this.proj_size, this.peephole, this.input_size) != (
+                    spec.hidden_size, spec.proj_size, spec.peephole, spec.input_size):
+                raise ValueError(f"{where}: both directions must have the same sizes and "
+                                 f"peephole; forward is {spec}, reverse is {this}")
+            spec = this
+            for a in cw.values():
+                a.setflags(write=False)
+            canon.append(cw)
+        return spec, canon
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def random(cls, input_size: int, hidden_size: int, num_layers: int = 1,
+               bidirectional: bool = False, proj_size: int = 0, peephole: bool = False,
+               batch_first: bool = False, dtype="float32", seed: int = 0, **kwargs) -> "LSTM":
+        """A model with weights ~ U(-1/sqrt(H), 1/sqrt(H)) (torch's init), for demos and tests.
+
+        Extra keyword arguments (clip, cell_clip, input_forget, activations) go to the
+        constructor.
+        """
+        for n, v in (("input_size", input_size), ("hidden_size", hidden_size),
+                     ("num_layers", num_layers)):
+            if not isinstance(v, (int, np.integer)) or v < 1:
+                raise ValueError(f"{n} must be a positive integer; got {v!r}")
+        rng = np.random.default_rng(seed)
+        k = 1.0 / np.sqrt(hidden_size)
+        H, P = hidden_size, proj_size
+        Hout = P or H
+        D = 2 if bidirectional else 1
+        layers = []
+        for layer in range(num_layers):
+            I = input_size if layer == 0 else D * Hout
+            dirs = []
+            for _ in range(D):
+                w = {
+                    "w_ih": rng.uniform(-k, k, (4 * H, I)),
+                    "w_hh": rng.uniform(-k, k, (4 * H, Hout)),
+                    "b": rng.uniform(-k, k, 4 * H) + rng.uniform(-k, k, 4 * H),
+                }
+                if P:
+                    w["w_hr"] = rng.uniform(-k, k, (P, H))
+                if peephole:
+                    for n in ("p_i", "p_f", "p_o"):
+                        w[n] = rng.uniform(-k, k, H)
+                dirs.append({n: a.astype(dtype) for n, a in w.items()})
+            layers.append(dirs)
+        return cls(layers, batch_first=batch_first, dtype=dtype, **kwargs)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def config(self) -> LSTMConfig:
+        return self._config
+
+    @property
+    def weights(self) -> List[List[dict]]:
+        """Canonical weights (read-only arrays), as taken by the constructor."""
+        return [[dict(d) for d in layer] for layer in self._weights]
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self._dtype)
+
+    def __repr__(self) -> str:
+        c = self._config
+        sizes = " -> ".join(
+            f"{l.hidden_size}{'/' + str(l.proj_size) if l.proj_size else ''}{'x2' if l.bidirectional else ''}"
+            for l in c.layers)
+        flags = [f for f, on in (("peephole", c.peephole), ("batch_first", c.batch_first),
+                                 ("cifg", c.input_forget)) if on]
+        if c.clip is not None:
+            flags.append(f"clip={c.clip}")
+        if c.cell_clip is not None:
+            flags.append(f"cell_clip={c.cell_clip}")
+        return (f"LSTM(input={c.input_size}, layers: {sizes}, {c.dtype}"
+                f"{', ' + ', '.join(flags) if flags else ''})")
+
+    # ------------------------------------------------------------------ forward
+    def __call__(self, x, state=None, lengths=None, *, num_threads=None):
+        return self.forward(x, state=state, lengths=lengths, num_threads=num_threads)
+
+    def forward(self, x, state=None, lengths=None, *, num_threads=None):
+        """Run the LSTM over a batch of sequences.
+
+        Parameters
+        ----------
+        x : array_like, (T, B, I) — (B, T, I) if batch_first — or (T, I) unbatched
+        state : (h0, c0), optional
+            Uniform stack: h0 (D*L, B, H_out), c0 (D*L, B, H) (no batch axis when
+            unbatched). Stacks whose layers differ: lists with one (D, B, H_k) array
+            per layer. Default zeros.
+        lengths : array_like of int (B,), optional
+            Valid length of each sequence, 0 <= len <= T. Outputs past a length are 0;
+            the final state is taken at each sequence's last valid step; reverse
+            directions run over each sequence's own span.
+        num_threads : int, optional
+            Threads for this call (default: ``li.set_num_threads`` / all cores).
+
+        Returns
+        -------
+        out : (T, B, D*H_out) (or (B, T, ...) if batch_first, (T, ...) if unbatched)
+        (h_n, c_n) : final states, same form as ``state``.
+        """
+        from . import _kernels
+
+        cfg = self._config
+        specs = cfg.layers
+        x = np.asarray(x)
+        if x.dtype.kind not in "fiub":
+            raise TypeError(f"x must be a real numeric array; got dtype {x.dtype}")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"x must be 3-D ({'B, T' if cfg.batch_first else 'T, B'}, I) or "
+                             f"2-D unbatched (T, I); got shape {x.shape}")
+        unbatched = x.ndim == 2
+        if unbatched:
+            x = x[:, None, :] if not cfg.batch_first else x[None, :, :]
+        x_tb = x.transpose(1, 0, 2) if cfg.batch_first else x  # (T, B, I) view
+        T, B, I = x_tb.shape
+        if I != cfg.input_size:
+            raise ValueError(f"x must have {cfg.input_size} features (input_size); "
+                             f"got shape {x.shape} with {I}")
+        if x_tb.dtype != self._dtype or not _kernel_friendly(x_tb):
+            x_tb = _cast_rows_contiguous(x_tb, self._dtype)
+        if x.dtype.kind == "f" and x_tb.size and not np.isfinite(x_tb).all():
+            raise ValueError("x contains NaN or infinity")
+
+        lens = self._check_lengths(lengths, B, T, unbatched)
+        h0s, c0s = self._check_state(state, B, unbatched)
+
+        # outputs: the user's `out` is written in place through a strided (T, B, F) view
+        F = cfg.output_size
+        alloc = np.zeros if (lens is not None and T and int(lens.min()) < T) else np.empty
+        if cfg.batch_first:
+            out_user = alloc((B, T, F), dtype=self._dtype)
+            out_tb = out_user.transpose(1, 0, 2)
+        else:
+            out_user = alloc((T, B, F), dtype=self._dtype)
+            out_tb = out_user
+        bufs, inp = [], x_tb
+        for k, s in enumerate(specs):
+            if k == len(specs) - 1:
+                o = out_tb
+            else:
+                o = alloc((T, B, s.num_directions * s.output_size), dtype=self._dtype)
+            bufs.append((inp, o))
+            inp = o
+        hns = [np.empty((s.num_directions, B, s.output_size), dtype=self._dtype) for s in specs]
+        cns = [np.empty((s.num_directions, B, s.hidden_size), dtype=self._dtype) for s in specs]
+
+        if lens is None:
+            lens_sorted = np.full(B, T, dtype=np.intc)
+            perm = np.arange(B, dtype=np.intc)
+        else:
+            perm = np.argsort(-lens, kind="stable").astype(np.intc)
+            lens_sorted = np.ascontiguousarray(lens[perm], dtype=np.intc)
+
+        nthreads = _threads.enter_call(num_threads)
+        try:
+            if T and B:
+                _kernels.forward(self._packed, bufs, h0s, c0s, hns, cns, lens_sorted, perm,
+                                 self._act_params, nthreads)
+            else:
+                for k in range(len(specs)):
+                    hns[k][...] = h0s[k]
+                    cns[k][...] = c0s[k]
+        finally:
+            _threads.exit_call()
+
+        if cfg.uniform:
+            h_n = np.concatenate(hns, axis=0)
+            c_n = np.concatenate(cns, axis=0)
+            if unbatched:
+                h_n, c_n = h_n[:, 0], c_n[:, 0]
+        else:
+            h_n = [h[:, 0] for h in hns] if unbatched else hns
+            c_n = [c[:, 0] for c in cns] if unbatched else cns
+        out = out_user[:, 0] if (unbatched and not cfg.batch_first) else (
+            out_user[0] if unbatched else out_user)
+        return out, (h_n, c_n)
+
+    def _check_lengths(self, lengths, B, T, unbatched):
+        if lengths is None:
+            return None
+        lens = np.asarray(lengths)
+        if unbatched and lens.ndim == 0:
+            lens = lens.reshape(1)
+        if lens.dtype.kind not in "iu" and not (
+                lens.dtype.kind == "f" and np.all(np.mod(lens, 1) == 0)):
+            raise TypeError(f"lengths must be integers; got dtype {lens.dtype}")
+        if lens.shape != (B,):
+            raise ValueError(f"lengths must have shape (B,) = ({B},); got {lens.shape}")
+        if B and (lens.min() < 0 or lens.max() > T):
+            raise ValueError(f"lengths must satisfy 0 <= len <= T = {T}; got min {lens.min()}, "
+                             f"max {lens.max()}")
+        return lens.astype(np.intc)
+
+    def _check_state(self, state, B, unbatched):
+        specs = self._config.layers
+        zeros = lambda shape: np.zeros(shape, dtype=self._dtype)
+        if state is None:
+            h0s = [zeros((s.num_directions, B, s.output_size)) for s in specs]
+            c0s = [zeros((s.num_directions, B, s.hidden_size)) for s in specs]
+            return h0s, c0s
+        if not isinstance(state, (tuple, list)) or len(state) != 2:
+            raise TypeError("state must be a pair (h0, c0)")
+        h0, c0 = state
+        out = []
+        for arr, name, size in ((h0, "h0", lambda s: s.output_size), (c0, "c0", lambda s: s.hidden_size)):
+            if self._config.uniform and not isinstance(arr, (list, tuple)):
+                a = _state_array(arr, name, self._dtype)
+                D, L = specs[0].num_directions, len(specs)
+                want = (D * L, B, size(specs[0]))
+                if unbatched:
+                    want = (D * L, size(specs[0]))
+                    _check_shape(a, want, f"{name} (D*num_layers, H)")
+                    a = a[:, None, :]
+                else:
+                    _check_shape(a, want, f"{name} (D*num_layers, B, H)")
+                parts = [a[k * D:(k + 1) * D] for k in range(L)]
+            else:
+                if not isinstance(arr, (list, tuple)) or len(arr) != len(specs):
+                    raise ValueError(f"{name} must be a list with one (D, B, H_k) array per layer "
+                                     f"({len(specs)} layers) for this stack; got {type(arr).__name__}")
+                parts = []
+                for k, (a, s) in enumerate(zip(arr, specs)):
+                    a = _state_array(a, f"{name}[{k}]", self._dtype)
+                    if unbatched:
+                        _check_shape(a, (s.num_directions, size(s)), f"{name}[{k}] (D, H_k)")
+                        a = a[:, None, :]
+                    else:
+                        _check_shape(a, (s.num_directions, B, size(s)), f"{name}[{k}] (D, B, H_k)")
+                    parts.append(a)
+            out.append([np.ascontiguousarray(p) for p in parts])
+        return out[0], out[1]
+
+    # ------------------------------------------------------------------ pickling
+    def __reduce__(self):
+        return (_rebuild, (self._weights, self._rebuild_kwargs()))
+
+    def _rebuild_kwargs(self):
+        c = self._config
+        return dict(batch_first=c.batch_first, clip=c.clip, cell_clip=c.cell_clip,
+                    input_forget=c.input_forget, activations=c.activations, dtype=c.dtype)
+
+
+def _rebuild(weights, kwargs):
+    return LSTM(weights, **kwargs)
+
+
+def _state_array(a, name, dtype):
+    a = np.asarray(a)
+    if a.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must be a real numeric array; got dtype {a.dtype}")
+    a = a.astype(dtype, copy=False)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return a
+
+
+def _kernel_friendly(a: np.ndarray) -> bool:
+    """Rows contiguous and non-negative strides: the kernel reads x[t, b, :] at t*st + b*sb."""
+    s = a.strides
+    it = a.itemsize
+    return (a.shape[2] <= 1 or s[2] == it) and s[0] >= 0 and s[1] >= 0 and \
+        s[0] % it == 0 and s[1] % it == 0 and a.flags.aligned
+
+
+def _cast_rows_contiguous(a: np.ndarray, dtype) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=dtype)
