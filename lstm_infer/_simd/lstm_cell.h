@@ -31,40 +31,54 @@ typedef struct {
     int cifg;           /* input_forget: f = 1 - i */
 } li_acts;
 
+/* 64-byte aligned workspace (so vector loads never straddle cache lines). */
+static inline void *li_alloc64(size_t nbytes)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, 64, nbytes ? nbytes : 64) != 0) return NULL;
+    return p;
+}
+
 /* ------------------------------------------------------------ float32, per ISA */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define LI_X86 1
 #endif
 
 #define LI_SFX generic
-#define LI_MB 2
+#define LI_MB 1
+#define LI_VW 4
 #include "lstm_cell_impl.h"
 #undef LI_SFX
 #undef LI_MB
+#undef LI_VW
 
 #ifdef LI_X86
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
 #define LI_SFX avx2
-#define LI_MB 2
+#define LI_MB 1
+#define LI_VW 8
 #include "lstm_cell_impl.h"
 #undef LI_SFX
 #undef LI_MB
+#undef LI_VW
 #pragma GCC pop_options
 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma,f16c")
 #define LI_SFX avx512
-#define LI_MB 4
+#define LI_MB 6
+#define LI_VW 16
 #include "lstm_cell_impl.h"
 #undef LI_SFX
 #undef LI_MB
+#undef LI_VW
 #pragma GCC pop_options
 #endif
 
 typedef void (*li_gates_rows_fn)(int, int, const float *, long, const float *, const float *,
                                  float *, long, float *, long, const li_acts *);
-typedef void (*li_step_fused_fn)(int, int, int, const float *, long, const float *,
+typedef void (*li_step_fused_fn)(int, int, int, float *, long, const float *,
                                  const float *, long, const float *, const float *, float *,
                                  long, float *, long, const li_acts *);
 typedef void (*li_gemv_pan16_fn)(int, int, int, const float *, const float *, long, float *,

@@ -15,13 +15,16 @@
 #define LI_CAT(a, b) LI_CAT2(a, b)
 #define LI_FN(name) LI_CAT(name, LI_SFX)
 
-/* 64-byte vector of floats; GCC lowers it to 1 zmm, 2 ymm or 4 xmm registers
- * depending on the target region, and keeps locals of this type in registers. */
-typedef float LI_FN(v16) __attribute__((vector_size(64)));
-typedef float LI_FN(v16u) __attribute__((vector_size(64), aligned(4), may_alias));
-#define V16 LI_FN(v16)
-#define LDV(p) (*(const LI_FN(v16u) *)(p))
-#define STV(p, v) (*(LI_FN(v16u) *)(p) = (v))
+/* Native-width float vector of the target region: LI_VW floats (16 zmm, 8 ymm,
+ * 4 xmm). A group's 64 pre-activations are NQ = 64 / LI_VW vectors. Wider-than-
+ * native GCC vectors are lowered through the stack (measured 10x slower), so
+ * the width must match the region. */
+#define NQ (64 / LI_VW)
+typedef float LI_FN(vf) __attribute__((vector_size(LI_VW * 4)));
+typedef float LI_FN(vfu) __attribute__((vector_size(LI_VW * 4), aligned(4), may_alias));
+#define VF LI_FN(vf)
+#define LDV(p) (*(const LI_FN(vfu) *)(p))
+#define STV(p, v) (*(LI_FN(vfu) *)(p) = (v))
 
 /* exp(x) for float32, ~1 ulp on [-87, 88] (Cephes expf polynomial); vectorises. */
 static inline __attribute__((always_inline)) float LI_FN(expf)(float x)
@@ -128,93 +131,140 @@ static void LI_FN(li_gates_rows_f32)(int nb, int Hp, const float *Z, long ldz, c
         }
 }
 
-/* acc[r] (64 values = 4 vectors) += sum_k h[r][k] * W[k][0:64] for MB rows. */
-#define LI_GEMV_ROWS(MB)                                                            \
+/* Tile of MB rows x one group (64 columns): acc = G rows (in/out), accumulate
+ * k in [k0, k1); on the last K chunk apply the group's gates, otherwise store
+ * the partial sums back into G. acc stays in registers (MB * NQ vectors). */
+#define LI_TILE(MB)                                                                 \
     do {                                                                            \
-        V16 acc[MB][4];                                                             \
+        VF acc[MB][NQ];                                                             \
         for (int r = 0; r < MB; r++)                                                \
-            for (int q = 0; q < 4; q++) acc[r][q] = LDV(G + (b0 + r) * ldg + g * 64 + q * 16); \
-        for (int k = 0; k < Kh; k++) {                                              \
+            for (int q = 0; q < NQ; q++)                                            \
+                acc[r][q] = LDV(G + (b0 + r) * ldg + g * 64 + q * LI_VW);           \
+        for (int k = k0; k < k1; k++) {                                             \
             const float *w = W + (long)k * 64;                                      \
-            V16 w0 = LDV(w), w1 = LDV(w + 16), w2 = LDV(w + 32), w3 = LDV(w + 48);  \
             for (int r = 0; r < MB; r++) {                                          \
                 float hv = hprev[(b0 + r) * ldhp + k];                              \
-                acc[r][0] += hv * w0; acc[r][1] += hv * w1;                         \
-                acc[r][2] += hv * w2; acc[r][3] += hv * w3;                         \
+                for (int q = 0; q < NQ; q++) acc[r][q] += hv * LDV(w + q * LI_VW);  \
             }                                                                       \
         }                                                                           \
         for (int r = 0; r < MB; r++) {                                              \
-            float z[64];                                                            \
-            for (int q = 0; q < 4; q++) STV(z + q * 16, acc[r][q]);                 \
-            LI_FN(gate_group)(z, bias + g * 64, pi, pf, po, C + (b0 + r) * ldc + g * 16, \
-                              Hc + (b0 + r) * ldh + g * 16, a);                     \
+            float *zr = G + (b0 + r) * ldg + g * 64;                                \
+            for (int q = 0; q < NQ; q++) STV(zr + q * LI_VW, acc[r][q]);            \
+            if (last)                                                               \
+                LI_FN(gate_group)(zr, bias + g * 64, pi, pf, po,                    \
+                                  C + (b0 + r) * ldc + g * 16, Hc + (b0 + r) * ldh + g * 16, a); \
         }                                                                           \
     } while (0)
 
-/* One recurrent step for a small batch, GEMV and gates fused per group of 16
- * units so the 64 pre-activations never leave registers/L1:
- *   z = G[b] + hprev[b] @ W_hh^T ;  gates ;  C[b], Hc[b] updated.
- * G (nb, 4Hp) stride ldg; hprev (nb, Kh) stride ldhp; Wpan (Hp/16, Kh, 64). */
-static void LI_FN(li_step_fused_f32)(int nb, int Hp, int Kh, const float *G, long ldg,
+/* One row, few vectors per group (AVX-512: NQ = 4): even and odd k accumulate
+ * separately so 2*NQ FMA chains hide the FMA latency. */
+#define LI_TILE1_SPLIT()                                                            \
+    do {                                                                            \
+        const float *hv = hprev + b0 * ldhp;                                        \
+        float *zr = G + b0 * ldg + g * 64;                                          \
+        VF acc[NQ], e[NQ];                                                          \
+        for (int q = 0; q < NQ; q++) {                                              \
+            acc[q] = LDV(zr + q * LI_VW);                                           \
+            e[q] = acc[q] - acc[q];                                                 \
+        }                                                                           \
+        int k = k0;                                                                 \
+        for (; k + 2 <= k1; k += 2) {                                               \
+            const float *w = W + (long)k * 64;                                      \
+            float h0 = hv[k], h1 = hv[k + 1];                                       \
+            for (int q = 0; q < NQ; q++) {                                          \
+                acc[q] += h0 * LDV(w + q * LI_VW);                                  \
+                e[q] += h1 * LDV(w + 64 + q * LI_VW);                               \
+            }                                                                       \
+        }                                                                           \
+        if (k < k1)                                                                 \
+            for (int q = 0; q < NQ; q++) acc[q] += hv[k] * LDV(W + (long)k * 64 + q * LI_VW); \
+        for (int q = 0; q < NQ; q++) STV(zr + q * LI_VW, acc[q] + e[q]);            \
+        if (last)                                                                   \
+            LI_FN(gate_group)(zr, bias + g * 64, pi, pf, po, C + b0 * ldc + g * 16, \
+                              Hc + b0 * ldh + g * 16, a);                           \
+    } while (0)
+
+/* One recurrent step, GEMM and gates fused per (group of 16 units) x (block of
+ * LI_MB rows), so a tile's 64 pre-activations are gated as soon as they are
+ * complete:  z = G[b] + hprev[b] @ W_hh^T ;  gates ;  C[b], Hc[b] updated.
+ * G (nb, 4Hp) stride ldg is the step's input projection and is overwritten.
+ * Loop order g -> K chunk -> row block: a KC x 64 slice of the group's weight
+ * panel (32 KB) stays in L1 while every row block uses it (BLIS-style K
+ * blocking); one row block needs no chunking.
+ * hprev (nb, Kh) stride ldhp; Wpan (Hp/16, Kh, 64). */
+static void LI_FN(li_step_fused_f32)(int nb, int Hp, int Kh, float *G, long ldg,
                                      const float *Wpan, const float *hprev, long ldhp,
                                      const float *bias, const float *peep, float *C, long ldc,
                                      float *Hc, long ldh, const li_acts *a)
 {
     static const float zeros[16] = {0};
-    for (int b0 = 0; b0 < nb; b0 += LI_MB) {
-        int mb = nb - b0 < LI_MB ? nb - b0 : LI_MB;
-        for (int g = 0; g < Hp / 16; g++) {
-            const float *W = Wpan + (long)g * Kh * 64;
-            const float *pi = peep ? peep + g * 16 : zeros;
-            const float *pf = peep ? peep + Hp + g * 16 : zeros;
-            const float *po = peep ? peep + 2 * Hp + g * 16 : zeros;
-            switch (mb) {
-            case 1: LI_GEMV_ROWS(1); break;
+    const int KC = nb <= LI_MB ? Kh : 128;
+    for (int g = 0; g < Hp / 16; g++) {
+        const float *W = Wpan + (long)g * Kh * 64;
+        const float *pi = peep ? peep + g * 16 : zeros;
+        const float *pf = peep ? peep + Hp + g * 16 : zeros;
+        const float *po = peep ? peep + 2 * Hp + g * 16 : zeros;
+        for (int k0 = 0; k0 < Kh; k0 += KC) {
+            const int k1 = k0 + KC < Kh ? k0 + KC : Kh;
+            const int last = k1 == Kh;
+            /* rows split into equal blocks of <= LI_MB (8 rows -> 4 + 4, not 6 + 1 + 1) */
+            const int nblk = (nb + LI_MB - 1) / LI_MB;
+            for (int i = 0; i < nblk; i++) {
+                const int b0 = (int)((long)i * nb / nblk);
+                const int mb = (int)((long)(i + 1) * nb / nblk) - b0;
+                switch (mb) {
+                case 1:
+                    if (NQ <= 4) LI_TILE1_SPLIT(); else LI_TILE(1);
+                    break;
 #if LI_MB >= 2
-            case 2: LI_GEMV_ROWS(2); break;
+                case 2: LI_TILE(2); break;
 #endif
 #if LI_MB >= 3
-            case 3: LI_GEMV_ROWS(3); break;
+                case 3: LI_TILE(3); break;
 #endif
 #if LI_MB >= 4
-            default: LI_GEMV_ROWS(4); break;
+                case 4: LI_TILE(4); break;
 #endif
+#if LI_MB >= 5
+                case 5: LI_TILE(5); break;
+#endif
+#if LI_MB >= 6
+                default: LI_TILE(6); break;
+#endif
+                }
             }
         }
     }
 }
 
-/* y[b][p*16 + j] = sum_k x[b][k] * Wpan[p][k][j]  (projection for small batches).
+/* y[b][p*16 + j] = sum_k x[b][k] * Wpan[p][k][j]  (projection).
  * Wpan (N16, K, 16); x (nb, K) stride ldx; y (nb, 16*N16) stride ldy. */
 static void LI_FN(li_gemv_pan16_f32)(int nb, int N16, int K, const float *Wpan, const float *x,
                                      long ldx, float *y, long ldy)
 {
-    for (int b = 0; b < nb; b++) {
-        const float *xb = x + b * ldx;
-        int p = 0;
-        for (; p + 4 <= N16; p += 4) { /* 4 panels at once: 4 independent FMA chains */
-            const float *w0 = Wpan + (long)p * K * 16;
-            V16 a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
-            for (int k = 0; k < K; k++) {
-                float xv = xb[k];
-                a0 += xv * LDV(w0 + k * 16);
-                a1 += xv * LDV(w0 + (long)K * 16 + k * 16);
-                a2 += xv * LDV(w0 + (long)2 * K * 16 + k * 16);
-                a3 += xv * LDV(w0 + (long)3 * K * 16 + k * 16);
-            }
-            STV(y + b * ldy + p * 16, a0); STV(y + b * ldy + p * 16 + 16, a1);
-            STV(y + b * ldy + p * 16 + 32, a2); STV(y + b * ldy + p * 16 + 48, a3);
-        }
-        for (; p < N16; p++) {
-            const float *w = Wpan + (long)p * K * 16;
-            V16 acc = {0};
-            for (int k = 0; k < K; k++) acc += xb[k] * LDV(w + k * 16);
-            STV(y + b * ldy + p * 16, acc);
+    enum { NV = 16 / LI_VW };
+    for (int p = 0; p < N16; p++) {
+        const float *w = Wpan + (long)p * K * 16;
+        for (int b = 0; b < nb; b++) {
+            const float *xb = x + b * ldx;
+            VF acc[NV], e[NV];
+            for (int q = 0; q < NV; q++) { acc[q] = LDV(w) - LDV(w); e[q] = acc[q]; }
+            int k = 0;
+            for (; k + 2 <= K; k += 2)
+                for (int q = 0; q < NV; q++) {
+                    acc[q] += xb[k] * LDV(w + k * 16 + q * LI_VW);
+                    e[q] += xb[k + 1] * LDV(w + (k + 1) * 16 + q * LI_VW);
+                }
+            for (; k < K; k++)
+                for (int q = 0; q < NV; q++) acc[q] += xb[k] * LDV(w + k * 16 + q * LI_VW);
+            for (int q = 0; q < NV; q++) STV(y + b * ldy + p * 16 + q * LI_VW, acc[q] + e[q]);
         }
     }
 }
 
-#undef V16
+#undef VF
+#undef NQ
 #undef LDV
 #undef STV
-#undef LI_GEMV_ROWS
+#undef LI_TILE
+#undef LI_TILE1_SPLIT
