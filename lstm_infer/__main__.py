@@ -1,0 +1,6 @@
+"""``python -m lstm_infer ...`` is the ``lstm-infer`` command."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
