@@ -48,8 +48,8 @@ import os
 cdef extern from "lstm_cell.h" nogil:
     ctypedef struct li_acts:
         int kf, kg, kh
-        float af, bf, ag, bg, ah, bh
-        float clip, cell_clip
+        double af, bf, ag, bg, ah, bh
+        double clip, cell_clip
         int cifg
     ctypedef struct li_kernels_f32:
         void (*gates_rows)(int, int, const float *, long, const float *, const float *,

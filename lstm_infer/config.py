@@ -86,9 +86,9 @@ class LayerSpec:
 class LSTMConfig:
     """Configuration of an LSTM model (see DESIGN §1).
 
-    For a stack whose layers differ in size, ``hidden_size`` / ``proj_size``
-    are those of the first layer and ``uniform`` is False; ``layers`` is
-    always exact.
+    For a stack whose layers differ in size or directions, ``hidden_size`` /
+    ``proj_size`` / ``bidirectional`` / ``peephole`` are those of the first
+    layer and ``uniform`` is False; ``layers`` is always exact.
     """
 
     input_size: int
@@ -112,10 +112,12 @@ class LSTMConfig:
 
     @property
     def uniform(self) -> bool:
-        """True when every layer has the same hidden/proj size (torch-style h_n)."""
+        """True when every layer has the same hidden/proj size and directions
+        (then h_n / c_n are torch-style stacked arrays, else per-layer lists)."""
         first = self.layers[0]
         return all(
             l.hidden_size == first.hidden_size and l.proj_size == first.proj_size
+            and l.bidirectional == first.bidirectional
             for l in self.layers
         )
 

@@ -36,10 +36,23 @@ def _round_up(n: int, m: int) -> int:
 
 
 def _as_weight(a, name, dtype):
-    a = np.asarray(a)
+    """An owned, contiguous, finite copy of a weight (the caller's array is never aliased)."""
+    a = _to_array(a)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real numeric array; got dtype {a.dtype}")
-    return np.ascontiguousarray(a, dtype=dtype)
+    a = np.array(a, dtype=dtype, order="C", copy=True)
+    if not np.isfinite(a).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+    return a
+
+
+def _to_array(a):
+    if hasattr(a, "detach") and hasattr(a, "numpy"):  # a torch tensor
+        a = a.detach().cpu()
+        if str(a.dtype) in ("torch.bfloat16", "torch.float16"):
+            a = a.float()
+        return a.numpy()
+    return np.asarray(a)
 
 
 def _check_shape(a, shape, name):
@@ -142,18 +155,26 @@ class LSTM:
             raise TypeError("layers must be a non-empty list (one entry per layer) of lists "
                             "of direction dicts")
         if dtype is None:
-            all64 = all(np.asarray(d["w_ih"]).dtype == np.float64
-                        for l in layers for d in l if isinstance(d, dict) and "w_ih" in d)
+            all64 = all(_to_array(a).dtype == np.float64
+                        for l in layers if isinstance(l, (list, tuple))
+                        for d in l if isinstance(d, dict)
+                        for a in d.values() if a is not None)
             dtype = "float64" if all64 else "float32"
         dtype = np.dtype(dtype).name
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be float32 or float64; got {dtype}")
         npdt = _DTYPES[dtype]
         for name, v in (("clip", clip), ("cell_clip", cell_clip)):
-            if v is not None and not (np.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive finite number or None; got {v}")
+            if v is None:
+                continue
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+                    or not (np.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a positive finite number or None; got {v!r}")
         if activations is None:
             acts = DEFAULT_ACTIVATIONS
+        elif isinstance(activations, (str, Activation)):
+            raise TypeError("activations must be a sequence of 3 activations (gate, cell, "
+                            f"output), e.g. ('sigmoid', 'tanh', 'tanh'); got {activations!r}")
         else:
             acts = tuple(Activation.parse(a) for a in activations)
             if len(acts) != 3:
@@ -267,8 +288,12 @@ class LSTM:
         """
         for n, v in (("input_size", input_size), ("hidden_size", hidden_size),
                      ("num_layers", num_layers)):
-            if not isinstance(v, (int, np.integer)) or v < 1:
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
                 raise ValueError(f"{n} must be a positive integer; got {v!r}")
+        if isinstance(proj_size, bool) or not isinstance(proj_size, (int, np.integer)) \
+                or not 0 <= proj_size < hidden_size:
+            raise ValueError(f"proj_size must be an integer with 0 <= proj_size < hidden_size "
+                             f"= {hidden_size}; got {proj_size!r}")
         rng = np.random.default_rng(seed)
         k = 1.0 / np.sqrt(hidden_size)
         H, P = hidden_size, proj_size
@@ -356,13 +381,14 @@ class LSTM:
             raise ValueError(f"x must be 3-D ({'B, T' if cfg.batch_first else 'T, B'}, I) or "
                              f"2-D unbatched (T, I); got shape {x.shape}")
         unbatched = x.ndim == 2
+        given_shape = x.shape
         if unbatched:
             x = x[:, None, :] if not cfg.batch_first else x[None, :, :]
         x_tb = x.transpose(1, 0, 2) if cfg.batch_first else x  # (T, B, I) view
         T, B, I = x_tb.shape
         if I != cfg.input_size:
-            raise ValueError(f"x must have {cfg.input_size} features (input_size); "
-                             f"got shape {x.shape} with {I}")
+            raise ValueError(f"x must have {cfg.input_size} features (input_size) in its last "
+                             f"axis; got shape {given_shape}")
         if x_tb.dtype != self._dtype or not _kernel_friendly(x_tb):
             x_tb = _cast_rows_contiguous(x_tb, self._dtype)
         if x.dtype.kind == "f" and x_tb.size and not np.isfinite(x_tb).all():
@@ -374,7 +400,7 @@ class LSTM:
         # outputs: the user's `out` is written in place through a strided (T, B, F) view
         dims = self._dims
         F = dims[-1][0] * dims[-1][1]
-        alloc = np.zeros if (lens is not None and T and int(lens.min()) < T) else np.empty
+        alloc = np.zeros if (lens is not None and T and B and int(lens.min()) < T) else np.empty
         if cfg.batch_first:
             out_user = alloc((B, T, F), dtype=self._dtype)
             out_tb = out_user.transpose(1, 0, 2)

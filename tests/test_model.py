@@ -400,7 +400,7 @@ def test_constructor_does_not_alias_or_freeze_caller_arrays(rng):
     """A model is immutable after construction: it must neither make the caller's
     weight arrays read-only nor change when the caller later writes into them."""
     w = cast_weights(random_weights(3, 20, rng=rng), np.float32)
-    orig = cast_weights(w, np.float32)
+    orig = [[{k: np.array(v, copy=True) for k, v in d.items()} for d in layer] for layer in w]
     arr = w[0][0]["w_ih"]
     m = li.LSTM(w)
     assert arr.flags.writeable, "LSTM() made the caller's w_ih array read-only"

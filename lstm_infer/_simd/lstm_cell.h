@@ -25,9 +25,10 @@
 
 typedef struct {
     int kf, kg, kh;     /* activation kinds: gates (i, f, o), cell input g, output h */
-    float af, bf, ag, bg, ah, bh; /* hard_sigmoid alpha/beta per activation */
-    float clip;         /* gate pre-activation clip (ONNX), +inf if none */
-    float cell_clip;    /* cell state clip (TF1), +inf if none */
+    /* double so float64 models see the exact constants; float kernels round once */
+    double af, bf, ag, bg, ah, bh; /* hard_sigmoid alpha/beta per activation */
+    double clip;        /* gate pre-activation clip (ONNX), +inf if none */
+    double cell_clip;   /* cell state clip (TF1), +inf if none */
     int cifg;           /* input_forget: f = 1 - i */
 } li_acts;
 

@@ -50,8 +50,9 @@ static inline __attribute__((always_inline)) float LI_FN(expf)(float x)
 
 /* Apply an activation to 16 values in place (switch is outside the loops). */
 static inline __attribute__((always_inline)) void
-LI_FN(act16)(int kind, float alpha, float beta, float *v)
+LI_FN(act16)(int kind, double alpha_d, double beta_d, float *v)
 {
+    const float alpha = (float)alpha_d, beta = (float)beta_d;
     int u;
     switch (kind) {
     case LI_ACT_SIGMOID:
@@ -83,7 +84,8 @@ LI_FN(gate_group)(const float *z, const float *bias, const float *pi, const floa
                   const float *po, float *c, float *h, const li_acts *a)
 {
     float gi[16], gf[16], gg[16], go[16], tc[16];
-    const float lo = -a->clip, hi = a->clip, clo = -a->cell_clip, chi = a->cell_clip;
+    const float lo = -(float)a->clip, hi = (float)a->clip;
+    const float clo = -(float)a->cell_clip, chi = (float)a->cell_clip;
     int u;
     for (u = 0; u < 16; u++) {
         float cu = c[u];

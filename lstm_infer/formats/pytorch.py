@@ -11,21 +11,10 @@ import re
 
 import numpy as np
 
-from ..model import LSTM
+from ..model import LSTM, _to_array as _to_numpy
 
 _LSTM_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l(?P<layer>\d+)(?P<rev>_reverse)?$")
 _CELL_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih$")
-
-
-def _to_numpy(t):
-    if isinstance(t, np.ndarray):
-        return t
-    if hasattr(t, "detach"):  # torch.Tensor (bf16 has no numpy dtype: go through float32)
-        t = t.detach().cpu()
-        if str(t.dtype) in ("torch.bfloat16", "torch.float16"):
-            t = t.float()
-        return t.numpy()
-    return np.asarray(t)
 
 
 def _find_prefixes(keys):
@@ -70,6 +59,12 @@ def from_state_dict(sd: dict, prefix=None, *, batch_first=False, dtype=None) -> 
                 raise ValueError(f"layer {k} has {len(dirs)} directions, layer 0 has {len(layers[0])}")
             layers.append(dirs)
             k += 1
+        stray = sorted({int(m.group("layer")) for m in map(_LSTM_KEY.match, keys)
+                        if m and m.group("prefix") == prefix and int(m.group("layer")) >= k})
+        if stray:
+            found = ", ".join(f"{prefix}weight_ih_l{j}" for j in stray)
+            raise ValueError(f"layers must be numbered 0, 1, 2, ... without gaps; found {found} "
+                             f"but no {prefix}weight_ih_l{k}")
     elif prefix in cell_p:
         layers = [[_direction(sd, prefix, "")]]
     else:
@@ -118,8 +113,7 @@ def from_torch(obj, prefix=None, *, dtype=None) -> LSTM:
         nn = None
     if nn is not None and isinstance(obj, nn.Module):
         if isinstance(obj, nn.LSTM):
-            if getattr(obj, "dropout", 0) and obj.training:
-                pass  # dropout only acts in training; inference ignores it, as torch.eval() does
+            # dropout between layers only acts in training mode; inference ignores it
             sd = obj.state_dict()
             m = from_state_dict(sd, "", batch_first=obj.batch_first, dtype=dtype)
             if m.config.num_layers != obj.num_layers:
@@ -128,6 +122,8 @@ def from_torch(obj, prefix=None, *, dtype=None) -> LSTM:
             return m
         if isinstance(obj, nn.LSTMCell):
             return from_state_dict(obj.state_dict(), "", dtype=dtype)
+        if isinstance(obj, (nn.RNNBase, nn.RNNCellBase)):
+            raise TypeError(f"from_torch() converts LSTMs; got a {type(obj).__name__}")
         sd = obj.state_dict()
         return from_state_dict(sd, prefix, dtype=dtype)
     if isinstance(obj, dict) or hasattr(obj, "keys"):
