@@ -78,7 +78,7 @@ TOL = 1e-4           # max abs difference accepted for every check
 QUICK_BUDGET = 0.3   # seconds of timed calls per runner
 NORMAL_BUDGET = 2.0
 MIN_REPS = 5
-BUSY_LOAD = 0.25     # load average per usable CPU above which the report warns of noise
+BUSY_CORES = 0.25    # other processes using more than this many cores -> "timings are noisy"
 
 
 class PeerUnavailable(Exception):
@@ -531,6 +531,24 @@ def _git_revision() -> Optional[str]:
         return None
 
 
+def _busy_cores(window: float = 0.5) -> Optional[float]:
+    """Cores' worth of CPU time used by everything on the machine during `window`
+    seconds (we sleep meanwhile, so it measures the others); None off Linux."""
+    def snap():
+        with open("/proc/stat") as f:
+            v = [int(t) for t in f.readline().split()[1:]]
+        return sum(v[:8]), v[3] + v[4]  # user..steal; idle + iowait
+    try:
+        t1, i1 = snap()
+        time.sleep(window)
+        t2, i2 = snap()
+    except (OSError, ValueError, IndexError):
+        return None
+    if t2 <= t1:
+        return None
+    return (1 - (i2 - i1) / (t2 - t1)) * (os.cpu_count() or 1)
+
+
 def environment(threads: int, peers: Iterable[str] = DEFAULT_PEERS) -> dict:
     """Machine, date and versions for the report header."""
     from . import __version__
@@ -553,7 +571,7 @@ def environment(threads: int, peers: Iterable[str] = DEFAULT_PEERS) -> dict:
         load = None
     return {
         "cpu": _cpu_model(), "logical_cpus": os.cpu_count(), "usable_cpus": cores,
-        "load_avg_1min": load,
+        "load_avg_1min": load, "busy_cores_at_start": _busy_cores(),
         "platform": platform.platform(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "versions": versions, "git": _git_revision(), "threads": threads, "simd": simd,
@@ -652,11 +670,14 @@ def render_table(results: Sequence[dict], env: Optional[dict] = None,
                 f"date: {env['date']}",
                 f"versions: {vs}{git}",
                 f"threads per call: {env['threads']}; lstm_infer SIMD level: {env['simd']}"]
-        load = env.get("load_avg_1min")
-        if load is not None:
-            busy = load >= BUSY_LOAD * (env["usable_cpus"] or 1)
-            meta.append(f"load average (1 min) at start: {load:.2f}"
-                        + ("  <- the machine was busy: timings are noisy" if busy else ""))
+        busy, load = env.get("busy_cores_at_start"), env.get("load_avg_1min")
+        if busy is not None or load is not None:
+            m = "other load at start: " + ", ".join(
+                x for x in (None if busy is None else f"{busy:.2f} cores busy",
+                            None if load is None else f"load average (1 min) {load:.2f}") if x)
+            if busy is not None and busy > BUSY_CORES:
+                m += " <- the machine was busy: timings are noisy"
+            meta.append(m)
         if markdown:
             lines += [f"- {m}" for m in meta] + [""]
         else:
