@@ -57,6 +57,8 @@ cdef extern from "lstm_cell.h" nogil:
         void (*step_fused)(int, int, int, float *, long, const float *,
                            const float *, long, const float *, const float *, float *,
                            long, float *, long, const li_acts *) noexcept nogil
+        void (*gemm_pan64)(int, int, int, const float *, long, const float *, float *,
+                           long) noexcept nogil
         void (*gemv_pan16)(int, int, int, const float *, const float *, long, float *, long) noexcept nogil
     void* li_alloc64(size_t nbytes)
     int li_cpu_level()
@@ -125,6 +127,7 @@ cdef enum:
 cdef struct DirW:
     const void* w_ih
     const void* w_hh
+    const void* w_ih_pan
     const void* w_hh_pan
     const void* bias
     const void* peep
@@ -209,6 +212,8 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
     cdef floating* tmp
     cdef floating* hcell
     cdef const floating* Gs
+    cdef const floating* xblk
+    cdef long ldx
     cdef int b, s, s0, tb, na, na_next, t, row, k
     cdef long ob = d * Hout
 
@@ -230,16 +235,33 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
     s0 = 0
     while s0 < nsteps:
         tb = Tb if nsteps - s0 > Tb else nsteps - s0
-        # gather the block's inputs (reverse: each row within its own span)
-        k = na
-        for s in range(s0, s0 + tb):
-            while k > 0 and lens[k - 1] <= s:
-                k -= 1
-            for b in range(k):
-                t = lens[b] - 1 - s if reverse else s
-                memcpy(Xg + (<long>(s - s0) * Bs + b) * In,
-                       x + t * L.xs_t + perm[b] * L.xs_b, In * sizeof(floating))
-        _gemm_nt(tb * Bs, G4, In, <floating>1.0, Xg, In, w_ih, In, <floating>0.0, G, G4)
+        # the block's input rows: one row is read in place (a negative stride walks a
+        # reversed sequence); several are gathered (reverse: each within its own span)
+        if Bs == 1:
+            t = lens[0] - 1 - s0 if reverse else s0
+            xblk = x + t * L.xs_t + perm[0] * L.xs_b
+            ldx = -L.xs_t if reverse else L.xs_t
+        else:
+            k = na
+            for s in range(s0, s0 + tb):
+                while k > 0 and lens[k - 1] <= s:
+                    k -= 1
+                for b in range(k):
+                    t = lens[b] - 1 - s if reverse else s
+                    memcpy(Xg + (<long>(s - s0) * Bs + b) * In,
+                           x + t * L.xs_t + perm[b] * L.xs_b, In * sizeof(floating))
+            xblk = Xg
+            ldx = In
+        if floating is float:
+            _k32.gemm_pan64(tb * Bs, Hp // 16, In, xblk, ldx, <const float*>w.w_ih_pan, G, G4)
+        else:
+            if Bs == 1 and reverse:  # BLAS needs a positive stride
+                for s in range(tb):
+                    memcpy(Xg + <long>s * In, xblk + s * ldx, In * sizeof(floating))
+                xblk = Xg
+                ldx = In
+            _gemm_nt(tb * Bs, G4, In, <floating>1.0, xblk, <int>ldx, w_ih, In, <floating>0.0,
+                     G, G4)
 
         for s in range(s0, s0 + tb):
             Gs = G + <long>(s - s0) * Bs * G4
@@ -373,6 +395,7 @@ def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
             p = dirs[d]
             L.w[d].w_ih = _ptr(p.w_ih)
             L.w[d].w_hh = _ptr(p.w_hh)
+            L.w[d].w_ih_pan = _ptr(p.w_ih_pan)
             L.w[d].w_hh_pan = _ptr(p.w_hh_pan)
             L.w[d].bias = _ptr(p.bias)
             L.w[d].peep = _ptr(p.peep)

@@ -83,10 +83,13 @@ def _interleave_rows(w4: np.ndarray, H: int, Hp: int) -> np.ndarray:
 
 
 class _PackedDirection:
-    """Kernel-ready weights of one layer direction (read by _kernels.forward)."""
+    """Kernel-ready weights of one layer direction (read by _kernels.forward).
 
-    __slots__ = ("I", "H", "Hp", "P", "Pp", "Kh", "w_ih", "w_hh", "w_hh_pan", "bias",
-                 "peep", "w_hr", "w_hr_pan")
+    float32 keeps only the panel layouts of our own kernels; float64 (BLAS
+    path) keeps only row-major matrices, so no weight is stored twice."""
+
+    __slots__ = ("I", "H", "Hp", "P", "Pp", "Kh", "w_ih", "w_hh", "w_ih_pan", "w_hh_pan",
+                 "bias", "peep", "w_hr", "w_hr_pan")
 
     def __init__(self, w: dict, H: int, P: int):
         dtype = w["w_ih"].dtype
@@ -96,13 +99,17 @@ class _PackedDirection:
         self.Pp = _round_up(P, GROUP) if P else 0
         self.Kh = self.Pp or self.Hp
         Hout = P or H
-        self.w_ih = _interleave_rows(w["w_ih"], H, self.Hp)
+        w_ih = _interleave_rows(w["w_ih"], H, self.Hp)
         w_hh = np.zeros((4 * H, self.Kh), dtype=dtype)
         w_hh[:, :Hout] = w["w_hh"]
-        self.w_hh = _interleave_rows(w_hh, H, self.Hp)
-        # (Hp/16, Kh, 64): per gate group, W_hh^T so a GEMV streams it row by row
-        self.w_hh_pan = np.ascontiguousarray(
-            self.w_hh.reshape(self.Hp // GROUP, 4 * GROUP, self.Kh).transpose(0, 2, 1))
+        w_hh = _interleave_rows(w_hh, H, self.Hp)
+        self.w_ih = self.w_hh = self.w_ih_pan = self.w_hh_pan = None
+        if dtype == np.float32:
+            # (Hp/16, K, 64): per gate group, W^T, so the kernels stream it row by row
+            self.w_ih_pan = _panels(w_ih, 4 * GROUP)
+            self.w_hh_pan = _panels(w_hh, 4 * GROUP)
+        else:
+            self.w_ih, self.w_hh = w_ih, w_hh
         self.bias = _interleave_rows(w["b"], H, self.Hp)
         if "p_i" in w:
             peep = np.zeros((3, self.Hp), dtype=dtype)
@@ -110,20 +117,25 @@ class _PackedDirection:
             self.peep = peep
         else:
             self.peep = None
+        self.w_hr = self.w_hr_pan = None
         if P:
             w_hr = np.zeros((self.Pp, self.Hp), dtype=dtype)
             w_hr[:P, :H] = w["w_hr"]
-            self.w_hr = w_hr
-            self.w_hr_pan = np.ascontiguousarray(
-                w_hr.reshape(self.Pp // GROUP, GROUP, self.Hp).transpose(0, 2, 1))
-        else:
-            self.w_hr = self.w_hr_pan = None
-        for name in ("w_ih", "w_hh", "w_hh_pan", "bias", "peep", "w_hr", "w_hr_pan"):
+            self.w_hr = w_hr  # BLAS GEMM for large batches (both dtypes)
+            if dtype == np.float32:
+                self.w_hr_pan = _panels(w_hr, GROUP)  # (Pp/16, Hp, 16) GEMV for small batches
+        for name in self.__slots__[6:]:
             a = getattr(self, name)
             if a is not None:
                 a = _aligned(a)
                 a.setflags(write=False)
                 setattr(self, name, a)
+
+
+def _panels(w: np.ndarray, width: int) -> np.ndarray:
+    """(N, K) row-major -> (N/width, K, width): W^T cut into column panels."""
+    N, K = w.shape
+    return np.ascontiguousarray(w.reshape(N // width, width, K).transpose(0, 2, 1))
 
 
 class LSTM:

@@ -82,12 +82,15 @@ typedef void (*li_gates_rows_fn)(int, int, const float *, long, const float *, c
 typedef void (*li_step_fused_fn)(int, int, int, float *, long, const float *,
                                  const float *, long, const float *, const float *, float *,
                                  long, float *, long, const li_acts *);
+typedef void (*li_gemm_pan64_fn)(int, int, int, const float *, long, const float *, float *,
+                                 long);
 typedef void (*li_gemv_pan16_fn)(int, int, int, const float *, const float *, long, float *,
                                  long);
 
 typedef struct {
     li_gates_rows_fn gates_rows;
     li_step_fused_fn step_fused;
+    li_gemm_pan64_fn gemm_pan64;
     li_gemv_pan16_fn gemv_pan16;
 } li_kernels_f32;
 
@@ -116,18 +119,21 @@ static li_kernels_f32 li_select_f32(int level)
     if (level >= LI_LEVEL_AVX512) {
         k.gates_rows = li_gates_rows_f32_avx512;
         k.step_fused = li_step_fused_f32_avx512;
+        k.gemm_pan64 = li_gemm_pan64_f32_avx512;
         k.gemv_pan16 = li_gemv_pan16_f32_avx512;
         return k;
     }
     if (level >= LI_LEVEL_AVX2) {
         k.gates_rows = li_gates_rows_f32_avx2;
         k.step_fused = li_step_fused_f32_avx2;
+        k.gemm_pan64 = li_gemm_pan64_f32_avx2;
         k.gemv_pan16 = li_gemv_pan16_f32_avx2;
         return k;
     }
 #endif
     k.gates_rows = li_gates_rows_f32_generic;
     k.step_fused = li_step_fused_f32_generic;
+    k.gemm_pan64 = li_gemm_pan64_f32_generic;
     k.gemv_pan16 = li_gemv_pan16_f32_generic;
     return k;
 }

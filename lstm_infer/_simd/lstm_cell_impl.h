@@ -23,7 +23,7 @@
 typedef float LI_FN(vf) __attribute__((vector_size(LI_VW * 4)));
 typedef float LI_FN(vfu) __attribute__((vector_size(LI_VW * 4), aligned(4), may_alias));
 #define VF LI_FN(vf)
-#define LDV(p) (*(const LI_FN(vfu) *)(p))
+#define LDV(p) ((VF)(*(const LI_FN(vfu) *)(p)))
 #define STV(p, v) (*(LI_FN(vfu) *)(p) = (v))
 
 /* exp(x) for float32, ~1 ulp on [-87, 88] (Cephes expf polynomial); vectorises. */
@@ -133,26 +133,28 @@ static void LI_FN(li_gates_rows_f32)(int nb, int Hp, const float *Z, long ldz, c
         }
 }
 
-/* Tile of MB rows x one group (64 columns): acc = G rows (in/out), accumulate
- * k in [k0, k1); on the last K chunk apply the group's gates, otherwise store
- * the partial sums back into G. acc stays in registers (MB * NQ vectors). */
+/* Tile of MB rows x one group (64 columns): acc = Y rows (or 0 on the first K
+ * chunk when zero_init), accumulate k in [k0, k1); on the last K chunk apply the
+ * group's gates if gated, otherwise store the partial sums back into Y.
+ * acc stays in registers (MB * NQ vectors). */
 #define LI_TILE(MB)                                                                 \
     do {                                                                            \
         VF acc[MB][NQ];                                                             \
         for (int r = 0; r < MB; r++)                                                \
             for (int q = 0; q < NQ; q++)                                            \
-                acc[r][q] = LDV(G + (b0 + r) * ldg + g * 64 + q * LI_VW);           \
+                acc[r][q] = (zero_init && k0 == 0) ? vzero                          \
+                                                   : LDV(Y + (b0 + r) * ldy + g * 64 + q * LI_VW); \
         for (int k = k0; k < k1; k++) {                                             \
             const float *w = W + (long)k * 64;                                      \
             for (int r = 0; r < MB; r++) {                                          \
-                float hv = hprev[(b0 + r) * ldhp + k];                              \
+                float hv = X[(b0 + r) * ldx + k];                                   \
                 for (int q = 0; q < NQ; q++) acc[r][q] += hv * LDV(w + q * LI_VW);  \
             }                                                                       \
         }                                                                           \
         for (int r = 0; r < MB; r++) {                                              \
-            float *zr = G + (b0 + r) * ldg + g * 64;                                \
+            float *zr = Y + (b0 + r) * ldy + g * 64;                                \
             for (int q = 0; q < NQ; q++) STV(zr + q * LI_VW, acc[r][q]);            \
-            if (last)                                                               \
+            if (gated && last)                                                      \
                 LI_FN(gate_group)(zr, bias + g * 64, pi, pf, po,                    \
                                   C + (b0 + r) * ldc + g * 16, Hc + (b0 + r) * ldh + g * 16, a); \
         }                                                                           \
@@ -162,12 +164,12 @@ static void LI_FN(li_gates_rows_f32)(int nb, int Hp, const float *Z, long ldz, c
  * separately so 2*NQ FMA chains hide the FMA latency. */
 #define LI_TILE1_SPLIT()                                                            \
     do {                                                                            \
-        const float *hv = hprev + b0 * ldhp;                                        \
-        float *zr = G + b0 * ldg + g * 64;                                          \
+        const float *hv = X + b0 * ldx;                                             \
+        float *zr = Y + b0 * ldy + g * 64;                                          \
         VF acc[NQ], e[NQ];                                                          \
         for (int q = 0; q < NQ; q++) {                                              \
-            acc[q] = LDV(zr + q * LI_VW);                                           \
-            e[q] = acc[q] - acc[q];                                                 \
+            e[q] = vzero;                                                           \
+            acc[q] = (zero_init && k0 == 0) ? vzero : LDV(zr + q * LI_VW);          \
         }                                                                           \
         int k = k0;                                                                 \
         for (; k + 2 <= k1; k += 2) {                                               \
@@ -181,39 +183,38 @@ static void LI_FN(li_gates_rows_f32)(int nb, int Hp, const float *Z, long ldz, c
         if (k < k1)                                                                 \
             for (int q = 0; q < NQ; q++) acc[q] += hv[k] * LDV(W + (long)k * 64 + q * LI_VW); \
         for (int q = 0; q < NQ; q++) STV(zr + q * LI_VW, acc[q] + e[q]);            \
-        if (last)                                                                   \
+        if (gated && last)                                                          \
             LI_FN(gate_group)(zr, bias + g * 64, pi, pf, po, C + b0 * ldc + g * 16, \
                               Hc + b0 * ldh + g * 16, a);                           \
     } while (0)
 
-/* One recurrent step, GEMM and gates fused per (group of 16 units) x (block of
- * LI_MB rows), so a tile's 64 pre-activations are gated as soon as they are
- * complete:  z = G[b] + hprev[b] @ W_hh^T ;  gates ;  C[b], Hc[b] updated.
- * G (nb, 4Hp) stride ldg is the step's input projection and is overwritten.
- * Loop order g -> K chunk -> row block: a KC x 64 slice of the group's weight
- * panel (32 KB) stays in L1 while every row block uses it (BLIS-style K
- * blocking); one row block needs no chunking.
- * hprev (nb, Kh) stride ldhp; Wpan (Hp/16, Kh, 64). */
-static void LI_FN(li_step_fused_f32)(int nb, int Hp, int Kh, float *G, long ldg,
-                                     const float *Wpan, const float *hprev, long ldhp,
-                                     const float *bias, const float *peep, float *C, long ldc,
-                                     float *Hc, long ldh, const li_acts *a)
+/* Y (M, 64*NG) (+)= X (M, K) @ Wpan, Wpan (NG, K, 64): our register-blocked GEMM
+ * on weights packed once at load, optionally with the LSTM gates fused per tile.
+ *   - Loop order g -> K chunk -> row block: a KC x 64 slice of the group's panel
+ *     (32 KB) stays in L1 while every row block uses it (BLIS-style K blocking).
+ *   - Rows split into equal blocks of <= LI_MB (8 rows -> 4 + 4, not 6 + 1 + 1).
+ * Always inlined with constant zero_init/gated, so each use compiles to its own
+ * specialised loop nest. */
+static inline __attribute__((always_inline)) void
+LI_FN(panel_mm)(int M, int NG, int K, const float *X, long ldx, const float *Wpan, float *Y,
+                long ldy, int zero_init, int gated, const float *bias, const float *peep,
+                int Hp, float *C, long ldc, float *Hc, long ldh, const li_acts *a)
 {
     static const float zeros[16] = {0};
-    const int KC = nb <= LI_MB ? Kh : 128;
-    for (int g = 0; g < Hp / 16; g++) {
-        const float *W = Wpan + (long)g * Kh * 64;
+    const VF vzero = {0};
+    const int KC = M <= LI_MB ? K : 128;
+    const int nblk = (M + LI_MB - 1) / LI_MB;
+    for (int g = 0; g < NG; g++) {
+        const float *W = Wpan + (long)g * K * 64;
         const float *pi = peep ? peep + g * 16 : zeros;
         const float *pf = peep ? peep + Hp + g * 16 : zeros;
         const float *po = peep ? peep + 2 * Hp + g * 16 : zeros;
-        for (int k0 = 0; k0 < Kh; k0 += KC) {
-            const int k1 = k0 + KC < Kh ? k0 + KC : Kh;
-            const int last = k1 == Kh;
-            /* rows split into equal blocks of <= LI_MB (8 rows -> 4 + 4, not 6 + 1 + 1) */
-            const int nblk = (nb + LI_MB - 1) / LI_MB;
+        for (int k0 = 0; k0 < K; k0 += KC) {
+            const int k1 = k0 + KC < K ? k0 + KC : K;
+            const int last = k1 == K;
             for (int i = 0; i < nblk; i++) {
-                const int b0 = (int)((long)i * nb / nblk);
-                const int mb = (int)((long)(i + 1) * nb / nblk) - b0;
+                const int b0 = (int)((long)i * M / nblk);
+                const int mb = (int)((long)(i + 1) * M / nblk) - b0;
                 switch (mb) {
                 case 1:
                     if (NQ <= 4) LI_TILE1_SPLIT(); else LI_TILE(1);
@@ -239,6 +240,26 @@ static void LI_FN(li_step_fused_f32)(int nb, int Hp, int Kh, float *G, long ldg,
     }
 }
 
+/* One recurrent step, GEMM and gates fused per tile (rows x 16 units x 4 gates):
+ *   z = G[b] + hprev[b] @ W_hh^T ;  gates ;  C[b], Hc[b] updated.
+ * G (nb, 4Hp) stride ldg is the step's input projection and is overwritten.
+ * hprev (nb, Kh) stride ldhp; Wpan (Hp/16, Kh, 64). */
+static void LI_FN(li_step_fused_f32)(int nb, int Hp, int Kh, float *G, long ldg,
+                                     const float *Wpan, const float *hprev, long ldhp,
+                                     const float *bias, const float *peep, float *C, long ldc,
+                                     float *Hc, long ldh, const li_acts *a)
+{
+    LI_FN(panel_mm)(nb, Hp / 16, Kh, hprev, ldhp, Wpan, G, ldg, 0, 1, bias, peep, Hp, C, ldc,
+                    Hc, ldh, a);
+}
+
+/* Input projection: Y (M, 64*NG) = X (M, K) @ Wpan, Wpan (NG, K, 64). */
+static void LI_FN(li_gemm_pan64_f32)(int M, int NG, int K, const float *X, long ldx,
+                                     const float *Wpan, float *Y, long ldy)
+{
+    LI_FN(panel_mm)(M, NG, K, X, ldx, Wpan, Y, ldy, 1, 0, NULL, NULL, 0, NULL, 0, NULL, 0, NULL);
+}
+
 /* y[b][p*16 + j] = sum_k x[b][k] * Wpan[p][k][j]  (projection).
  * Wpan (N16, K, 16); x (nb, K) stride ldx; y (nb, 16*N16) stride ldy. */
 static void LI_FN(li_gemv_pan16_f32)(int nb, int N16, int K, const float *Wpan, const float *x,
@@ -250,7 +271,7 @@ static void LI_FN(li_gemv_pan16_f32)(int nb, int N16, int K, const float *Wpan, 
         for (int b = 0; b < nb; b++) {
             const float *xb = x + b * ldx;
             VF acc[NV], e[NV];
-            for (int q = 0; q < NV; q++) { acc[q] = LDV(w) - LDV(w); e[q] = acc[q]; }
+            for (int q = 0; q < NV; q++) { acc[q] = (VF){0}; e[q] = acc[q]; }
             int k = 0;
             for (; k + 2 <= K; k += 2)
                 for (int q = 0; q < NV; q++) {
