@@ -96,8 +96,13 @@ def blas_num_threads():
     return None if _blas is None else _blas[1]()
 
 
-def enter_call(num_threads) -> int:
-    """Register a forward call; returns the worker count it should use."""
+def enter_call(num_threads, uses_blas: bool = True) -> int:
+    """Register a forward call; returns the worker count it should use.
+
+    Only calls that reach BLAS (float64 models, projections at large batch)
+    pin it: re-raising OpenBLAS's thread count wakes its pool, which then
+    spins on the other cores (measured ~10% of a kws call's CPU), so
+    float32 models, which use only our own kernels, leave it alone."""
     global _active_calls, _saved_blas_threads
     if num_threads is not None:
         if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
@@ -107,7 +112,7 @@ def enter_call(num_threads) -> int:
         wanted = get_num_threads()
     with _lock:
         _active_calls += 1
-        if _active_calls == 1 and _blas is not None:
+        if uses_blas and _blas is not None and _saved_blas_threads is None:
             prev = _blas[1]()
             if prev != 1:
                 _saved_blas_threads = prev

@@ -218,6 +218,8 @@ class LSTM:
         # per-layer (directions, H_out, H) so forward() does no config lookups
         self._dims = [(s.num_directions, s.output_size, s.hidden_size) for s in specs]
         self._uniform = self._config.uniform
+        # float32 runs only our own kernels, except a projection at batch > 8 (BLAS GEMM)
+        self._uses_blas = npdt == np.float64 or any(s.proj_size for s in specs)
         a = acts
         self._act_params = (a[0].code, a[0].alpha, a[0].beta, a[1].code, a[1].alpha, a[1].beta,
                             a[2].code, a[2].alpha, a[2].beta,
@@ -434,7 +436,7 @@ class LSTM:
             perm = np.argsort(-lens, kind="stable").astype(np.intc)
             lens_sorted = np.ascontiguousarray(lens[perm], dtype=np.intc)
 
-        nthreads = _threads.enter_call(num_threads)
+        nthreads = _threads.enter_call(num_threads, self._uses_blas)
         try:
             if T and B:
                 _kernels.forward(self._packed, bufs, h0s, c0s, hns, cns, lens_sorted, perm,

@@ -43,6 +43,7 @@ static inline void *li_alloc64(size_t nbytes)
 /* ------------------------------------------------------------ float32, per ISA */
 #if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
 #define LI_X86 1
+#include <immintrin.h> /* intrinsics are usable inside the target regions below */
 #endif
 
 #define LI_SFX generic
@@ -81,7 +82,7 @@ typedef void (*li_gates_rows_fn)(int, int, const float *, long, const float *, c
                                  float *, long, float *, long, const li_acts *);
 typedef void (*li_step_fused_fn)(int, int, int, float *, long, const float *,
                                  const float *, long, const float *, const float *, float *,
-                                 long, float *, long, const li_acts *);
+                                 long, float *, long, const li_acts *, int);
 typedef void (*li_gemm_pan64_fn)(int, int, int, const float *, long, const float *, float *,
                                  long);
 typedef void (*li_gemv_pan16_fn)(int, int, int, const float *, const float *, long, float *,

@@ -26,26 +26,49 @@ typedef float LI_FN(vfu) __attribute__((vector_size(LI_VW * 4), aligned(4), may_
 #define LDV(p) ((VF)(*(const LI_FN(vfu) *)(p)))
 #define STV(p, v) (*(LI_FN(vfu) *)(p) = (v))
 
-/* exp(x) for float32, ~1 ulp on [-87, 88] (Cephes expf polynomial); vectorises. */
-static inline __attribute__((always_inline)) float LI_FN(expf)(float x)
+typedef int32_t LI_FN(vi) __attribute__((vector_size(LI_VW * 4)));
+#define VI LI_FN(vi)
+
+/* m ? a : b per lane (m from a vector compare: all ones or zero). NaN-aware
+ * clamps are written as sel(v > hi, hi, v): a NaN compares false and passes. */
+static inline __attribute__((always_inline)) VF LI_FN(sel)(VI m, VF a, VF b)
 {
-    x = x < -87.3f ? -87.3f : x;
-    x = x > 88.3f ? 88.3f : x;
-    float t = x * 1.44269504088896341f;
-    float n = (t + 12582912.0f) - 12582912.0f; /* round to nearest, |t| < 2^22 */
-    float r = x - n * 0.693359375f;
+    return (VF)(((VI)a & m) | ((VI)b & ~m));
+}
+
+/* exp(x), ~1 ulp on [-87, 88] (Cephes expf polynomial), all lanes at once. */
+static inline __attribute__((always_inline)) VF LI_FN(vexp)(VF x)
+{
+    const VF lo = x - x - 87.3f, hi = x - x + 88.3f;
+    x = LI_FN(sel)(x < lo, lo, x);
+    x = LI_FN(sel)(x > hi, hi, x);
+    VF n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
+    VF r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
-    float p = 1.9875691500E-4f;
-    p = p * r + 1.3981999507E-3f;
+    VF p = r * 1.9875691500E-4f + 1.3981999507E-3f;
     p = p * r + 8.3334519073E-3f;
     p = p * r + 4.1665795894E-2f;
     p = p * r + 1.6666665459E-1f;
     p = p * r + 5.0000001201E-1f;
     p = p * r * r + r + 1.0f;
-    int32_t bits = ((int32_t)n + 127) << 23;
-    float scale;
-    memcpy(&scale, &bits, 4);
-    return p * scale;
+    VI e = (__builtin_convertvector(n, VI) + 127) << 23;
+    return p * (VF)e;
+}
+
+/* 1 / d: hardware reciprocal estimate + one Newton step (~1 ulp) where the ISA
+ * has one; a division costs ~16 cycles per vector and there are five per group. */
+static inline __attribute__((always_inline)) VF LI_FN(vrcp)(VF d)
+{
+#if LI_VW == 16
+    VF r = (VF)_mm512_rcp14_ps((__m512)d);
+    return r * (2.0f - d * r);
+#elif LI_VW == 8
+    VF r = (VF)_mm256_rcp_ps((__m256)d);
+    r = r * (2.0f - d * r);
+    return r * (2.0f - d * r);
+#else
+    return 1.0f / d;
+#endif
 }
 
 /* Apply an activation to 16 values in place (switch is outside the loops). */
@@ -53,26 +76,28 @@ static inline __attribute__((always_inline)) void
 LI_FN(act16)(int kind, double alpha_d, double beta_d, float *v)
 {
     const float alpha = (float)alpha_d, beta = (float)beta_d;
-    int u;
-    switch (kind) {
-    case LI_ACT_SIGMOID:
-        for (u = 0; u < 16; u++) v[u] = 1.0f / (1.0f + LI_FN(expf)(-v[u]));
-        break;
-    case LI_ACT_TANH: /* 2*sigmoid(2x) - 1: absolute error ~2e-7 */
-        for (u = 0; u < 16; u++) v[u] = 2.0f / (1.0f + LI_FN(expf)(-2.0f * v[u])) - 1.0f;
-        break;
-    case LI_ACT_RELU:
-        for (u = 0; u < 16; u++) v[u] = v[u] > 0.0f ? v[u] : 0.0f;
-        break;
-    case LI_ACT_HARD_SIGMOID:
-        for (u = 0; u < 16; u++) {
-            float t = alpha * v[u] + beta;
-            t = t < 0.0f ? 0.0f : t;
-            v[u] = t > 1.0f ? 1.0f : t;
+    for (int q = 0; q < 16 / LI_VW; q++) {
+        VF x = LDV(v + q * LI_VW), zero = x - x;
+        switch (kind) {
+        case LI_ACT_SIGMOID:
+            x = LI_FN(vrcp)(1.0f + LI_FN(vexp)(-x));
+            break;
+        case LI_ACT_TANH: /* 2*sigmoid(2x) - 1: absolute error ~2e-7 */
+            x = 2.0f * LI_FN(vrcp)(1.0f + LI_FN(vexp)(-2.0f * x)) - 1.0f;
+            break;
+        case LI_ACT_RELU:
+            x = LI_FN(sel)(x > 0.0f, x, x - x);
+            break;
+        case LI_ACT_HARD_SIGMOID: {
+            VF t = alpha * x + beta, one = zero + 1.0f;
+            t = LI_FN(sel)(t < 0.0f, zero, t);
+            x = LI_FN(sel)(t > 1.0f, one, t);
+            break;
         }
-        break;
-    default: /* LI_ACT_LINEAR */
-        break;
+        default: /* LI_ACT_LINEAR */
+            break;
+        }
+        STV(v + q * LI_VW, x);
     }
 }
 
@@ -193,18 +218,21 @@ static void LI_FN(li_gates_rows_f32)(int nb, int Hp, const float *Z, long ldz, c
  *   - Loop order g -> K chunk -> row block: a KC x 64 slice of the group's panel
  *     (32 KB) stays in L1 while every row block uses it (BLIS-style K blocking).
  *   - Rows split into equal blocks of <= LI_MB (8 rows -> 4 + 4, not 6 + 1 + 1).
+ *   - flip walks the groups backwards: alternating it every step (serpentine)
+ *     starts each step on the panels still in L1 from the previous one.
  * Always inlined with constant zero_init/gated, so each use compiles to its own
  * specialised loop nest. */
 static inline __attribute__((always_inline)) void
 LI_FN(panel_mm)(int M, int NG, int K, const float *X, long ldx, const float *Wpan, float *Y,
                 long ldy, int zero_init, int gated, const float *bias, const float *peep,
-                int Hp, float *C, long ldc, float *Hc, long ldh, const li_acts *a)
+                int Hp, float *C, long ldc, float *Hc, long ldh, const li_acts *a, int flip)
 {
     static const float zeros[16] = {0};
     const VF vzero = {0};
     const int KC = M <= LI_MB ? K : 128;
     const int nblk = (M + LI_MB - 1) / LI_MB;
-    for (int g = 0; g < NG; g++) {
+    for (int gi = 0; gi < NG; gi++) {
+        const int g = flip ? NG - 1 - gi : gi;
         const float *W = Wpan + (long)g * K * 64;
         const float *pi = peep ? peep + g * 16 : zeros;
         const float *pf = peep ? peep + Hp + g * 16 : zeros;
@@ -247,17 +275,18 @@ LI_FN(panel_mm)(int M, int NG, int K, const float *X, long ldx, const float *Wpa
 static void LI_FN(li_step_fused_f32)(int nb, int Hp, int Kh, float *G, long ldg,
                                      const float *Wpan, const float *hprev, long ldhp,
                                      const float *bias, const float *peep, float *C, long ldc,
-                                     float *Hc, long ldh, const li_acts *a)
+                                     float *Hc, long ldh, const li_acts *a, int flip)
 {
     LI_FN(panel_mm)(nb, Hp / 16, Kh, hprev, ldhp, Wpan, G, ldg, 0, 1, bias, peep, Hp, C, ldc,
-                    Hc, ldh, a);
+                    Hc, ldh, a, flip);
 }
 
 /* Input projection: Y (M, 64*NG) = X (M, K) @ Wpan, Wpan (NG, K, 64). */
 static void LI_FN(li_gemm_pan64_f32)(int M, int NG, int K, const float *X, long ldx,
                                      const float *Wpan, float *Y, long ldy)
 {
-    LI_FN(panel_mm)(M, NG, K, X, ldx, Wpan, Y, ldy, 1, 0, NULL, NULL, 0, NULL, 0, NULL, 0, NULL);
+    LI_FN(panel_mm)(M, NG, K, X, ldx, Wpan, Y, ldy, 1, 0, NULL, NULL, 0, NULL, 0, NULL, 0, NULL,
+                    0);
 }
 
 /* y[b][p*16 + j] = sum_k x[b][k] * Wpan[p][k][j]  (projection).
@@ -286,6 +315,7 @@ static void LI_FN(li_gemv_pan16_f32)(int nb, int N16, int K, const float *Wpan, 
 }
 
 #undef VF
+#undef VI
 #undef NQ
 #undef LDV
 #undef STV
