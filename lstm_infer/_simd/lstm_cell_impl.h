@@ -20,6 +20,9 @@
  * native GCC vectors are lowered through the stack (measured 10x slower), so
  * the width must match the region. */
 #define NQ (64 / LI_VW)
+#ifndef LI_KC
+#define LI_KC 128 /* K chunk: a 32 KB slice of a weight panel, L1-resident */
+#endif
 typedef float LI_FN(vf) __attribute__((vector_size(LI_VW * 4)));
 typedef float LI_FN(vfu) __attribute__((vector_size(LI_VW * 4), aligned(4), may_alias));
 #define VF LI_FN(vf)
@@ -229,7 +232,7 @@ LI_FN(panel_mm)(int M, int NG, int K, const float *X, long ldx, const float *Wpa
 {
     static const float zeros[16] = {0};
     const VF vzero = {0};
-    const int KC = M <= LI_MB ? K : 128;
+    const int KC = M <= LI_MB ? K : LI_KC;
     const int nblk = (M + LI_MB - 1) / LI_MB;
     for (int gi = 0; gi < NG; gi++) {
         const int g = flip ? NG - 1 - gi : gi;
