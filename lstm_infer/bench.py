@@ -491,6 +491,59 @@ def run_benchmarks(workloads: Iterable[str] = QUICK_WORKLOADS,
     return results
 
 
+def concurrency_scaling(name: str, max_threads: int, budget: float = NORMAL_BUDGET,
+                        seed: int = 0) -> List[dict]:
+    """Throughput of one shared model called from 1..max_threads Python threads at once
+    (each call with num_threads=1): calls/s, speedup over one thread, and a check that
+    every thread got exactly the serial result. This is the "truly parallel across
+    Python threads" claim, measured: the GIL is released for the whole forward."""
+    import threading
+
+    wl = WORKLOADS[name]
+    model = make_model(wl, seed)
+    x = make_input(wl, seed + 1)
+    serial = model(x, num_threads=1)[0]
+    rows, base = [], None
+    for n in range(1, max_threads + 1):
+        counts, mismatches = [0] * n, [0] * n
+        stop = threading.Event()
+        barrier = threading.Barrier(n + 1)
+
+        def worker(i):
+            barrier.wait()
+            while not stop.is_set():
+                out = model(x, num_threads=1)[0]
+                counts[i] += 1
+                if not np.array_equal(out, serial):
+                    mismatches[i] += 1
+
+        threads = [threading.Thread(target=worker, args=(i,)) for i in range(n)]
+        for t in threads:
+            t.start()
+        barrier.wait()
+        t0 = time.perf_counter()
+        time.sleep(budget)
+        stop.set()
+        for t in threads:
+            t.join()
+        rate = sum(counts) / (time.perf_counter() - t0)
+        base = base or rate
+        rows.append({"workload": name, "python_threads": n, "calls_per_s": rate,
+                     "sequences_per_s": rate * wl.B, "speedup": rate / base,
+                     "mismatches": int(sum(mismatches)), "calls": int(sum(counts))})
+    return rows
+
+
+def render_concurrency(rows: Sequence[dict]) -> str:
+    lines = ["workload    python threads  calls/s  sequences/s  speedup  results == serial",
+             "----------  --------------  -------  -----------  -------  -----------------"]
+    for r in rows:
+        ok = "yes" if r["mismatches"] == 0 else f"NO ({r['mismatches']} of {r['calls']})"
+        lines.append(f"{r['workload']:<10}  {r['python_threads']:>14}  {r['calls_per_s']:>7.1f}  "
+                     f"{r['sequences_per_s']:>11.1f}  {r['speedup']:>6.2f}x  {ok}")
+    return "\n".join(lines)
+
+
 def all_checks_passed(results: Iterable[dict]) -> bool:
     """No runner mismatched or failed (skipped peers are fine)."""
     return all(r["status"] in ("ok", "skipped") for r in results)

@@ -66,6 +66,10 @@ def _add_bench(sub) -> None:
     g.add_argument("--no-peers", action="store_true", help="time lstm_infer only")
     p.add_argument("--json", metavar="PATH", help="also write machine info and results as JSON")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    p.add_argument("--concurrency", type=_positive_int, metavar="N",
+                   help="instead: throughput of one model called from 1..N Python threads at "
+                        "once (num_threads=1 each), with a check that every result equals the "
+                        "serial one")
     # Seconds of timed calls per runner; for tests and ad-hoc runs.
     p.add_argument("--budget", type=_positive_float, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_bench)
@@ -95,6 +99,18 @@ def _cmd_bench(args) -> int:
               f"{', '.join(B.PEERS)}", file=sys.stderr)
         return 2
     budget = args.budget or (B.QUICK_BUDGET if args.quick else B.NORMAL_BUDGET)
+
+    if args.concurrency:
+        rows = []
+        for name in workloads:
+            rows += B.concurrency_scaling(name, args.concurrency, budget=budget)
+        print(B.render_concurrency(rows), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"environment": B.environment(1, []), "budget_s": budget,
+                           "concurrency": rows}, f, indent=2)
+                f.write("\n")
+        return 0 if all(r["mismatches"] == 0 for r in rows) else 1
 
     def progress(r):
         if r["median_ms"] is not None:

@@ -514,6 +514,15 @@ class LSTM:
             out.append([np.ascontiguousarray(p) for p in parts])
         return out[0], out[1]
 
+    def stream(self, batch_size=1, state=None, *, num_threads=None):
+        """A stateful stream: ``s.step(chunk) -> out_chunk`` carries (h, c) across chunks.
+
+        ``batch_size=None`` streams one unbatched sequence (2-D chunks). See
+        :class:`lstm_infer.serving.Stream`."""
+        from .serving import Stream
+
+        return Stream(self, batch_size=batch_size, state=state, num_threads=num_threads)
+
     # ------------------------------------------------------------------ pickling
     def __reduce__(self):
         return (_rebuild, (self._weights, self._rebuild_kwargs()))

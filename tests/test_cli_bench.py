@@ -65,3 +65,11 @@ def test_bench_failed_check_exits_1(capsys, monkeypatch):
     assert rc == 1
     assert "FAIL" in cap.out and "kws/ours: mismatch" in cap.out
     assert "correctness check failed" in cap.err
+
+
+def test_bench_concurrency_reports_scaling_and_checks_results(capsys):
+    status = main(["bench", "--workloads", "kws", "--concurrency", "2", "--budget", "0.2"])
+    out = capsys.readouterr().out
+    assert status == 0
+    lines = [l for l in out.splitlines() if l.startswith("kws")]
+    assert len(lines) == 2 and all(l.rstrip().endswith("yes") for l in lines)
