@@ -32,19 +32,35 @@ typedef float LI_FN(vfu) __attribute__((vector_size(LI_VW * 4), aligned(4), may_
 typedef int32_t LI_FN(vi) __attribute__((vector_size(LI_VW * 4)));
 #define VI LI_FN(vi)
 
-/* m ? a : b per lane (m from a vector compare: all ones or zero). NaN-aware
- * clamps are written as sel(v > hi, hi, v): a NaN compares false and passes. */
-static inline __attribute__((always_inline)) VF LI_FN(sel)(VI m, VF a, VF b)
+/* max(a, x) / min(a, x) with x second: x86 max/min return the second operand
+ * when either is NaN, so clamps written max(lo, x), min(hi, x) let NaN through. */
+static inline __attribute__((always_inline)) VF LI_FN(vmax)(VF a, VF x)
 {
-    return (VF)(((VI)a & m) | ((VI)b & ~m));
+#if LI_VW == 16
+    return (VF)_mm512_max_ps((__m512)a, (__m512)x);
+#elif LI_VW == 8
+    return (VF)_mm256_max_ps((__m256)a, (__m256)x);
+#else
+    return (VF)_mm_max_ps((__m128)a, (__m128)x);
+#endif
+}
+
+static inline __attribute__((always_inline)) VF LI_FN(vmin)(VF a, VF x)
+{
+#if LI_VW == 16
+    return (VF)_mm512_min_ps((__m512)a, (__m512)x);
+#elif LI_VW == 8
+    return (VF)_mm256_min_ps((__m256)a, (__m256)x);
+#else
+    return (VF)_mm_min_ps((__m128)a, (__m128)x);
+#endif
 }
 
 /* exp(x), ~1 ulp on [-87, 88] (Cephes expf polynomial), all lanes at once. */
 static inline __attribute__((always_inline)) VF LI_FN(vexp)(VF x)
 {
-    const VF lo = x - x - 87.3f, hi = x - x + 88.3f;
-    x = LI_FN(sel)(x < lo, lo, x);
-    x = LI_FN(sel)(x > hi, hi, x);
+    const VF zero = {0};
+    x = LI_FN(vmin)(zero + 88.3f, LI_FN(vmax)(zero - 87.3f, x));
     VF n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
     VF r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
@@ -80,7 +96,8 @@ LI_FN(act16)(int kind, double alpha_d, double beta_d, float *v)
 {
     const float alpha = (float)alpha_d, beta = (float)beta_d;
     for (int q = 0; q < 16 / LI_VW; q++) {
-        VF x = LDV(v + q * LI_VW), zero = x - x;
+        const VF zero = {0};
+        VF x = LDV(v + q * LI_VW);
         switch (kind) {
         case LI_ACT_SIGMOID:
             x = LI_FN(vrcp)(1.0f + LI_FN(vexp)(-x));
@@ -89,14 +106,11 @@ LI_FN(act16)(int kind, double alpha_d, double beta_d, float *v)
             x = 2.0f * LI_FN(vrcp)(1.0f + LI_FN(vexp)(-2.0f * x)) - 1.0f;
             break;
         case LI_ACT_RELU:
-            x = LI_FN(sel)(x > 0.0f, x, x - x);
+            x = LI_FN(vmax)(zero, x);
             break;
-        case LI_ACT_HARD_SIGMOID: {
-            VF t = alpha * x + beta, one = zero + 1.0f;
-            t = LI_FN(sel)(t < 0.0f, zero, t);
-            x = LI_FN(sel)(t > 1.0f, one, t);
+        case LI_ACT_HARD_SIGMOID:
+            x = LI_FN(vmin)(zero + 1.0f, LI_FN(vmax)(zero, alpha * x + beta));
             break;
-        }
         default: /* LI_ACT_LINEAR */
             break;
         }
@@ -108,8 +122,8 @@ LI_FN(act16)(int kind, double alpha_d, double beta_d, float *v)
  * z: 64 pre-activations (input projection + recurrent part, no bias yet);
  * c: cell state, updated in place; h: o * act_h(c) written. */
 static inline __attribute__((always_inline)) void
-LI_FN(gate_group)(const float *z, const float *bias, const float *pi, const float *pf,
-                  const float *po, float *c, float *h, const li_acts *a)
+LI_FN(gate_group_any)(const float *z, const float *bias, const float *pi, const float *pf,
+                      const float *po, float *c, float *h, const li_acts *a)
 {
     float gi[16], gf[16], gg[16], go[16], tc[16];
     const float lo = -(float)a->clip, hi = (float)a->clip;
@@ -142,6 +156,53 @@ LI_FN(gate_group)(const float *z, const float *bias, const float *pi, const floa
     LI_FN(act16)(a->kf, a->af, a->bf, go);
     LI_FN(act16)(a->kh, a->ah, a->bh, tc);
     for (u = 0; u < 16; u++) h[u] = go[u] * tc[u];
+}
+
+static inline __attribute__((always_inline)) VF LI_FN(vsigmoid)(VF x)
+{
+    return LI_FN(vrcp)(1.0f + LI_FN(vexp)(-x));
+}
+
+static inline __attribute__((always_inline)) VF LI_FN(vtanh)(VF x)
+{
+    return 2.0f * LI_FN(vrcp)(1.0f + LI_FN(vexp)(-2.0f * x)) - 1.0f;
+}
+
+/* The common case (sigmoid gates, tanh cell and output) as straight-line vector
+ * code: the i, f, g activations (and then o, tanh(c)) are independent ~60-cycle
+ * dependency chains that the CPU overlaps only when no branch separates them. */
+static inline __attribute__((always_inline)) void
+LI_FN(gate_group_std)(const float *z, const float *bias, const float *pi, const float *pf,
+                      const float *po, float *c, float *h, const li_acts *a)
+{
+    const VF zero = {0};
+    const VF lo = zero - (float)a->clip, hi = zero + (float)a->clip;
+    const VF clo = zero - (float)a->cell_clip, chi = zero + (float)a->cell_clip;
+    for (int q = 0; q < 16 / LI_VW; q++) {
+        const int u = q * LI_VW;
+        VF cv = LDV(c + u);
+#define LI_CLIP(v) LI_FN(vmin)(hi, LI_FN(vmax)(lo, (v)))
+        VF i = LI_FN(vsigmoid)(LI_CLIP(LDV(z + u) + LDV(bias + u) + LDV(pi + u) * cv));
+        VF g = LI_FN(vtanh)(LI_CLIP(LDV(z + 32 + u) + LDV(bias + 32 + u)));
+        VF f = a->cifg ? 1.0f - i
+                       : LI_FN(vsigmoid)(LI_CLIP(LDV(z + 16 + u) + LDV(bias + 16 + u) +
+                                                 LDV(pf + u) * cv));
+        VF cn = LI_FN(vmin)(chi, LI_FN(vmax)(clo, f * cv + i * g));
+        VF o = LI_FN(vsigmoid)(LI_CLIP(LDV(z + 48 + u) + LDV(bias + 48 + u) + LDV(po + u) * cn));
+#undef LI_CLIP
+        STV(c + u, cn);
+        STV(h + u, o * LI_FN(vtanh)(cn));
+    }
+}
+
+static inline __attribute__((always_inline)) void
+LI_FN(gate_group)(const float *z, const float *bias, const float *pi, const float *pf,
+                  const float *po, float *c, float *h, const li_acts *a)
+{
+    if (a->kf == LI_ACT_SIGMOID && a->kg == LI_ACT_TANH && a->kh == LI_ACT_TANH)
+        LI_FN(gate_group_std)(z, bias, pi, pf, po, c, h, a);
+    else
+        LI_FN(gate_group_any)(z, bias, pi, pf, po, c, h, a);
 }
 
 /* Gate pass over nb rows: Z (nb, 4Hp) row stride ldz holds x W_ih^T + h W_hh^T.
