@@ -41,6 +41,8 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequenc
 
 import numpy as np
 
+from .formats.gate_orders import from_canonical
+
 
 class Workload(NamedTuple):
     T: int
@@ -183,13 +185,6 @@ def ours_runner(model, x, threads: int) -> Runner:
     return Runner("ours", __version__, fn)
 
 
-def _from_canonical(w: np.ndarray, target: str) -> np.ndarray:
-    """Reorder the 4 gate blocks (axis 0) from canonical i,f,g,o to `target`'s order."""
-    from .formats.gate_orders import CANONICAL, GATE_ORDERS
-    blocks = np.split(np.asarray(w), 4, axis=0)
-    return np.concatenate([blocks[CANONICAL.index(g)] for g in GATE_ORDERS[target]], axis=0)
-
-
 def torch_runner(model, x, threads: int) -> Runner:
     """torch.nn.LSTM loaded with our weights (b_ih = fused bias, b_hh = 0), eval, inference_mode."""
     try:
@@ -248,9 +243,9 @@ def onnx_model(model, opset: int = 17):
     cur = "X"
     hs, cs = [], []
     for k, layer in enumerate(model.weights):
-        W = np.stack([_from_canonical(w["w_ih"], "onnx") for w in layer]).astype(np.float32)
-        R = np.stack([_from_canonical(w["w_hh"], "onnx") for w in layer]).astype(np.float32)
-        Bw = np.stack([np.concatenate([_from_canonical(w["b"], "onnx"), np.zeros(4 * H)])
+        W = np.stack([from_canonical(w["w_ih"], "onnx") for w in layer]).astype(np.float32)
+        R = np.stack([from_canonical(w["w_hh"], "onnx") for w in layer]).astype(np.float32)
+        Bw = np.stack([np.concatenate([from_canonical(w["b"], "onnx"), np.zeros(4 * H)])
                        for w in layer]).astype(np.float32)
         names = [f"W{k}", f"R{k}", f"B{k}"]
         inits += [numpy_helper.from_array(a, n) for a, n in zip((W, R, Bw), names)]

@@ -53,9 +53,9 @@ def test_bench_rejects_unknown_workload(capsys):
 
 def test_onnx_gate_order_round_trips():
     import numpy as np
-    from lstm_infer.formats.gate_orders import to_canonical
+    from lstm_infer.formats.gate_orders import from_canonical, to_canonical
     w = np.arange(8.0).reshape(8, 1)
-    assert np.array_equal(to_canonical(bench._from_canonical(w, "onnx"), "onnx"), w)
+    assert np.array_equal(to_canonical(from_canonical(w, "onnx"), "onnx"), w)
 
 
 def test_bench_failed_check_exits_1(capsys, monkeypatch):

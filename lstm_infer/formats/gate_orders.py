@@ -17,10 +17,18 @@ GATE_ORDERS = {
 }
 
 
-def to_canonical(w: np.ndarray, source: str, axis: int = 0) -> np.ndarray:
-    """Reorder the four gate blocks of `w` along `axis` from `source` order to i, f, g, o."""
-    order = GATE_ORDERS[source]
-    if order == CANONICAL:
+def _reorder(w, frm, to, axis):
+    if frm == to:
         return w
     blocks = np.split(np.asarray(w), 4, axis=axis)
-    return np.concatenate([blocks[order.index(g)] for g in CANONICAL], axis=axis)
+    return np.concatenate([blocks[frm.index(g)] for g in to], axis=axis)
+
+
+def to_canonical(w: np.ndarray, source: str, axis: int = 0) -> np.ndarray:
+    """Reorder the four gate blocks of `w` along `axis` from `source` order to i, f, g, o."""
+    return _reorder(w, GATE_ORDERS[source], CANONICAL, axis)
+
+
+def from_canonical(w: np.ndarray, target: str, axis: int = 0) -> np.ndarray:
+    """Reorder the four gate blocks of `w` along `axis` from i, f, g, o to `target` order."""
+    return _reorder(w, CANONICAL, GATE_ORDERS[target], axis)
