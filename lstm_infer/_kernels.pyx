@@ -11,19 +11,24 @@ Per layer and direction, with canonical gate order i, f, g, o:
     c_t = f*c + i*g ;  o = act_f(z_o + p_o*c_t) ;  h_t = o*act_h(c_t) [; h_t = h_t W_hr^T]
 
 Schedule (ONNX Runtime / oneDNN "two GEMM" schedule):
-  1. input projection for a block of Tb steps: G = X_blk W_ih^T   (one BLAS GEMM)
-  2. per step: z = G_t + h W_hh^T, then the gate pass
-       - float32: li_step_fused, our own register-blocked GEMM with the gates
-         fused per tile (rows x 16 units x 4 gates); measured faster than
-         OpenBLAS sgemm + a separate gate pass at every batch size
+  1. input projection for a block of Tb steps: G = X_blk W_ih^T
+       - float32: li_gemm_pan64, our register-blocked GEMM on W_ih packed once
+         (BLAS would repack W_ih on every block call: measured 2x slower here)
+       - float64: BLAS ?gemm
+  2. per step: z = G_t + h W_hh^T, then the gates
+       - float32: li_step_fused, the same GEMM kernel with the gates fused per
+         tile (rows x 16 units x 4 gates): the pre-activations are gated while
+         still in registers/L1; at batch 1 it is a GEMV bound by L2 bandwidth
        - float64: BLAS GEMM into G_t, then li_gates_rows_f64
-  3. projection (proj_size): GEMV (small batch) or GEMM
-Workspace is per worker and bounded by Tb, not T.
+  3. projection (proj_size): own GEMV (<= SMALL_BATCH rows) or BLAS GEMM
+Tb is chosen so the block's workspace stays small (64 KB when the layer's
+weights fit in half the L2, else 1 MB): it never grows with T.
 
 Buffers (all row-major, dtype T):
-  w_ih     (4Hp, I)         gate rows interleaved: [i f g o] x 16 units per group
-  w_hh     (4Hp, Kh)        same row order; Kh = Pp (projected) or Hp
-  w_hh_pan (Hp/16, Kh, 64)  w_hh transposed per group, for the GEMV
+  float32: w_ih_pan (Hp/16, I, 64), w_hh_pan (Hp/16, Kh, 64): per group of 16
+           units, the 64 gate rows [i f g o] x 16 transposed into a panel
+  float64: w_ih (4Hp, I), w_hh (4Hp, Kh): the same rows, row-major, for BLAS
+  Kh = Pp (projected) or Hp
   bias     (4Hp,) ; peep (3, Hp) = p_i, p_f, p_o ; w_hr (Pp, Hp) ; w_hr_pan (Pp/16, Hp, 16)
   Hp = H rounded up to 16, Pp = P rounded up to 16; padded units have zero
   weights in and out, so they never influence real units.
@@ -52,8 +57,6 @@ cdef extern from "lstm_cell.h" nogil:
         double clip, cell_clip
         int cifg
     ctypedef struct li_kernels_f32:
-        void (*gates_rows)(int, int, const float *, long, const float *, const float *,
-                           float *, long, float *, long, const li_acts *) noexcept nogil
         void (*step_fused)(int, int, int, float *, long, const float *,
                            const float *, long, const float *, const float *, float *,
                            long, float *, long, const li_acts *, int) noexcept nogil

@@ -78,8 +78,6 @@ static inline void *li_alloc64(size_t nbytes)
 #pragma GCC pop_options
 #endif
 
-typedef void (*li_gates_rows_fn)(int, int, const float *, long, const float *, const float *,
-                                 float *, long, float *, long, const li_acts *);
 typedef void (*li_step_fused_fn)(int, int, int, float *, long, const float *,
                                  const float *, long, const float *, const float *, float *,
                                  long, float *, long, const li_acts *, int);
@@ -89,7 +87,6 @@ typedef void (*li_gemv_pan16_fn)(int, int, int, const float *, const float *, lo
                                  long);
 
 typedef struct {
-    li_gates_rows_fn gates_rows;
     li_step_fused_fn step_fused;
     li_gemm_pan64_fn gemm_pan64;
     li_gemv_pan16_fn gemv_pan16;
@@ -118,21 +115,18 @@ static li_kernels_f32 li_select_f32(int level)
     li_kernels_f32 k;
 #ifdef LI_X86
     if (level >= LI_LEVEL_AVX512) {
-        k.gates_rows = li_gates_rows_f32_avx512;
         k.step_fused = li_step_fused_f32_avx512;
         k.gemm_pan64 = li_gemm_pan64_f32_avx512;
         k.gemv_pan16 = li_gemv_pan16_f32_avx512;
         return k;
     }
     if (level >= LI_LEVEL_AVX2) {
-        k.gates_rows = li_gates_rows_f32_avx2;
         k.step_fused = li_step_fused_f32_avx2;
         k.gemm_pan64 = li_gemm_pan64_f32_avx2;
         k.gemv_pan16 = li_gemv_pan16_f32_avx2;
         return k;
     }
 #endif
-    k.gates_rows = li_gates_rows_f32_generic;
     k.step_fused = li_step_fused_f32_generic;
     k.gemm_pan64 = li_gemm_pan64_f32_generic;
     k.gemv_pan16 = li_gemv_pan16_f32_generic;
@@ -161,7 +155,9 @@ static inline double li_clamp_f64(double v, double lim)
     return v > lim ? lim : v;
 }
 
-/* Same contract as li_gates_rows_f32 (interleaved groups of 16). */
+/* Gate pass over nb rows (float64 path): Z (nb, 4Hp) row stride ldz holds
+ * x W_ih^T + h W_hh^T in interleaved groups of 16 units; C (nb, Hp) is updated
+ * in place, Hc (nb, Hp) receives o * act_h(c). */
 static void li_gates_rows_f64(int nb, int Hp, const double *Z, long ldz, const double *bias,
                               const double *peep, double *C, long ldc, double *Hc, long ldh,
                               const li_acts *a)

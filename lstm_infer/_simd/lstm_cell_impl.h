@@ -205,23 +205,6 @@ LI_FN(gate_group)(const float *z, const float *bias, const float *pi, const floa
         LI_FN(gate_group_any)(z, bias, pi, pf, po, c, h, a);
 }
 
-/* Gate pass over nb rows: Z (nb, 4Hp) row stride ldz holds x W_ih^T + h W_hh^T.
- * C (nb, Hp) is updated in place, Hc (nb, Hp) receives o*act(c). */
-static void LI_FN(li_gates_rows_f32)(int nb, int Hp, const float *Z, long ldz, const float *bias,
-                                     const float *peep, float *C, long ldc, float *Hc, long ldh,
-                                     const li_acts *a)
-{
-    static const float zeros[16] = {0};
-    for (int b = 0; b < nb; b++)
-        for (int g = 0; g < Hp / 16; g++) {
-            const float *pi = peep ? peep + g * 16 : zeros;
-            const float *pf = peep ? peep + Hp + g * 16 : zeros;
-            const float *po = peep ? peep + 2 * Hp + g * 16 : zeros;
-            LI_FN(gate_group)(Z + b * ldz + g * 64, bias + g * 64, pi, pf, po,
-                              C + b * ldc + g * 16, Hc + b * ldh + g * 16, a);
-        }
-}
-
 /* Tile of MB rows x one group (64 columns): acc = Y rows (or 0 on the first K
  * chunk when zero_init), accumulate k in [k0, k1); on the last K chunk apply the
  * group's gates if gated, otherwise store the partial sums back into Y.
