@@ -40,8 +40,11 @@ static inline __attribute__((always_inline)) VF LI_FN(vmax)(VF a, VF x)
     return (VF)_mm512_max_ps((__m512)a, (__m512)x);
 #elif LI_VW == 8
     return (VF)_mm256_max_ps((__m256)a, (__m256)x);
-#else
+#elif defined(LI_X86)
     return (VF)_mm_max_ps((__m128)a, (__m128)x);
+#else /* portable: same NaN rule, x wins unless a > x */
+    for (int l = 0; l < LI_VW; l++) x[l] = a[l] > x[l] ? a[l] : x[l];
+    return x;
 #endif
 }
 
@@ -51,8 +54,11 @@ static inline __attribute__((always_inline)) VF LI_FN(vmin)(VF a, VF x)
     return (VF)_mm512_min_ps((__m512)a, (__m512)x);
 #elif LI_VW == 8
     return (VF)_mm256_min_ps((__m256)a, (__m256)x);
-#else
+#elif defined(LI_X86)
     return (VF)_mm_min_ps((__m128)a, (__m128)x);
+#else
+    for (int l = 0; l < LI_VW; l++) x[l] = a[l] < x[l] ? a[l] : x[l];
+    return x;
 #endif
 }
 
