@@ -139,6 +139,12 @@ cdef struct DirW:
 
 cdef struct Layer:
     int D, In, H, Hp, P, Pp, Kh, Hout
+    int rev                  # unidirectional layer reading sequences backwards
+    int out_proc             # outputs in processing order (Keras go_backwards)
+    int merge                # 0 concat; 1 sum, 2 mul, 3 ave of the two directions into mout
+    char* mout               # merged output (T, B, Hout), strides ms_t, ms_b
+    long ms_t, ms_b
+    li_acts acts[2]          # per direction
     const char* x            # input (T, B, In) with element strides xs_t, xs_b
     long xs_t, xs_b
     char* out                # output (T, B, D*Hout) with element strides os_t, os_b
@@ -153,7 +159,6 @@ cdef struct Shared:
     int T, B, nslices, block_t
     const int* lens          # (B,) sorted descending
     const int* perm          # sorted row -> original row
-    li_acts acts
 
 
 cdef inline long _round16(long n) noexcept nogil:
@@ -175,7 +180,8 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
     cdef const int* perm = S.perm + j0
     cdef int In = L.In, H = L.H, Hp = L.Hp, Kh = L.Kh, Hout = L.Hout, Pp = L.Pp
     cdef int G4 = 4 * Hp
-    cdef bint reverse = d == 1
+    cdef bint reverse = d == 1 or L.rev
+    cdef const li_acts* acts = &L.acts[d]
     cdef bint proj = L.P > 0
     cdef DirW w = L.w[d]
     cdef const floating* w_ih = <const floating*>w.w_ih
@@ -258,7 +264,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
         if floating is float:
             _k32.gemm_pan64(tb * Bs, Hp // 16, In, xblk, ldx, <const float*>w.w_ih_pan, G, G4)
         else:
-            if Bs == 1 and reverse:  # BLAS needs a positive stride
+            if Bs == 1 and (reverse or ldx < In):  # BLAS needs lda >= K > 0
                 for s in range(tb):
                     memcpy(Xg + <long>s * In, xblk + s * ldx, In * sizeof(floating))
                 xblk = Xg
@@ -270,7 +276,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
             Gs = G + <long>(s - s0) * Bs * G4
             if floating is float:
                 _k32.step_fused(na, Hp, Kh, <float*>Gs, G4, <const float*>w.w_hh_pan, hp, Kh,
-                                bias, peep, C, Hp, hcell, Hp, &S.acts, s & 1)
+                                bias, peep, C, Hp, hcell, Hp, acts, s & 1)
                 if proj:
                     if na <= SMALL_BATCH:
                         _k32.gemv_pan16(na, Pp // 16, Hp, <const float*>w.w_hr_pan, Hc, Hp,
@@ -281,13 +287,13 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
             else:
                 _gemm_nt(na, G4, Kh, <floating>1.0, hp, Kh, w_hh, Kh, <floating>1.0,
                          <floating*>Gs, G4)
-                li_gates_rows_f64(na, Hp, Gs, G4, bias, peep, C, Hp, hcell, Hp, &S.acts)
+                li_gates_rows_f64(na, Hp, Gs, G4, bias, peep, C, Hp, hcell, Hp, acts)
                 if proj:
                     _gemm_nt(na, Pp, Hp, <floating>1.0, Hc, Hp, w_hr, Hp, <floating>0.0,
                              hnx, Kh)
             # outputs of the active rows
             for b in range(na):
-                t = lens[b] - 1 - s if reverse else s
+                t = lens[b] - 1 - s if (reverse and not L.out_proc) else s
                 memcpy(out + t * L.os_t + perm[b] * L.os_b + ob, hnx + <long>b * Kh,
                        Hout * sizeof(floating))
             # rows whose sequence ends at this step: final state
@@ -323,12 +329,34 @@ cdef int _run_layer(const Layer* L, const Shared* S, int nthreads, floating dumm
     return status
 
 
+cdef void _merge(const Layer* L, const Shared* S, floating dummy) noexcept nogil:
+    """mout[t, b] = merge(out[t, b, :H], out[t, b, H:]) (Keras Bidirectional merge_mode)."""
+    cdef int t, b, j, H = L.Hout
+    cdef const floating* o
+    cdef floating* m
+    for t in range(S.T):
+        for b in range(S.B):
+            o = <const floating*>L.out + t * L.os_t + b * L.os_b
+            m = <floating*>L.mout + t * L.ms_t + b * L.ms_b
+            if L.merge == 1:
+                for j in range(H):
+                    m[j] = o[j] + o[H + j]
+            elif L.merge == 2:
+                for j in range(H):
+                    m[j] = o[j] * o[H + j]
+            else:
+                for j in range(H):
+                    m[j] = (o[j] + o[H + j]) * <floating>0.5
+
+
 cdef int _run_stack(Layer* layers, int nlayers, Shared* S, int nthreads,
                     floating dummy) noexcept nogil:
     cdef int k
     for k in range(nlayers):
         if _run_layer(&layers[k], S, nthreads, dummy) != 0:
             return -1
+        if layers[k].merge:
+            _merge(&layers[k], S, dummy)
     return 0
 
 
@@ -355,8 +383,23 @@ def _block_steps(int T, int B, int nslices, int G4, int In, int itemsize, long w
     return max(1, min(tb, T))
 
 
+cdef long _stride(object a, int axis, int itemsize):
+    """Element stride of `axis`; a length-1 axis gets the C-contiguous one (numpy
+    leaves any stride there, even a negative one, and calls the array contiguous)."""
+    if a.shape[axis] == 1:
+        n = 1
+        for k in range(axis + 1, a.ndim):
+            n *= a.shape[k]
+        return n
+    return a.strides[axis] // itemsize
+
+
+cdef void _set_acts(li_acts* a, tuple p):
+    (a.kf, a.af, a.bf, a.kg, a.ag, a.bg, a.kh, a.ah, a.bh, a.clip, a.cell_clip, a.cifg) = p
+
+
 def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
-            int[::1] lens, int[::1] perm, tuple acts, int nthreads):
+            int[::1] lens, int[::1] perm, list layer_params, int nthreads):
     """Run a validated stack. All arrays come from model.LSTM.forward, which
     checked every shape, dtype and stride; nothing is checked here."""
     cdef int nlayers = len(packed)
@@ -372,8 +415,6 @@ def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
     S.B = x0.shape[1]
     S.lens = &lens[0]
     S.perm = &perm[0]
-    (S.acts.kf, S.acts.af, S.acts.bf, S.acts.kg, S.acts.ag, S.acts.bg,
-     S.acts.kh, S.acts.ah, S.acts.bh, S.acts.clip, S.acts.cell_clip, S.acts.cifg) = acts
     # batch slices: enough tasks to feed the threads, slices of >= 4 rows
     cdef int D0 = len(packed[0])
     cdef int want = (nthreads + D0 - 1) // D0
@@ -382,9 +423,17 @@ def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
     cdef long wbytes = 0
     for k in range(nlayers):
         dirs = packed[k]
-        xin, xout = bufs[k]
+        xin, xout, xmerged = bufs[k]
         L = &layers[k]
         L.D = len(dirs)
+        merge, L.rev, L.out_proc, dir_acts = layer_params[k]
+        L.merge = merge
+        for d in range(L.D):
+            _set_acts(&L.acts[d], dir_acts[d])
+        L.mout = _ptr(xmerged)
+        if xmerged is not None:
+            L.ms_t = _stride(xmerged, 0, itemsize)
+            L.ms_b = _stride(xmerged, 1, itemsize)
         p = dirs[0]
         L.In, L.H, L.Hp, L.P, L.Pp, L.Kh = p.I, p.H, p.Hp, p.P, p.Pp, p.Kh
         L.Hout = p.P or p.H
@@ -392,11 +441,11 @@ def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
         maxI = max(maxI, p.I)
         wbytes = max(wbytes, <long>4 * p.Hp * (p.I + p.Kh) * itemsize)
         L.x = _ptr(xin)
-        L.xs_t = xin.strides[0] // itemsize
-        L.xs_b = xin.strides[1] // itemsize
+        L.xs_t = _stride(xin, 0, itemsize)
+        L.xs_b = _stride(xin, 1, itemsize)
         L.out = _ptr(xout)
-        L.os_t = xout.strides[0] // itemsize
-        L.os_b = xout.strides[1] // itemsize
+        L.os_t = _stride(xout, 0, itemsize)
+        L.os_b = _stride(xout, 1, itemsize)
         L.h0 = _ptr(h0s[k])
         L.c0 = _ptr(c0s[k])
         L.hn = _ptr(hns[k])

@@ -62,24 +62,63 @@ class Activation:
 DEFAULT_ACTIVATIONS = (Activation("sigmoid"), Activation("tanh"), Activation("tanh"))
 
 
+MERGE_MODES = ("concat", "sum", "mul", "ave")
+
+
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer of the stack (all its directions)."""
+    """One layer of the stack (all its directions), with its effective options.
+
+    ``reverse``: a unidirectional layer that reads each sequence backwards (ONNX
+    direction="reverse", Keras go_backwards). ``reverse_output``: its outputs are
+    returned in processing order, i.e. reversed in time (Keras go_backwards).
+    ``merge``: how a bidirectional layer combines its two directions' outputs
+    (Keras merge_mode; torch and ONNX concatenate). ``activations`` holds one
+    (gate, cell, output) triple per direction.
+    """
 
     input_size: int
     hidden_size: int
     proj_size: int = 0
     bidirectional: bool = False
     peephole: bool = False
+    reverse: bool = False
+    reverse_output: bool = False
+    merge: str = "concat"
+    activations: Tuple[Tuple[Activation, Activation, Activation], ...] = (DEFAULT_ACTIVATIONS,)
+    clip: Optional[float] = None
+    cell_clip: Optional[float] = None
+    input_forget: bool = False
 
     @property
     def num_directions(self) -> int:
         return 2 if self.bidirectional else 1
 
     @property
+    def direction(self) -> str:
+        return "bidirectional" if self.bidirectional else ("reverse" if self.reverse else "forward")
+
+    @property
     def output_size(self) -> int:
         """Size of h (per direction): proj_size if projected, else hidden_size."""
         return self.proj_size or self.hidden_size
+
+    @property
+    def out_features(self) -> int:
+        """Last dimension of this layer's output sequence (the next layer's input)."""
+        if self.bidirectional and self.merge == "concat":
+            return 2 * self.output_size
+        return self.output_size
+
+    def to_dict(self) -> dict:
+        return {
+            "input_size": self.input_size, "hidden_size": self.hidden_size,
+            "proj_size": self.proj_size, "direction": self.direction,
+            "peephole": self.peephole, "reverse_output": self.reverse_output,
+            "merge": self.merge,
+            "activations": [[[a.name, a.alpha, a.beta] for a in trip] for trip in self.activations],
+            "clip": self.clip, "cell_clip": self.cell_clip, "input_forget": self.input_forget,
+        }
 
 
 @dataclass(frozen=True)
@@ -112,8 +151,9 @@ class LSTMConfig:
 
     @property
     def uniform(self) -> bool:
-        """True when every layer has the same hidden/proj size and directions
-        (then h_n / c_n are torch-style stacked arrays, else per-layer lists)."""
+        """True when every layer has the same hidden/proj size and number of
+        directions (then h_n / c_n are torch-style stacked arrays, else
+        per-layer lists)."""
         first = self.layers[0]
         return all(
             l.hidden_size == first.hidden_size and l.proj_size == first.proj_size
@@ -123,9 +163,8 @@ class LSTMConfig:
 
     @property
     def output_size(self) -> int:
-        """Last dimension of ``out``: D * H_out of the last layer."""
-        last = self.layers[-1]
-        return last.num_directions * last.output_size
+        """Last dimension of ``out`` (D * H_out of the last layer, or H_out if merged)."""
+        return self.layers[-1].out_features
 
     def to_dict(self) -> dict:
         d = {
@@ -137,12 +176,5 @@ class LSTMConfig:
             )
         }
         d["activations"] = [[a.name, a.alpha, a.beta] for a in self.activations]
-        d["layers"] = [
-            {
-                "input_size": l.input_size, "hidden_size": l.hidden_size,
-                "proj_size": l.proj_size, "bidirectional": l.bidirectional,
-                "peephole": l.peephole,
-            }
-            for l in self.layers
-        ]
+        d["layers"] = [l.to_dict() for l in self.layers]
         return d

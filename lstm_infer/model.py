@@ -19,13 +19,14 @@ the Design block at the top of _kernels.pyx.
 """
 from __future__ import annotations
 
+import dataclasses
 import threading
 from typing import List, Optional, Sequence
 
 import numpy as np
 
 from . import _kernels, _threads
-from .config import DEFAULT_ACTIVATIONS, Activation, LayerSpec, LSTMConfig
+from .config import DEFAULT_ACTIVATIONS, MERGE_MODES, Activation, LayerSpec, LSTMConfig
 
 GROUP = 16  # hidden units per interleaved gate group (one 512-bit float32 vector)
 _DTYPES = {"float32": np.float32, "float64": np.float64}
@@ -158,11 +159,21 @@ class LSTM:
         default ("sigmoid", "tanh", "tanh").
     dtype : "float32" or "float64"; default: float64 if every weight is float64,
         else float32.
+    layer_options : list of dict, optional
+        Per-layer options (model-level clip / cell_clip / input_forget /
+        activations are their defaults), as loaders need them:
+        ``direction`` "forward" | "reverse" (reads each sequence backwards: ONNX
+        direction="reverse", Keras go_backwards) | "bidirectional";
+        ``merge`` "concat" | "sum" | "mul" | "ave" (Keras Bidirectional merge_mode);
+        ``reverse_output`` (Keras go_backwards: outputs returned reversed in time);
+        ``activations`` (3, or one triple per direction); ``clip``; ``cell_clip``;
+        ``input_forget``.
     """
 
     def __init__(self, layers: Sequence[Sequence[dict]], *, batch_first: bool = False,
                  clip: Optional[float] = None, cell_clip: Optional[float] = None,
-                 input_forget: bool = False, activations=None, dtype=None):
+                 input_forget: bool = False, activations=None, dtype=None,
+                 layer_options: Optional[Sequence[dict]] = None):
         if isinstance(layers, dict) or not isinstance(layers, (list, tuple)) or not layers:
             raise TypeError("layers must be a non-empty list (one entry per layer) of lists "
                             "of direction dicts")
@@ -176,22 +187,16 @@ class LSTM:
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be float32 or float64; got {dtype}")
         npdt = _DTYPES[dtype]
-        for name, v in (("clip", clip), ("cell_clip", cell_clip)):
-            if v is None:
-                continue
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-                    or not (np.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a positive finite number or None; got {v!r}")
-        if activations is None:
-            acts = DEFAULT_ACTIVATIONS
-        elif isinstance(activations, (str, Activation)):
-            raise TypeError("activations must be a sequence of 3 activations (gate, cell, "
-                            f"output), e.g. ('sigmoid', 'tanh', 'tanh'); got {activations!r}")
-        else:
-            acts = tuple(Activation.parse(a) for a in activations)
-            if len(acts) != 3:
-                raise ValueError(f"activations must be 3 functions (gate, cell, output); "
-                                 f"got {len(acts)}")
+        defaults = {"clip": _check_clip("clip", clip),
+                    "cell_clip": _check_clip("cell_clip", cell_clip),
+                    "input_forget": bool(input_forget),
+                    "activations": DEFAULT_ACTIVATIONS if activations is None
+                    else _parse_activations(activations, "activations")}
+        if layer_options is None:
+            layer_options = [{}] * len(layers)
+        if not isinstance(layer_options, (list, tuple)) or len(layer_options) != len(layers):
+            raise ValueError(f"layer_options must be a list with one dict per layer "
+                             f"({len(layers)}); got {layer_options!r:.80}")
 
         specs, canon, packed = [], [], []
         in_size = None
@@ -199,19 +204,19 @@ class LSTM:
             if not isinstance(dirs, (list, tuple)) or len(dirs) not in (1, 2):
                 raise ValueError(f"layer {k} must be a list of 1 or 2 direction dicts; got {dirs!r:.80}")
             spec, cw = self._check_layer(k, dirs, in_size, npdt)
+            spec = _layer_spec(k, spec, layer_options[k], defaults)
             specs.append(spec)
             canon.append(cw)
             packed.append([_PackedDirection(w, spec.hidden_size, spec.proj_size) for w in cw])
-            in_size = spec.num_directions * spec.output_size
+            in_size = spec.out_features
         first = specs[0]
         self._config = LSTMConfig(
             input_size=first.input_size, hidden_size=first.hidden_size,
             num_layers=len(specs), bidirectional=first.bidirectional,
             proj_size=first.proj_size, peephole=first.peephole, batch_first=bool(batch_first),
-            dtype=dtype, quantization=None,
-            clip=None if clip is None else float(clip),
-            cell_clip=None if cell_clip is None else float(cell_clip),
-            input_forget=bool(input_forget), activations=acts, layers=tuple(specs))
+            dtype=dtype, quantization=None, clip=first.clip, cell_clip=first.cell_clip,
+            input_forget=first.input_forget, activations=first.activations[0],
+            layers=tuple(specs))
         self._weights = canon
         self._packed = packed
         self._dtype = npdt
@@ -220,12 +225,11 @@ class LSTM:
         self._uniform = self._config.uniform
         # float32 runs only our own kernels, except a projection at batch > 8 (BLAS GEMM)
         self._uses_blas = npdt == np.float64 or any(s.proj_size for s in specs)
-        a = acts
-        self._act_params = (a[0].code, a[0].alpha, a[0].beta, a[1].code, a[1].alpha, a[1].beta,
-                            a[2].code, a[2].alpha, a[2].beta,
-                            float(clip) if clip is not None else np.inf,
-                            float(cell_clip) if cell_clip is not None else np.inf,
-                            int(bool(input_forget)))
+        # per layer: (merge code, reverse-only, outputs in processing order, acts per direction)
+        self._layer_params = [
+            (MERGE_MODES.index(s.merge), int(s.reverse), int(s.reverse_output),
+             [_act_params(trip, s) for trip in s.activations])
+            for s in specs]
 
     @staticmethod
     def _check_layer(k, dirs, in_size, npdt):
@@ -413,7 +417,7 @@ class LSTM:
 
         # outputs: the user's `out` is written in place through a strided (T, B, F) view
         dims = self._dims
-        F = dims[-1][0] * dims[-1][1]
+        F = cfg.output_size
         alloc = np.zeros if (lens is not None and T and B and int(lens.min()) < T) else np.empty
         if cfg.batch_first:
             out_user = alloc((B, T, F), dtype=self._dtype)
@@ -421,10 +425,19 @@ class LSTM:
         else:
             out_user = alloc((T, B, F), dtype=self._dtype)
             out_tb = out_user
+        # per layer (input, output, merged output or None): a merged bidirectional layer
+        # (Keras merge_mode) writes both directions to a scratch buffer, then merges
         bufs, inp = [], x_tb
-        for k, (D, Hout, _) in enumerate(dims):
-            o = out_tb if k == len(dims) - 1 else alloc((T, B, D * Hout), dtype=self._dtype)
-            bufs.append((inp, o))
+        for k, ((D, Hout, _), spec) in enumerate(zip(dims, specs)):
+            last = k == len(dims) - 1
+            if spec.merge == "concat":
+                o = out_tb if last else alloc((T, B, D * Hout), dtype=self._dtype)
+                bufs.append((inp, o, None))
+            else:
+                o = alloc((T, B, D * Hout), dtype=self._dtype)
+                m = out_tb if last else np.empty((T, B, Hout), dtype=self._dtype)
+                bufs.append((inp, o, m))
+                o = m
             inp = o
         hns = [np.empty((D, B, Hout), dtype=self._dtype) for D, Hout, _ in dims]
         cns = [np.empty((D, B, H), dtype=self._dtype) for D, _, H in dims]
@@ -440,7 +453,7 @@ class LSTM:
         try:
             if T and B:
                 _kernels.forward(self._packed, bufs, h0s, c0s, hns, cns, lens_sorted, perm,
-                                 self._act_params, nthreads)
+                                 self._layer_params, nthreads)
             else:
                 for k in range(len(specs)):
                     hns[k][...] = h0s[k]
@@ -528,13 +541,96 @@ class LSTM:
         return (_rebuild, (self._weights, self._rebuild_kwargs()))
 
     def _rebuild_kwargs(self):
+        return self.options
+
+    @property
+    def options(self) -> dict:
+        """Every constructor argument but the weights, JSON-serialisable:
+        ``LSTM(m.weights, **m.options)`` rebuilds the same model."""
         c = self._config
-        return dict(batch_first=c.batch_first, clip=c.clip, cell_clip=c.cell_clip,
-                    input_forget=c.input_forget, activations=c.activations, dtype=c.dtype)
+        layers = []
+        for l in c.layers:
+            d = l.to_dict()
+            layers.append({k: d[k] for k in sorted(_LAYER_OPTIONS)})
+        return {"batch_first": c.batch_first, "dtype": c.dtype, "layer_options": layers}
 
 
 def _rebuild(weights, kwargs):
     return LSTM(weights, **kwargs)
+
+
+def _check_clip(name, v):
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+            or not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive finite number or None; got {v!r}")
+    return float(v)
+
+
+def _parse_activations(spec, where):
+    """3 activations (gate, cell, output) -> a tuple of 3 Activation."""
+    if isinstance(spec, (str, Activation)) or not isinstance(spec, (list, tuple)):
+        raise TypeError(f"{where} must be a sequence of 3 activations (gate, cell, output), "
+                        f"e.g. ('sigmoid', 'tanh', 'tanh'); got {spec!r}")
+    acts = tuple(Activation.parse(a) for a in spec)
+    if len(acts) != 3:
+        raise ValueError(f"{where} must be 3 functions (gate, cell, output); got {len(acts)}")
+    return acts
+
+
+_LAYER_OPTIONS = {"direction", "merge", "reverse_output", "activations", "clip", "cell_clip",
+                  "input_forget"}
+
+
+def _layer_spec(k, spec, opts, defaults):
+    """Apply one layer's options (model-level values are the defaults)."""
+    if not isinstance(opts, dict):
+        raise TypeError(f"layer_options[{k}] must be a dict; got {type(opts).__name__}")
+    unknown = set(opts) - _LAYER_OPTIONS
+    if unknown:
+        raise ValueError(f"layer_options[{k}]: unknown option(s) {sorted(unknown)}; expected "
+                         f"some of {sorted(_LAYER_OPTIONS)}")
+    D = spec.num_directions
+    direction = opts.get("direction", "bidirectional" if D == 2 else "forward")
+    allowed = ("bidirectional",) if D == 2 else ("forward", "reverse")
+    if direction not in allowed:
+        raise ValueError(f"layer {k}: direction must be one of {allowed} for {D} weight "
+                         f"direction(s); got {direction!r}")
+    merge = opts.get("merge", "concat")
+    if merge not in MERGE_MODES:
+        raise ValueError(f"layer {k}: merge must be one of {MERGE_MODES}; got {merge!r}")
+    if merge != "concat" and D != 2:
+        raise ValueError(f"layer {k}: merge={merge!r} needs a bidirectional layer")
+    reverse_output = bool(opts.get("reverse_output", False))
+    if reverse_output and direction != "reverse":
+        raise ValueError(f"layer {k}: reverse_output (Keras go_backwards) needs direction "
+                         f"'reverse'; got {direction!r}")
+    acts = opts.get("activations")
+    if acts is None:
+        trips = (defaults["activations"],) * D
+    elif (isinstance(acts, (list, tuple)) and len(acts) == D and
+          all(isinstance(t, (list, tuple)) and len(t) == 3 and
+              not isinstance(t[1], (int, float, np.number)) for t in acts) and
+          not (D == 1 and len(acts) == 3)):
+        trips = tuple(_parse_activations(t, f"layer {k} activations") for t in acts)
+    else:
+        trips = (_parse_activations(acts, f"layer {k} activations"),) * D
+    return dataclasses.replace(
+        spec, reverse=direction == "reverse", reverse_output=reverse_output, merge=merge,
+        activations=trips,
+        clip=_check_clip(f"layer {k} clip", opts.get("clip", defaults["clip"])),
+        cell_clip=_check_clip(f"layer {k} cell_clip", opts.get("cell_clip", defaults["cell_clip"])),
+        input_forget=bool(opts.get("input_forget", defaults["input_forget"])))
+
+
+def _act_params(trip, spec):
+    """The kernel's li_acts fields for one direction."""
+    return (trip[0].code, trip[0].alpha, trip[0].beta, trip[1].code, trip[1].alpha, trip[1].beta,
+            trip[2].code, trip[2].alpha, trip[2].beta,
+            spec.clip if spec.clip is not None else np.inf,
+            spec.cell_clip if spec.cell_clip is not None else np.inf,
+            int(spec.input_forget))
 
 
 def _state_array(a, name, dtype):
