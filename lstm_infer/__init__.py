@@ -1,15 +1,34 @@
 """lstm_infer: fast, GIL-free CPU inference for LSTM networks.
 
     import lstm_infer as li
-    m = li.LSTM.random(40, 128)
+    m = li.LSTM.random(40, 128)       # or li.load("model.pt" / ".keras" / ".onnx" / ".safetensors")
     out, (h_n, c_n) = m(x)            # x: (T, B, 40)
 """
 from ._threads import get_num_threads, set_num_threads
 from .config import Activation, LayerSpec, LSTMConfig
+from .formats.detect import detect_format, load
 from .formats.pytorch import from_torch
 from .model import LSTM
 
 __version__ = "0.1.0"
 
-__all__ = ["LSTM", "LSTMConfig", "LayerSpec", "Activation", "from_torch",
-           "set_num_threads", "get_num_threads", "__version__"]
+
+def from_keras(obj, layer=None):
+    """Convert a Keras LSTM / Bidirectional(LSTM) stack: a keras.Model or a .keras / .h5 path.
+
+    See lstm_infer.formats.keras."""
+    from .formats.keras import from_keras as _from_keras
+
+    return _from_keras(obj, layer=layer)
+
+
+def from_onnx(obj, node=None):
+    """Convert ONNX LSTM node(s): an onnx.ModelProto or a path. See lstm_infer.formats.onnx."""
+    from .formats.onnx import from_onnx as _from_onnx
+
+    return _from_onnx(obj, node=node)
+
+
+__all__ = ["LSTM", "LSTMConfig", "LayerSpec", "Activation", "load", "detect_format",
+           "from_torch", "from_keras", "from_onnx", "set_num_threads", "get_num_threads",
+           "__version__"]

@@ -136,9 +136,152 @@ def _cmd_bench(args) -> int:
     return 0 if ok else 1
 
 
+# ---------------------------------------------------------------- inspect / convert / run
+
+def _selectors(p) -> None:
+    p.add_argument("--prefix", help="PyTorch: which LSTM of a larger state dict (e.g. encoder.rnn.)")
+    p.add_argument("--layer", help="Keras: which LSTM / Bidirectional layer, by name")
+    p.add_argument("--node", help="ONNX: which LSTM node, by name")
+
+
+def _load(args):
+    from . import load
+
+    return load(args.model, prefix=args.prefix, layer=args.layer, node=args.node)
+
+
+def describe(model, path=None) -> dict:
+    """What `inspect` prints, as a dict: format, sizes, parameter count, variant flags."""
+    from . import detect_format
+
+    c = model.config
+    layers = []
+    for k, l in enumerate(c.layers):
+        acts = ["/".join(a.name if a.name != "hard_sigmoid" else f"hard_sigmoid({a.alpha:g},{a.beta:g})"
+                         for a in trip) for trip in l.activations]
+        layers.append({"layer": k, "direction": l.direction, "input": l.input_size,
+                       "hidden": l.hidden_size, "proj": l.proj_size, "peephole": l.peephole,
+                       "merge": l.merge if l.bidirectional else None,
+                       "reverse_output": l.reverse_output, "clip": l.clip,
+                       "cell_clip": l.cell_clip, "input_forget": l.input_forget,
+                       "activations": acts})
+    params = sum(int(a.size) for layer in model.weights for d in layer for a in d.values())
+    info = {"format": detect_format(path) if path else None, "dtype": c.dtype,
+            "quantization": c.quantization, "batch_first": c.batch_first,
+            "input_size": c.input_size, "output_size": c.output_size, "num_layers": c.num_layers,
+            "parameters": params, "layers": layers, "other_layers": None}
+    if path and info["format"] in ("keras", "keras-h5"):
+        from .formats import keras as K
+        summary = getattr(K, "keras_layers_summary", None)
+        if summary is not None:
+            info["other_layers"] = summary(path)
+    return info
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="show what a model file holds",
+                       description="Detect a model file's format and show its LSTM: layers, "
+                                   "directions, sizes, parameter count, dtype, variant flags and "
+                                   "the other layers found (Keras).")
+    p.add_argument("model", help="a native .safetensors, .pt/.pth/.bin, .keras/.h5 or .onnx file")
+    _selectors(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.set_defaults(func=_cmd_inspect)
+
+
+def _cmd_inspect(args) -> int:
+    info = describe(_load(args), args.model)
+    if args.json:
+        print(json.dumps(info, indent=2))
+        return 0
+    print(f"{args.model}: {info['format']}, {info['dtype']}"
+          f"{', quantized ' + info['quantization'] if info['quantization'] else ''}, "
+          f"{info['num_layers']} layer(s), {info['parameters']:,} parameters, "
+          f"input {info['input_size']} -> output {info['output_size']}"
+          f"{', batch_first' if info['batch_first'] else ''}")
+    for l in info["layers"]:
+        flags = [f for f, on in (("peephole", l["peephole"]), ("cifg", l["input_forget"]),
+                                 ("reverse_output", l["reverse_output"])) if on]
+        if l["merge"]:
+            flags.append(f"merge={l['merge']}")
+        for name in ("clip", "cell_clip"):
+            if l[name] is not None:
+                flags.append(f"{name}={l[name]:g}")
+        proj = f" proj {l['proj']}" if l["proj"] else ""
+        print(f"  layer {l['layer']}: {l['direction']:<13} {l['input']} -> {l['hidden']}{proj}  "
+              f"activations {' | '.join(l['activations'])}"
+              f"{'  ' + ' '.join(flags) if flags else ''}")
+    if info["other_layers"]:
+        print("  other layers: " + ", ".join(f"{o.get('name')} ({o.get('class_name')})"
+                                              if isinstance(o, dict) else str(o)
+                                              for o in info["other_layers"]))
+    return 0
+
+
+def _add_convert(sub) -> None:
+    p = sub.add_parser("convert", help="convert a model file to the native format",
+                       description="Load any supported file and save it as a native lstm_infer "
+                                   ".safetensors file (loads back bit-exactly with li.load).")
+    p.add_argument("model", help="source file (any supported format)")
+    p.add_argument("-o", "--output", required=True, help="destination .safetensors file")
+    _selectors(p)
+    p.set_defaults(func=_cmd_convert)
+
+
+def _cmd_convert(args) -> int:
+    model = _load(args)
+    model.save(args.output)
+    print(f"{args.model} -> {args.output}: {model!r}")
+    return 0
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="run a model on a .npy input",
+                       description="Run MODEL on the array in --input (.npy, loaded without "
+                                   "pickle) and write the output sequence to --output (.npy). "
+                                   "Shapes follow the model: (T, B, I), (B, T, I) if "
+                                   "batch_first, or (T, I) unbatched.")
+    p.add_argument("model")
+    p.add_argument("--input", required=True, help="input .npy")
+    p.add_argument("--output", required=True, help="output .npy (the output sequence)")
+    p.add_argument("--state-output", help="also write h_n, c_n to this .npz")
+    p.add_argument("--lengths", help="sequence lengths: a .npy file or a comma list, e.g. 100,80")
+    p.add_argument("--threads", type=_positive_int, help="threads for the call")
+    _selectors(p)
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args) -> int:
+    import numpy as np
+
+    model = _load(args)
+    x = np.load(args.input, allow_pickle=False)
+    lengths = None
+    if args.lengths:
+        if args.lengths.endswith(".npy"):
+            lengths = np.load(args.lengths, allow_pickle=False)
+        else:
+            try:
+                lengths = np.array([int(v) for v in _csv(args.lengths)])
+            except ValueError:
+                print(f"lstm-infer run: --lengths must be a .npy file or integers separated by "
+                      f"commas; got {args.lengths!r}", file=sys.stderr)
+                return 2
+    out, (h, c) = model(x, lengths=lengths, num_threads=args.threads)
+    np.save(args.output, out)
+    if args.state_output:
+        if isinstance(h, list):
+            np.savez(args.state_output, **{f"h_n_{k}": a for k, a in enumerate(h)},
+                     **{f"c_n_{k}": a for k, a in enumerate(c)})
+        else:
+            np.savez(args.state_output, h_n=h, c_n=c)
+    print(f"{args.input} {x.shape} -> {args.output} {out.shape}")
+    return 0
+
+
 # ---------------------------------------------------------------- entry point
 
-_SUBCOMMANDS = (_add_bench,)
+_SUBCOMMANDS = (_add_inspect, _add_convert, _add_run, _add_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -154,9 +297,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """Run the command line with `argv` (default ``sys.argv[1:]``); returns the exit status."""
+    """Run the command line with `argv` (default ``sys.argv[1:]``); returns the exit status.
+
+    Bad input files and arguments end with a one-line error and status 2, not a traceback."""
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, IsADirectoryError, ImportError) as e:
+        print(f"lstm-infer {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

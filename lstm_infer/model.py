@@ -527,6 +527,13 @@ class LSTM:
             out.append([np.ascontiguousarray(p) for p in parts])
         return out[0], out[1]
 
+    def save(self, path) -> None:
+        """Save in the native format (safetensors + config); ``li.load`` reads it back
+        bit-exactly."""
+        from .formats import native
+
+        native.save(self, path)
+
     def stream(self, batch_size=1, state=None, *, num_threads=None):
         """A stateful stream: ``s.step(chunk) -> out_chunk`` carries (h, c) across chunks.
 

@@ -1,0 +1,71 @@
+"""`li.load`: detect a file's format from its content (not its suffix) and dispatch."""
+from __future__ import annotations
+
+import os
+import zipfile
+
+from . import native
+from . import safetensors_io as st
+
+_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
+FORMATS = ("native", "pytorch", "pytorch-safetensors", "keras", "keras-h5", "onnx")
+
+
+class UnknownFormatError(ValueError):
+    """The file is none of the formats lstm_infer reads."""
+
+
+def detect_format(path) -> str:
+    """One of FORMATS, from the file's bytes; raises UnknownFormatError / FileNotFoundError."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    if os.path.isdir(path):
+        raise UnknownFormatError(f"{path} is a directory; expected a model file")
+    with open(path, "rb") as f:
+        head = f.read(16)
+    if not head:
+        raise UnknownFormatError(f"{path} is empty")
+    if st.is_safetensors(path):
+        return "native" if native.is_native(path) else "pytorch-safetensors"
+    if head.startswith(_HDF5_MAGIC):
+        return "keras-h5"
+    if head.startswith(b"PK"):
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile as e:
+            raise UnknownFormatError(f"{path}: a zip archive that cannot be read ({e}); "
+                                     f"truncated or corrupted?") from None
+        if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
+            return "keras"
+        if any(n.endswith("data.pkl") for n in names):
+            return "pytorch"
+        raise UnknownFormatError(f"{path}: a zip archive that is neither a torch.save file "
+                                 f"(*/data.pkl) nor a Keras .keras file (config.json + "
+                                 f"model.weights.h5); it holds {names[:5]}")
+    from . import onnx as onnx_format
+    if onnx_format.is_onnx_file(path):
+        return "onnx"
+    raise UnknownFormatError(
+        f"{path}: unknown format; expected a native lstm_infer / PyTorch safetensors file, a "
+        f"torch.save zip (.pt/.pth/.bin), a Keras .keras or .h5 file, or an ONNX model")
+
+
+def load(path, *, prefix=None, layer=None, node=None):
+    """Load an LSTM from any supported file (see `detect_format`).
+
+    prefix / layer / node pick one LSTM in a PyTorch state dict / Keras model /
+    ONNX graph, as in from_torch / from_keras / from_onnx.
+    """
+    fmt = detect_format(path)
+    if fmt == "native":
+        return native.load(path)
+    if fmt in ("pytorch", "pytorch-safetensors"):
+        from .pytorch import load_torch_file
+        return load_torch_file(path, prefix=prefix)
+    if fmt in ("keras", "keras-h5"):
+        from .keras import from_keras
+        return from_keras(path, layer=layer)
+    from .onnx import from_onnx
+    return from_onnx(path, node=node)
