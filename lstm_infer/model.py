@@ -37,11 +37,12 @@ def _round_up(n: int, m: int) -> int:
 
 
 def _as_weight(a, name, dtype):
-    """An owned, contiguous, finite copy of a weight (the caller's array is never aliased)."""
+    """A weight as a finite array of `dtype`: converted only if needed, never stored —
+    the model keeps only its packed copy (so a memory-mapped file is read once)."""
     a = _to_array(a)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real numeric array; got dtype {a.dtype}")
-    a = np.array(a, dtype=dtype, order="C", copy=True)
+    a = np.asarray(a, dtype=dtype)
     if not np.isfinite(a).all():
         raise ValueError(f"{name} contains NaN or infinity")
     return a
@@ -71,6 +72,14 @@ def _aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
     out = buf[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
     out[...] = a
     return out
+
+
+def _deinterleave_rows(wi: np.ndarray, H: int) -> np.ndarray:
+    """Inverse of _interleave_rows: (4Hp, ...) grouped -> (4H, ...) in gate order i,f,g,o."""
+    rest = wi.shape[1:]
+    Hp = wi.shape[0] // 4
+    g = np.moveaxis(wi.reshape((Hp // GROUP, 4, GROUP) + rest), 1, 0)
+    return np.ascontiguousarray(g.reshape((4, Hp) + rest)[:, :H].reshape((4 * H,) + rest))
 
 
 def _interleave_rows(w4: np.ndarray, H: int, Hp: int) -> np.ndarray:
@@ -132,11 +141,34 @@ class _PackedDirection:
                 a.setflags(write=False)
                 setattr(self, name, a)
 
+    def canonical(self) -> dict:
+        """The canonical weights back from the packed layout (exact: a permutation)."""
+        H, P = self.H, self.P
+        Hout = P or H
+        w_ih = self.w_ih if self.w_ih is not None else _unpanel(self.w_ih_pan)
+        w_hh = self.w_hh if self.w_hh is not None else _unpanel(self.w_hh_pan)
+        w = {"w_ih": _deinterleave_rows(w_ih, H),
+             "w_hh": np.ascontiguousarray(_deinterleave_rows(w_hh, H)[:, :Hout]),
+             "b": _deinterleave_rows(self.bias, H)}
+        if P:
+            w["w_hr"] = np.ascontiguousarray(self.w_hr[:P, :H])
+        if self.peep is not None:
+            w["p_i"], w["p_f"], w["p_o"] = (np.ascontiguousarray(self.peep[j, :H]) for j in range(3))
+        for a in w.values():
+            a.setflags(write=False)
+        return w
+
 
 def _panels(w: np.ndarray, width: int) -> np.ndarray:
     """(N, K) row-major -> (N/width, K, width): W^T cut into column panels."""
     N, K = w.shape
     return np.ascontiguousarray(w.reshape(N // width, width, K).transpose(0, 2, 1))
+
+
+def _unpanel(p: np.ndarray) -> np.ndarray:
+    """Inverse of _panels."""
+    n, K, width = p.shape
+    return p.transpose(0, 2, 1).reshape(n * width, K)
 
 
 class LSTM:
@@ -198,7 +230,7 @@ class LSTM:
             raise ValueError(f"layer_options must be a list with one dict per layer "
                              f"({len(layers)}); got {layer_options!r:.80}")
 
-        specs, canon, packed = [], [], []
+        specs, packed = [], []
         in_size = None
         for k, dirs in enumerate(layers):
             if not isinstance(dirs, (list, tuple)) or len(dirs) not in (1, 2):
@@ -206,7 +238,6 @@ class LSTM:
             spec, cw = self._check_layer(k, dirs, in_size, npdt)
             spec = _layer_spec(k, spec, layer_options[k], defaults)
             specs.append(spec)
-            canon.append(cw)
             packed.append([_PackedDirection(w, spec.hidden_size, spec.proj_size) for w in cw])
             in_size = spec.out_features
         first = specs[0]
@@ -217,7 +248,6 @@ class LSTM:
             dtype=dtype, quantization=None, clip=first.clip, cell_clip=first.cell_clip,
             input_forget=first.input_forget, activations=first.activations[0],
             layers=tuple(specs))
-        self._weights = canon
         self._packed = packed
         self._dtype = npdt
         # per-layer (directions, H_out, H) so forward() does no config lookups
@@ -289,8 +319,6 @@ class LSTM:
                 raise ValueError(f"{where}: both directions must have the same sizes and "
                                  f"peephole; forward is {spec}, reverse is {this}")
             spec = this
-            for a in cw.values():
-                a.setflags(write=False)
             canon.append(cw)
         return spec, canon
 
@@ -344,7 +372,7 @@ class LSTM:
     @property
     def weights(self) -> List[List[dict]]:
         """Canonical weights (read-only arrays), as taken by the constructor."""
-        return [[dict(d) for d in layer] for layer in self._weights]
+        return [[p.canonical() for p in layer] for layer in self._packed]
 
     @property
     def dtype(self) -> np.dtype:
@@ -545,7 +573,7 @@ class LSTM:
 
     # ------------------------------------------------------------------ pickling
     def __reduce__(self):
-        return (_rebuild, (self._weights, self._rebuild_kwargs()))
+        return (_rebuild, (self.weights, self._rebuild_kwargs()))
 
     def _rebuild_kwargs(self):
         return self.options
