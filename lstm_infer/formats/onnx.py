@@ -1,0 +1,810 @@
+"""ONNX adapter: the ``LSTM`` node(s) of an ONNX graph -> `LSTM`.
+
+``onnx`` is imported only when a model is loaded (``pip install lstm_infer[onnx]``);
+`is_onnx_file` reads the protobuf wire format itself and needs no import.
+
+What is read
+------------
+Per ``LSTM`` node (ONNX opsets 1, 7, 14, 22), every attribute:
+
+=================  ============================================================
+direction          forward / reverse (a layer that reads each sequence
+                   backwards) / bidirectional
+hidden_size        checked against W, R, B, P (inferred from R when absent)
+clip               bounds the gate pre-activations to [-clip, clip] (after
+                   bias and peepholes), as onnxruntime does
+input_forget       coupled input-forget gate: f = 1 - i
+activations        3 per direction (f, g, h): Sigmoid, Tanh, Relu,
+                   HardSigmoid(alpha, beta) (default 0.2, 0.5) and
+                   Affine with alpha=1, beta=0 given explicitly (the identity).
+                   Names are case-insensitive. Anything else (LeakyRelu, Elu,
+                   ScaledTanh, Softsign, ...) is refused, naming it.
+activation_alpha   consumed in order by the functions that take parameters,
+activation_beta    as onnxruntime does: HardSigmoid and Affine take one alpha
+                   and one beta each; Sigmoid, Tanh, Relu take none.
+layout             0: X (T, B, I); 1: X (B, T, I) -> ``batch_first=True``
+output_sequence    (LSTM-1 only) ignored: Y is always available
+=================  ============================================================
+
+Inputs: ``W`` (D, 4H, I), ``R`` (D, 4H, H), ``B`` (D, 8H) = [Wb, Rb] (fused into
+one bias), ``P`` (D, 3H) = [p_i, p_o, p_f] (a P of zeros is dropped: it is the
+same LSTM without peepholes). ONNX gate order i, o, f, c becomes i, f, g, o
+(`gate_orders.to_canonical`). W, R, B, P must be constant: initializers, or
+computed from them by simple constant subgraphs, which the loader evaluates
+with numpy (Constant, Identity, Dropout, Cast, CastLike, Reshape, Transpose,
+Squeeze, Unsqueeze, Flatten, Concat, Split, Slice, Gather, Shape, Expand,
+ConstantOfShape, Add, Sub, Mul, Div, Neg); any other op is refused, naming it.
+
+``sequence_lens``, ``initial_h`` and ``initial_c`` are run-time inputs, not
+weights: the caller passes them to the model, as ``m(x, state=(h0, c0),
+lengths=sequence_lens)``. They are not read from the file (when one is a
+non-zero constant, the loader warns that it must be passed at call time).
+
+Which nodes
+-----------
+``node="name"`` loads that LSTM node (matched by node name, or by the name of
+one of its outputs when nodes are unnamed); ``node=["a", "b"]`` loads the
+listed nodes as a stack, in that order. With ``node=None``:
+
+- exactly one LSTM node in the graph: that node;
+- several: they must form one chain, loaded as a stack of layers. A chain is
+  an ordering n_0, ..., n_k of *all* LSTM nodes where the X input of n_j
+  (j >= 1) is computed from the Y output of n_{j-1} alone, through ops that
+  only move data (Transpose, Reshape, Squeeze, Flatten, Identity, Dropout,
+  Cast; shapes may come from Shape/Gather/Concat/...). The loader checks this
+  by running that subgraph on a tagged Y and requiring exactly the (T, B, D*H)
+  layer input our stack feeds to the next layer (e.g. torch's export:
+  Transpose(perm=[0, 2, 1, 3]) + Reshape([0, 0, -1]), or Squeeze(axis 1) for
+  one direction). Anything else (two independent LSTMs, a residual Add, an
+  encoder whose Y_h seeds a decoder) is ambiguous: the error lists the node
+  names and asks for ``node=``. All nodes of a stack must have the same layout.
+
+The model's input is the first node's X: ops before it (e.g. a Transpose from
+batch-first data, an embedding) are not part of the model.
+
+Outputs: ONNX vs lstm_infer
+---------------------------
+=========  ==============================  =================================
+           ONNX (layout 0 / layout 1)      lstm_infer (batch_first False/True)
+=========  ==============================  =================================
+x          X (T, B, I) / (B, T, I)         the same
+out        Y (T, D, B, H) / (B, T, D, H)   out (T, B, D*H) / (B, T, D*H)
+h_n, c_n   Y_h (D, B, H) / (B, D, H)       h_n (D, B, H), both layouts
+state      initial_h (D, B, H) / (B, D, H) state=(h0, c0) with h0 (D, B, H)
+lengths    sequence_lens (B,)              lengths=(B,)
+=========  ==============================  =================================
+
+so ``out == Y.transpose(0, 2, 1, 3).reshape(T, B, D * H)`` (layout 0) and
+``out == Y.reshape(B, T, D * H)`` (layout 1); ``h_n == Y_h`` (layout 0) and
+``h_n == Y_h.transpose(1, 0, 2)`` (layout 1). For a stack of k nodes, ``h_n``
+is the concatenation of the nodes' Y_h along axis 0 when the layers have the
+same sizes (what torch's exporter outputs), else a list with one Y_h per node;
+``state=`` takes the same form, and ``lengths=`` applies to every layer.
+
+One difference from onnxruntime: for a sequence of length 0, onnxruntime
+returns Y_h = Y_c = 0, lstm_infer returns the initial state (DESIGN §1).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Dict, Optional
+
+import numpy as np
+
+from ..config import Activation
+from ..model import LSTM
+from .gate_orders import to_canonical
+
+
+class ONNXFormatError(ValueError):
+    """An ONNX model that cannot be loaded as an LSTM (the message names the problem)."""
+
+
+# ----------------------------------------------------------------------------- sniffing
+# ModelProto fields (onnx.proto) -> protobuf wire type: 0 varint, 2 length-delimited.
+_MODEL_FIELDS = {1: 0, 2: 2, 3: 2, 4: 2, 5: 0, 6: 2, 7: 2, 8: 2, 14: 2, 20: 2, 25: 2, 26: 2}
+_MAX_FIELDS = 100_000
+
+
+def _read_varint(f) -> Optional[int]:
+    value = shift = 0
+    for _ in range(10):
+        b = f.read(1)
+        if not b:
+            return None
+        value |= (b[0] & 0x7F) << shift
+        if not b[0] & 0x80:
+            return value
+        shift += 7
+    return None
+
+
+def is_onnx_file(path) -> bool:
+    """True if `path` holds a serialized ONNX ModelProto.
+
+    Cheap: walks the top-level protobuf fields (seeking over their payloads, so
+    a large file costs a few reads) and requires every field to be a ModelProto
+    field of the right wire type, the last one to end exactly at the end of
+    the file, and both ``ir_version`` and ``graph`` to be present. Never raises.
+    """
+    try:
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            return False
+        size = os.path.getsize(path)
+        seen = set()
+        with open(path, "rb") as f:
+            for _ in range(_MAX_FIELDS):
+                pos = f.tell()
+                if pos == size:
+                    break
+                tag = _read_varint(f)
+                if tag is None:
+                    return False
+                num, wire = tag >> 3, tag & 7
+                if num == 0 or (num in _MODEL_FIELDS and _MODEL_FIELDS[num] != wire):
+                    return False
+                if wire == 0:
+                    if _read_varint(f) is None:
+                        return False
+                elif wire == 2:
+                    n = _read_varint(f)
+                    if n is None or f.tell() + n > size:
+                        return False
+                    f.seek(n, os.SEEK_CUR)
+                elif wire in (1, 5):  # unknown fixed-size field of a newer onnx
+                    f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+                    if f.tell() > size:
+                        return False
+                else:
+                    return False
+                seen.add(num)
+            else:
+                return False
+        return 1 in seen and 7 in seen
+    except (OSError, TypeError, ValueError):
+        return False
+
+
+# ----------------------------------------------------------------------------- reading
+def _import_onnx():
+    try:
+        import onnx
+        from onnx import helper, numpy_helper
+    except ImportError as e:
+        raise ImportError("loading ONNX models needs the 'onnx' package: "
+                          "pip install onnx (or lstm_infer[onnx])") from e
+    return onnx, helper, numpy_helper
+
+
+def _load_model(obj, onnx):
+    """(GraphProto, base_dir for external data, description for messages)."""
+    from google.protobuf.message import DecodeError
+
+    if isinstance(obj, onnx.ModelProto):
+        if not obj.HasField("graph"):
+            raise ONNXFormatError("the ModelProto has no graph")
+        return obj.graph, None, "the ONNX model"
+    if isinstance(obj, onnx.GraphProto):
+        return obj, None, "the ONNX graph"
+    if isinstance(obj, (bytes, bytearray, memoryview)):
+        data, where, base = bytes(obj), "the ONNX bytes", None
+    elif isinstance(obj, (str, os.PathLike)):
+        path = os.fspath(obj)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"no such file: {path}")
+        if os.path.isdir(path):
+            raise ONNXFormatError(f"{path} is a directory; expected an .onnx file")
+        with open(path, "rb") as f:
+            data = f.read()
+        where, base = path, os.path.dirname(os.path.abspath(path))
+    else:
+        raise TypeError(f"from_onnx expects an onnx.ModelProto or a path to an .onnx file; "
+                        f"got {type(obj).__name__}")
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RuntimeError, ValueError) as e:
+        raise ONNXFormatError(f"{where}: not a valid ONNX model (truncated or corrupted "
+                              f"protobuf: {e})") from None
+    if not model.HasField("graph") or not model.ir_version:
+        raise ONNXFormatError(f"{where}: not an ONNX model (no graph / ir_version; truncated "
+                              f"or corrupted, or another format)")
+    return model.graph, base, where
+
+
+class _NotConstant(Exception):
+    """A value depends on a graph input (args: the input's name)."""
+
+
+class _Unsupported(Exception):
+    """A value needs an op the evaluator does not implement (args: op, node name)."""
+
+
+class _Missing(Exception):
+    """A name that nothing defines (args: the name)."""
+
+
+def _attrs(node, helper) -> dict:
+    out = {}
+    for a in node.attribute:
+        v = helper.get_attribute_value(a)
+        if isinstance(v, bytes):
+            v = v.decode("utf-8", "replace")
+        elif isinstance(v, list):
+            v = [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in v]
+        out[a.name] = v
+    return out
+
+
+def _axes(node, a, inputs, k):
+    """Squeeze/Unsqueeze/ReduceX axes: an attribute (old opsets) or input k (opset 13+)."""
+    if len(inputs) > k and inputs[k] is not None:
+        return [int(v) for v in np.asarray(inputs[k]).ravel()]
+    v = a.get("axes")
+    return None if v is None else [int(x) for x in v]
+
+
+class _Graph:
+    """Name lookups in one graph and a small numpy evaluator for constant subgraphs."""
+
+    def __init__(self, graph, base_dir, where, onnx, helper, numpy_helper):
+        self.g, self.base_dir, self.where = graph, base_dir, where
+        self.helper, self.nh = helper, numpy_helper
+        self.init = {t.name: t for t in graph.initializer}
+        self.sparse = {t.values.name for t in graph.sparse_initializer}
+        self.inputs = {i.name: i for i in graph.input}
+        self.producer = {}
+        for n in graph.node:
+            for o in n.output:
+                if o:
+                    self.producer[o] = n
+        self._cache: Dict[str, np.ndarray] = {}
+
+    # -- names
+    @staticmethod
+    def node_name(n) -> str:
+        return n.name or f"<unnamed {n.op_type} -> {n.output[0] if n.output else ''}>"
+
+    def node_label(self, n) -> str:
+        return repr(self.node_name(n))
+
+    def static_shape(self, name):
+        """The static shape of a graph input / value_info, dims None when dynamic."""
+        for vi in list(self.g.input) + list(self.g.value_info):
+            if vi.name == name and vi.type.HasField("tensor_type") and \
+                    vi.type.tensor_type.HasField("shape"):
+                return [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None
+                        for d in vi.type.tensor_type.shape.dim]
+        return None
+
+    # -- evaluation
+    def value(self, name, env=None) -> np.ndarray:
+        """The numpy value of `name`; `env` supplies non-constant names (memoised per call)."""
+        if env is None:
+            if name not in self._cache:
+                self._cache[name] = self._eval(name, {}, {})
+            return self._cache[name]
+        return self._eval(name, dict(env), {})
+
+    def _eval(self, name, env, memo):
+        if name in env:
+            return env[name]
+        if name in memo:
+            return memo[name]
+        if name in self.init:
+            t = self.init[name]
+            try:
+                v = self.nh.to_array(t, self.base_dir or "")
+            except Exception as e:  # external data missing, bad raw_data size, ...
+                raise ONNXFormatError(
+                    f"{self.where}: initializer {name!r} cannot be read ({type(e).__name__}: "
+                    f"{e}); truncated or corrupted, or its external data file is missing (pass "
+                    f"the .onnx path, or a ModelProto loaded with its external data)") from None
+        elif name in self.sparse:
+            raise ONNXFormatError(f"{self.where}: {name!r} is a sparse initializer; only dense "
+                                  f"initializers are supported")
+        elif name in self.producer:
+            node = self.producer[name]
+            inputs = [self._eval(i, env, memo) if i else None for i in node.input]
+            outs = self._run(node, inputs)
+            for o, v in zip(node.output, outs):
+                if o:
+                    memo[o] = v
+            if name not in memo:
+                raise _Unsupported(node.op_type, self.node_label(node))
+            return memo[name]
+        elif name in self.inputs:
+            raise _NotConstant(name)
+        else:
+            raise _Missing(name)
+        memo[name] = v
+        return v
+
+    def _run(self, node, x) -> list:
+        op, a = node.op_type, _attrs(node, self.helper)
+        if node.domain not in ("", "ai.onnx"):
+            raise _Unsupported(f"{node.domain}.{op}", self.node_label(node))
+        if op == "Constant":
+            if "value" in a:
+                return [self.nh.to_array(a["value"])]
+            for k, dt in (("value_float", np.float32), ("value_floats", np.float32),
+                          ("value_int", np.int64), ("value_ints", np.int64)):
+                if k in a:
+                    return [np.asarray(a[k], dtype=dt)]
+            raise _Unsupported(f"Constant({', '.join(a) or 'no value'})", self.node_label(node))
+        if op in ("Identity", "Dropout"):
+            return [x[0]]
+        if op == "Cast":
+            return [x[0].astype(self.helper.tensor_dtype_to_np_dtype(a["to"]))]
+        if op == "CastLike":
+            return [x[0].astype(x[1].dtype)]
+        if op == "Reshape":
+            shape = [int(s) for s in x[1].ravel()] if len(x) > 1 else list(a["shape"])
+            if not a.get("allowzero", 0):
+                shape = [x[0].shape[i] if s == 0 else s for i, s in enumerate(shape)]
+            return [x[0].reshape(shape)]
+        if op == "Transpose":
+            return [np.transpose(x[0], a.get("perm"))]
+        if op == "Squeeze":
+            ax = _axes(node, a, x, 1)
+            return [np.squeeze(x[0], axis=None if ax is None else tuple(ax))]
+        if op == "Unsqueeze":
+            v, ax = x[0], _axes(node, a, x, 1)
+            ax = sorted(s % (v.ndim + len(ax)) for s in ax)
+            for s in ax:
+                v = np.expand_dims(v, s)
+            return [v]
+        if op == "Flatten":
+            ax = a.get("axis", 1)
+            ax = ax + x[0].ndim if ax < 0 else ax
+            return [x[0].reshape(int(np.prod(x[0].shape[:ax])), int(np.prod(x[0].shape[ax:])))]
+        if op == "Concat":
+            return [np.concatenate([v for v in x if v is not None], axis=a["axis"])]
+        if op == "Split":
+            v, axis = x[0], a.get("axis", 0)
+            sizes = [int(s) for s in x[1]] if len(x) > 1 and x[1] is not None else a.get("split")
+            n = len(node.output)
+            if sizes is None:
+                step = -(-v.shape[axis] // n)
+                sizes = [min(step, v.shape[axis] - i * step) for i in range(n)]
+            return np.split(v, np.cumsum(sizes)[:-1], axis=axis)
+        if op == "Slice":
+            v = x[0]
+            if len(x) > 1:
+                starts, ends = x[1].ravel(), x[2].ravel()
+                axes = x[3].ravel() if len(x) > 3 and x[3] is not None else range(len(starts))
+                steps = x[4].ravel() if len(x) > 4 and x[4] is not None else [1] * len(starts)
+            else:
+                starts, ends = a["starts"], a["ends"]
+                axes = a.get("axes", range(len(starts)))
+                steps = [1] * len(starts)
+            idx = [slice(None)] * v.ndim
+            for s, e, ax, st in zip(starts, ends, axes, steps):
+                big = np.iinfo(np.int64).max // 2
+                s, e = int(np.clip(s, -big, big)), int(np.clip(e, -big, big))
+                idx[int(ax)] = slice(s, e, int(st))
+            return [v[tuple(idx)]]
+        if op == "Gather":
+            return [np.take(x[0], x[1].astype(np.int64), axis=a.get("axis", 0))]
+        if op == "Shape":
+            shape = np.asarray(x[0].shape, dtype=np.int64)
+            return [shape[a.get("start", 0):a.get("end", None)]]
+        if op == "ConstantOfShape":
+            fill = self.nh.to_array(a["value"]) if "value" in a else np.zeros(1, np.float32)
+            return [np.full([int(s) for s in x[0].ravel()], fill.ravel()[0], dtype=fill.dtype)]
+        if op == "Expand":
+            shape = np.broadcast_shapes(x[0].shape, tuple(int(s) for s in x[1].ravel()))
+            return [np.broadcast_to(x[0], shape).copy()]
+        if op in ("Add", "Sub", "Mul", "Div"):
+            fn = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}.get(op)
+            dt = np.result_type(x[0], x[1])
+            if fn is None:  # integer Div truncates toward zero
+                fn = (lambda p, q: np.fix(np.true_divide(p, q))) if dt.kind in "iu" \
+                    else np.true_divide
+            return [fn(x[0], x[1]).astype(dt)]
+        if op == "Neg":
+            return [np.negative(x[0])]
+        raise _Unsupported(op, self.node_label(node))
+
+    def constant(self, name, what, node) -> np.ndarray:
+        """A weight's value, or an error that says why it is not a constant."""
+        label = self.node_label(node)
+        try:
+            return self.value(name)
+        except _NotConstant as e:
+            raise ONNXFormatError(
+                f"{self.where}: LSTM node {label}: {what} ({name!r}) is not constant: it is "
+                f"computed from graph input {e.args[0]!r}; the weights must be in the file "
+                f"(initializers or constant subgraphs)") from None
+        except _Unsupported as e:
+            raise ONNXFormatError(
+                f"{self.where}: LSTM node {label}: {what} ({name!r}) is computed by a {e.args[0]} "
+                f"node ({e.args[1]}), which the loader does not evaluate; it evaluates "
+                f"{', '.join(_CONST_OPS)}") from None
+        except _Missing as e:
+            raise ONNXFormatError(
+                f"{self.where}: LSTM node {label}: {what} ({name!r}) is missing: {e.args[0]!r} is "
+                f"neither an initializer, a graph input, nor the output of a node (missing "
+                f"initializer; truncated file?)") from None
+        except (ValueError, TypeError, IndexError, KeyError, RecursionError) as e:
+            if isinstance(e, ONNXFormatError):
+                raise
+            raise ONNXFormatError(
+                f"{self.where}: LSTM node {label}: {what} ({name!r}): its constant subgraph "
+                f"cannot be evaluated ({type(e).__name__}: {e})") from None
+
+    def maybe_constant(self, name):
+        """The value if `name` is a constant the evaluator can compute, else None."""
+        try:
+            return self.value(name)
+        except (_NotConstant, _Unsupported, _Missing, ValueError, TypeError, IndexError,
+                KeyError, RecursionError):
+            return None
+
+    def lstm_sources(self, name, lstm_ids) -> set:
+        """(LSTM node index, output index) pairs `name` is computed from, not looking
+        through LSTM nodes."""
+        found, seen, stack = set(), set(), [name]
+        while stack:
+            n = stack.pop()
+            if not n or n in seen:
+                continue
+            seen.add(n)
+            node = self.producer.get(n)
+            if node is None:
+                continue
+            if id(node) in lstm_ids:
+                found.add((lstm_ids[id(node)], list(node.output).index(n)))
+                continue
+            stack.extend(node.input)
+        return found
+
+
+_CONST_OPS = ("Constant", "Identity", "Dropout", "Cast", "CastLike", "Reshape", "Transpose",
+              "Squeeze", "Unsqueeze", "Flatten", "Concat", "Split", "Slice", "Gather", "Shape",
+              "Expand", "ConstantOfShape", "Add", "Sub", "Mul", "Div", "Neg")
+
+
+# ----------------------------------------------------------------------------- one node
+_KNOWN_ATTRS = {"activation_alpha", "activation_beta", "activations", "clip", "direction",
+                "hidden_size", "input_forget", "layout", "output_sequence"}
+_DIRECTIONS = ("forward", "reverse", "bidirectional")
+# ONNX activation -> (our name, takes alpha, takes beta), as onnxruntime consumes them
+_ACTS = {"sigmoid": ("sigmoid", False, False), "tanh": ("tanh", False, False),
+         "relu": ("relu", False, False), "hardsigmoid": ("hard_sigmoid", True, True),
+         "affine": ("linear", True, True)}
+_REFUSED_ACTS = ("leakyrelu", "thresholdedrelu", "scaledtanh", "elu", "softsign", "softplus")
+
+
+def _activations(a, D, label, where):
+    """One (f, g, h) triple of Activation per direction."""
+    names = a.get("activations")
+    if names is None:
+        return [("sigmoid", "tanh", "tanh")] * D
+    if len(names) != 3 * D:
+        raise ONNXFormatError(f"{where}: LSTM node {label}: activations must list 3 functions "
+                              f"per direction ({3 * D}); got {len(names)}: {names}")
+    alphas, betas = list(a.get("activation_alpha", [])), list(a.get("activation_beta", []))
+    acts = []
+    for name in names:
+        key = name.lower()
+        if key not in _ACTS:
+            known = "" if key in _REFUSED_ACTS else " (not an ONNX LSTM activation)"
+            raise ONNXFormatError(
+                f"{where}: LSTM node {label}: activation {name!r}{known} is not supported; "
+                f"supported: Sigmoid, Tanh, Relu, HardSigmoid (alpha, beta), Affine with "
+                f"alpha=1, beta=0")
+        ours, takes_alpha, takes_beta = _ACTS[key]
+        alpha = alphas.pop(0) if (takes_alpha and alphas) else None
+        beta = betas.pop(0) if (takes_beta and betas) else None
+        if key == "hardsigmoid":
+            acts.append(Activation("hard_sigmoid", 0.2 if alpha is None else float(alpha),
+                                   0.5 if beta is None else float(beta)))
+        elif key == "affine":
+            if alpha is None or beta is None or alpha != 1.0 or beta != 0.0:
+                raise ONNXFormatError(
+                    f"{where}: LSTM node {label}: activation {name!r} with alpha={alpha}, "
+                    f"beta={beta} is not supported: only Affine with explicit alpha=1, beta=0 "
+                    f"(the identity); runtimes disagree on Affine's default parameters")
+            acts.append(Activation("linear"))
+        else:
+            acts.append(Activation(ours))
+    return [tuple(acts[3 * d:3 * d + 3]) for d in range(D)]
+
+
+def _float(a: np.ndarray) -> np.ndarray:
+    """bfloat16 / float8 initializers (ml_dtypes arrays, not numpy floats) -> float32."""
+    return a.astype(np.float32) if a.dtype.kind == "V" and "float" in a.dtype.name else a
+
+
+def _check(arr, shape, what, label, where, attrs):
+    if arr.shape != tuple(shape):
+        raise ONNXFormatError(f"{where}: LSTM node {label}: {what} must have shape "
+                              f"{tuple(shape)} ({attrs}); got {arr.shape}")
+
+
+def _read_node(g: _Graph, node):
+    """(canonical direction dicts, layer options, layout, input size) of one LSTM node."""
+    where, label = g.where, g.node_label(node)
+    a = _attrs(node, g.helper)
+    unknown = set(a) - _KNOWN_ATTRS
+    if unknown:
+        raise ONNXFormatError(f"{where}: LSTM node {label}: unknown attribute(s) "
+                              f"{sorted(unknown)}; expected some of {sorted(_KNOWN_ATTRS)}")
+    direction = a.get("direction", "forward")
+    if direction not in _DIRECTIONS:
+        raise ONNXFormatError(f"{where}: LSTM node {label}: direction must be one of "
+                              f"{_DIRECTIONS}; got {direction!r}")
+    D = 2 if direction == "bidirectional" else 1
+    layout = int(a.get("layout", 0))
+    if layout not in (0, 1):
+        raise ONNXFormatError(f"{where}: LSTM node {label}: layout must be 0 or 1; got {layout}")
+    ins = list(node.input) + [""] * (8 - len(node.input))
+    if len(node.input) > 8 or len(node.output) > 3:
+        raise ONNXFormatError(f"{where}: LSTM node {label}: expected at most 8 inputs and 3 "
+                              f"outputs; got {len(node.input)} and {len(node.output)}")
+    for k, n in ((0, "X"), (1, "W"), (2, "R")):
+        if not ins[k]:
+            raise ONNXFormatError(f"{where}: LSTM node {label}: required input {n} is missing")
+
+    W = g.constant(ins[1], "W", node)
+    R = g.constant(ins[2], "R", node)
+    W, R = _float(W), _float(R)
+    for arr, n in ((W, "W"), (R, "R")):
+        if arr.dtype.kind != "f":
+            raise ONNXFormatError(f"{where}: LSTM node {label}: {n} must be a floating-point "
+                                  f"tensor; got {arr.dtype}")
+    if W.ndim != 3 or W.shape[1] % 4 or not W.shape[1] or not W.shape[2]:
+        raise ONNXFormatError(f"{where}: LSTM node {label}: W must have shape "
+                              f"(num_directions, 4*hidden_size, input_size); got {W.shape}")
+    if "hidden_size" in a:
+        H = int(a["hidden_size"])
+        if H < 1:
+            raise ONNXFormatError(f"{where}: LSTM node {label}: hidden_size must be positive; "
+                                  f"got {H}")
+    else:
+        H = W.shape[1] // 4
+    I = W.shape[2]
+    desc = f"direction={direction!r}, hidden_size={H}, input_size={I}"
+    _check(W, (D, 4 * H, I), "W (num_directions, 4*hidden_size, input_size)", label, where, desc)
+    _check(R, (D, 4 * H, H), "R (num_directions, 4*hidden_size, hidden_size)", label, where, desc)
+    Bias = P = None
+    if ins[3]:
+        Bias = _float(g.constant(ins[3], "B", node))
+        _check(Bias, (D, 8 * H), "B (num_directions, 8*hidden_size)", label, where, desc)
+    if ins[7]:
+        P = _float(g.constant(ins[7], "P", node))
+        _check(P, (D, 3 * H), "P (num_directions, 3*hidden_size)", label, where, desc)
+        if not np.any(P):
+            P = None  # zero peepholes: the same LSTM, without the extra work
+    xshape = g.static_shape(ins[0])
+    if xshape is not None and len(xshape) == 3 and xshape[2] is not None and xshape[2] != I:
+        raise ONNXFormatError(f"{where}: LSTM node {label}: X has input_size {xshape[2]} "
+                              f"(declared shape {xshape}) but W has input_size {I}")
+
+    for k, n in ((5, "initial_h"), (6, "initial_c")):
+        st = g.static_shape(ins[k]) if ins[k] else None
+        want = (D, None, H) if layout == 0 else (None, D, H)
+        if st is not None and (len(st) != 3 or any(
+                s is not None and w is not None and s != w for s, w in zip(st, want))):
+            axes = "(num_directions, B, H)" if layout == 0 else "(B, num_directions, H)"
+            raise ONNXFormatError(f"{where}: LSTM node {label}: {n} ({ins[k]!r}) must have shape "
+                                  f"{axes} = {tuple('B' if w is None else w for w in want)} "
+                                  f"({desc}, layout={layout}); declared {st}")
+
+    wdt = np.result_type(W.dtype, np.float32)
+    dirs = []
+    for d in range(D):
+        w = {"w_ih": to_canonical(W[d], "onnx"), "w_hh": to_canonical(R[d], "onnx")}
+        if Bias is not None:
+            b = np.add(Bias[d, :4 * H], Bias[d, 4 * H:], dtype=wdt)
+            w["b"] = to_canonical(b, "onnx")
+        if P is not None:
+            w["p_i"], w["p_o"], w["p_f"] = P[d, :H], P[d, H:2 * H], P[d, 2 * H:]
+        dirs.append(w)
+
+    acts = _activations(a, D, label, where)
+    clip = a.get("clip")
+    if clip is not None and not (np.isfinite(clip) and clip > 0):
+        raise ONNXFormatError(f"{where}: LSTM node {label}: clip must be a positive number; "
+                              f"got {clip}")
+    input_forget = int(a.get("input_forget", 0))
+    if input_forget not in (0, 1):
+        raise ONNXFormatError(f"{where}: LSTM node {label}: input_forget must be 0 or 1; "
+                              f"got {input_forget}")
+    opts = {"direction": direction, "activations": acts[0] if D == 1 else acts,
+            "clip": None if clip is None else float(clip), "input_forget": bool(input_forget)}
+
+    for k, n in ((4, "sequence_lens"), (5, "initial_h"), (6, "initial_c")):
+        if ins[k]:
+            v = g.maybe_constant(ins[k])
+            if v is not None and (k == 4 or np.any(v)):
+                what = "lengths=" if k == 4 else "state=(h0, c0)"
+                warnings.warn(f"{where}: LSTM node {label}: {n} ({ins[k]!r}) is a constant "
+                              f"in the file; lstm_infer does not store it: pass it as "
+                              f"{what} when calling the model", stacklevel=3)
+    return dirs, opts, layout, D, H
+
+
+# ----------------------------------------------------------------------------- chains
+def _check_link(g: _Graph, prev, prev_dims, nxt, layout, x0_name, x0_features):
+    """Does nxt's X equal prev's Y as the (T, B, D*H) layer input? Checked by evaluating
+    the subgraph between them on a Y whose every element holds its own index."""
+    D, H = prev_dims
+    shape = g.static_shape(x0_name) or []
+    dims = [s for s in shape[:2]] + [None, None]
+    T, B = (dims[0], dims[1]) if layout == 0 else (dims[1], dims[0])
+    T, B = T or 3, B or 2
+    codes = np.arange(T * D * B * H, dtype=np.float64).reshape(T, D, B, H)
+    if layout == 0:
+        y, want = codes, codes.transpose(0, 2, 1, 3).reshape(T, B, D * H)
+        x0 = np.full((T, B, x0_features), np.nan)
+    else:
+        y, want = codes.transpose(2, 0, 1, 3), codes.transpose(2, 0, 1, 3).reshape(B, T, D * H)
+        x0 = np.full((B, T, x0_features), np.nan)
+    # the model input is there for shape computations only: NaN marks any data it adds
+    env = {prev.output[0]: y, x0_name: x0}
+    a, b = g.node_label(prev), g.node_label(nxt)
+    try:
+        got = g.value(nxt.input[0], env)
+    except _NotConstant as e:
+        return f"LSTM node {b}'s X also depends on graph input {e.args[0]!r}"
+    except _Unsupported as e:
+        return (f"the ops between LSTM nodes {a} and {b} include {e.args[0]} ({e.args[1]}), "
+                f"which only moves data in none of the supported ways")
+    except (_Missing, ValueError, TypeError, IndexError, KeyError) as e:
+        return f"the subgraph between LSTM nodes {a} and {b} cannot be followed ({e})"
+    if got.dtype.kind == "f" and np.isnan(got).any():
+        return (f"LSTM node {b}'s X is computed from {a}'s Y and from the model input "
+                f"{x0_name!r} (e.g. a residual connection), not from Y alone")
+    if got.shape != want.shape or not np.array_equal(got, want):
+        return (f"LSTM node {b}'s X is computed from {a}'s Y but is not its "
+                f"({'T, B' if layout == 0 else 'B, T'}, D*H) sequence (got shape "
+                f"{got.shape} for Y of shape {y.shape}; expected {want.shape} in order)")
+    return None
+
+
+def _find_nodes(g: _Graph, node):
+    lstms = [n for n in g.g.node if n.op_type == "LSTM" and n.domain in ("", "ai.onnx")]
+    if not lstms:
+        others = sorted({f"{n.domain + '.' if n.domain else ''}{n.op_type}" for n in g.g.node
+                         if n.op_type in ("GRU", "RNN", "Scan", "Loop", "DynamicQuantizeLSTM")
+                         or "LSTM" in n.op_type})
+        hint = f"; it has {others}, which the loader does not read" if others else ""
+        raise ONNXFormatError(f"{g.where}: no LSTM node in the graph ({len(g.g.node)} nodes)"
+                              f"{hint}")
+    names = [g.node_name(n) for n in lstms]
+    if node is not None:
+        wanted = [node] if isinstance(node, str) else node
+        if not isinstance(wanted, (list, tuple)) or not wanted or \
+                not all(isinstance(w, str) for w in wanted):
+            raise TypeError(f"node must be an LSTM node name or a list of names; got {node!r}")
+        picked = []
+        for w in wanted:
+            hits = [n for n in lstms if n.name == w] or \
+                [n for n in lstms if not n.name and w in n.output]
+            if len(hits) != 1:
+                other = [n for n in g.g.node if n.name == w]
+                kind = f" (it is a {other[0].op_type} node)" if other and not hits else ""
+                what = "several LSTM nodes are" if hits else "no LSTM node is"
+                raise ONNXFormatError(f"{g.where}: {what} named {w!r}{kind}; LSTM nodes: {names}")
+            picked.append(hits[0])
+        return lstms, picked
+    return lstms, None
+
+
+def _chain_order(g: _Graph, lstms):
+    """All LSTM nodes as one chain (head first), or an error that explains why not."""
+    ids = {id(n): i for i, n in enumerate(lstms)}
+    preds = [g.lstm_sources(n.input[0], ids) for n in lstms]
+    names = [g.node_name(n) for n in lstms]
+    problems = []
+    for j, p in enumerate(preds):
+        if len(p) > 1 or any(o != 0 for _, o in p):
+            src = sorted(f"{names[i]} output {o}" for i, o in p)
+            problems.append(f"{names[j]}'s X comes from {src}")
+    nxt = {}
+    for j, p in enumerate(preds):
+        for i, _ in p:
+            nxt.setdefault(i, []).append(j)
+    heads = [j for j, p in enumerate(preds) if not p]
+    if not problems:
+        if len(heads) != 1:
+            problems.append(f"{len(heads)} of them read no other LSTM: "
+                            f"{[names[j] for j in heads]}")
+        for i, js in nxt.items():
+            if len(js) > 1:
+                problems.append(f"{names[i]} feeds {[names[j] for j in js]}")
+    if problems:
+        raise ONNXFormatError(
+            f"{g.where}: the graph has {len(lstms)} LSTM nodes {names} that do not form one "
+            f"chain ({'; '.join(problems)}); choose one with node='name' or a stack with "
+            f"node=['first', 'second', ...]")
+    order = [heads[0]]
+    while order[-1] in nxt:
+        order.append(nxt[order[-1]][0])
+    return [lstms[j] for j in order]
+
+
+# ----------------------------------------------------------------------------- entry point
+def from_onnx(obj, node=None, *, dtype=None) -> LSTM:
+    """Build an LSTM from the LSTM node(s) of an ONNX model.
+
+    Parameters
+    ----------
+    obj : onnx.ModelProto, onnx.GraphProto, bytes, or a path to an .onnx file
+        (external data is read from beside the file).
+    node : str or list of str, optional
+        The LSTM node to load (by node name; by an output's name for unnamed
+        nodes), or a list of names loaded as a stack. Default: the only LSTM
+        node, or the single chain that all LSTM nodes form (see the module
+        docstring for the rule).
+    dtype : "float32" / "float64", optional
+        Default: float64 if the weights are float64, else float32.
+
+    Returns
+    -------
+    LSTM
+        ``batch_first`` is True for ``layout=1``. Call it as
+        ``m(X, state=(initial_h, initial_c), lengths=sequence_lens)``; see the
+        module docstring for how ``out`` / ``h_n`` relate to ONNX's Y / Y_h.
+
+    Raises
+    ------
+    ImportError if onnx is not installed; ONNXFormatError (a ValueError) for
+    files that are not ONNX, truncated or corrupted, missing or non-constant
+    weights, shapes that disagree with the attributes, unsupported activations
+    or ops, and ambiguous graphs.
+    """
+    onnx, helper, numpy_helper = _import_onnx()
+    graph, base, where = _load_model(obj, onnx)
+    g = _Graph(graph, base, where, onnx, helper, numpy_helper)
+    lstms, picked = _find_nodes(g, node)
+    chain = picked if picked is not None else (
+        lstms if len(lstms) == 1 else _chain_order(g, lstms))
+    if picked is not None and len(picked) > 1:
+        ids = {id(n): i for i, n in enumerate(lstms)}
+        for prev, nxt in zip(picked, picked[1:]):
+            src = g.lstm_sources(nxt.input[0], ids)
+            if src != {(ids[id(prev)], 0)}:
+                raise ONNXFormatError(
+                    f"{where}: LSTM node {g.node_label(nxt)}'s X is not computed from the Y of "
+                    f"{g.node_label(prev)} alone (it comes from "
+                    f"{sorted((g.node_name(lstms[i]), o) for i, o in src) or 'no LSTM'}); "
+                    f"node= must list a chain in order")
+
+    layers, options, layouts, dims = [], [], [], []
+    for n in chain:
+        dirs, opts, layout, D, H = _read_node(g, n)
+        layers.append(dirs)
+        options.append(opts)
+        layouts.append(layout)
+        dims.append((D, H))
+    if len(set(layouts)) > 1:
+        raise ONNXFormatError(f"{where}: the LSTM nodes {[g.node_name(n) for n in chain]} have "
+                              f"different layouts {layouts}; a stack needs one layout")
+    in0 = layers[0][0]["w_ih"].shape[1]
+    for k in range(1, len(chain)):
+        problem = _check_link(g, chain[k - 1], dims[k - 1], chain[k], layouts[0],
+                              chain[0].input[0], in0)
+        if problem:
+            raise ONNXFormatError(f"{where}: cannot stack the LSTM nodes "
+                                  f"{[g.node_name(n) for n in chain]}: {problem}; choose one "
+                                  f"with node='name'")
+        I = layers[k][0]["w_ih"].shape[1]
+        if I != dims[k - 1][0] * dims[k - 1][1]:
+            raise ONNXFormatError(f"{where}: LSTM node {g.node_label(chain[k])} has input_size "
+                                  f"{I} but follows {g.node_label(chain[k - 1])} whose Y has "
+                                  f"D*H = {dims[k - 1][0] * dims[k - 1][1]} features")
+    if len(chain) > 1:
+        lens = {n.input[4] if len(n.input) > 4 else "" for n in chain}
+        if len(lens) > 1:
+            warnings.warn(f"{where}: the stacked LSTM nodes read different sequence_lens "
+                          f"inputs {sorted(lens)}; lstm_infer applies one lengths= to every "
+                          f"layer", stacklevel=2)
+    return LSTM(layers, batch_first=layouts[0] == 1, layer_options=options, dtype=dtype)
+
+
+__all__ = ["from_onnx", "is_onnx_file", "ONNXFormatError"]
