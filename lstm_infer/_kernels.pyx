@@ -12,17 +12,21 @@ Per layer and direction, with canonical gate order i, f, g, o:
 
 Schedule (ONNX Runtime / oneDNN "two GEMM" schedule):
   1. input projection for a block of Tb steps: G = X_blk W_ih^T
-       - float32: li_gemm_pan64, our register-blocked GEMM on W_ih packed once
+       - float32: li_gemm_*, our register-blocked GEMM on W_ih packed once
          (BLAS would repack W_ih on every block call: measured 2x slower here)
        - float64: BLAS ?gemm
   2. per step: z = G_t + h W_hh^T, then the gates
-       - float32: li_step_fused, the same GEMM kernel with the gates fused per
+       - float32: li_step_*, the same GEMM kernel with the gates fused per
          tile (rows x 16 units x 4 gates): the pre-activations are gated while
          still in registers/L1; at batch 1 it is a GEMV bound by L2 bandwidth
        - float64: BLAS GEMM into G_t, then li_gates_rows_f64
   3. projection (proj_size): own GEMV (<= SMALL_BATCH rows) or BLAS GEMM
 Tb is chosen so the block's workspace stays small (64 KB when the layer's
 weights fit in half the L2, else 1 MB): it never grows with T.
+
+Quantized models (int8-weights, float16, bfloat16) keep float32 maths: the same
+kernels read int8 / half panels and widen them in registers (li_step_i8 ...),
+int8 with a per-output-row scale applied to the accumulators.
 
 Buffers (all row-major, dtype T):
   float32: w_ih_pan (Hp/16, I, 64), w_hh_pan (Hp/16, Kh, 64): per group of 16
@@ -56,12 +60,14 @@ cdef extern from "lstm_cell.h" nogil:
         double af, bf, ag, bg, ah, bh
         double clip, cell_clip
         int cifg
+    ctypedef void (*li_step_fn)(int, int, int, float *, long, const void *, const float *,
+                                const float *, long, const float *, const float *, float *,
+                                long, float *, long, const li_acts *, int) noexcept nogil
+    ctypedef void (*li_gemm_fn)(int, int, int, const float *, long, const void *,
+                                const float *, float *, long) noexcept nogil
     ctypedef struct li_kernels_f32:
-        void (*step_fused)(int, int, int, float *, long, const float *,
-                           const float *, long, const float *, const float *, float *,
-                           long, float *, long, const li_acts *, int) noexcept nogil
-        void (*gemm_pan64)(int, int, int, const float *, long, const float *, float *,
-                           long) noexcept nogil
+        li_step_fn step[4]
+        li_gemm_fn gemm[4]
         void (*gemv_pan16)(int, int, int, const float *, const float *, long, float *, long) noexcept nogil
     void* li_alloc64(size_t nbytes)
     int li_cpu_level()
@@ -128,6 +134,9 @@ cdef enum:
     MAX_LAYERS = 64
 
 cdef struct DirW:
+    int wt_ih, wt_hh         # weight types of the float32 panels (LI_WT_*: f32, i8, f16, bf16)
+    const float* w_ih_scale  # per-column scales (int8), else NULL
+    const float* w_hh_scale
     const void* w_ih
     const void* w_hh
     const void* w_ih_pan
@@ -262,7 +271,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
             xblk = Xg
             ldx = In
         if floating is float:
-            _k32.gemm_pan64(tb * Bs, Hp // 16, In, xblk, ldx, <const float*>w.w_ih_pan, G, G4)
+            _k32.gemm[w.wt_ih](tb * Bs, Hp // 16, In, xblk, ldx, w.w_ih_pan, w.w_ih_scale, G, G4)
         else:
             if Bs == 1 and (reverse or ldx < In):  # BLAS needs lda >= K > 0
                 for s in range(tb):
@@ -275,7 +284,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
         for s in range(s0, s0 + tb):
             Gs = G + <long>(s - s0) * Bs * G4
             if floating is float:
-                _k32.step_fused(na, Hp, Kh, <float*>Gs, G4, <const float*>w.w_hh_pan, hp, Kh,
+                _k32.step[w.wt_hh](na, Hp, Kh, <float*>Gs, G4, w.w_hh_pan, w.w_hh_scale, hp, Kh,
                                 bias, peep, C, Hp, hcell, Hp, acts, s & 1)
                 if proj:
                     if na <= SMALL_BATCH:
@@ -455,6 +464,10 @@ def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
             L.w[d].w_ih = _ptr(p.w_ih)
             L.w[d].w_hh = _ptr(p.w_hh)
             L.w[d].w_ih_pan = _ptr(p.w_ih_pan)
+            L.w[d].wt_ih = p.wt_ih
+            L.w[d].wt_hh = p.wt_hh
+            L.w[d].w_ih_scale = <const float*>_ptr(p.w_ih_scale)
+            L.w[d].w_hh_scale = <const float*>_ptr(p.w_hh_scale)
             L.w[d].w_hh_pan = _ptr(p.w_hh_pan)
             L.w[d].bias = _ptr(p.bias)
             L.w[d].peep = _ptr(p.peep)

@@ -26,9 +26,12 @@ from typing import List, Optional, Sequence
 import numpy as np
 
 from . import _kernels, _threads
+from . import quantize as quantize_mod
 from .config import DEFAULT_ACTIVATIONS, MERGE_MODES, Activation, LayerSpec, LSTMConfig
 
 GROUP = 16  # hidden units per interleaved gate group (one 512-bit float32 vector)
+# weight types of the float32 kernels (LI_WT_* in _simd/lstm_cell.h)
+_WT = {"float32": 0, "int8-weights": 1, "float16": 2, "bfloat16": 3}
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -74,6 +77,11 @@ def _aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
     return out
 
 
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
 def _deinterleave_rows(wi: np.ndarray, H: int) -> np.ndarray:
     """Inverse of _interleave_rows: (4Hp, ...) grouped -> (4H, ...) in gate order i,f,g,o."""
     rest = wi.shape[1:]
@@ -98,10 +106,12 @@ class _PackedDirection:
     float32 keeps only the panel layouts of our own kernels; float64 (BLAS
     path) keeps only row-major matrices, so no weight is stored twice."""
 
-    __slots__ = ("I", "H", "Hp", "P", "Pp", "Kh", "w_ih", "w_hh", "w_ih_pan", "w_hh_pan",
-                 "bias", "peep", "w_hr", "w_hr_pan")
+    __slots__ = ("I", "H", "Hp", "P", "Pp", "Kh", "wt_ih", "wt_hh", "quant", "stored", "w_ih", "w_hh",
+                 "w_ih_pan", "w_hh_pan", "w_ih_scale", "w_hh_scale", "bias", "peep", "w_hr",
+                 "w_hr_pan")
 
-    def __init__(self, w: dict, H: int, P: int):
+    def __init__(self, w: dict, H: int, P: int, quant: Optional[str] = None,
+                 stored: Optional[dict] = None):
         dtype = w["w_ih"].dtype
         self.I = w["w_ih"].shape[1]
         self.H, self.P = H, P
@@ -114,7 +124,26 @@ class _PackedDirection:
         w_hh[:, :Hout] = w["w_hh"]
         w_hh = _interleave_rows(w_hh, H, self.Hp)
         self.w_ih = self.w_hh = self.w_ih_pan = self.w_hh_pan = None
-        if dtype == np.float32:
+        self.w_ih_scale = self.w_hh_scale = None
+        self.quant, self.stored = quant, None
+        self.wt_ih = self.wt_hh = _WT["float32"]
+        if quant is not None:
+            # panels of the stored (int8 / half) weights; scales follow their rows
+            self.stored = {k: _readonly(np.array(stored[k], copy=True))
+                           for k in ("w_ih", "w_hh", "w_ih_scale", "w_hh_scale") if k in stored}
+            q_ih = stored["w_ih"] if quantize_mod.is_stored(stored["w_ih"], quant) else w["w_ih"]
+            if quantize_mod.is_stored(q_ih, quant):
+                self.wt_ih = _WT[quant]
+            self.wt_hh = _WT[quant]
+            q_hh = np.zeros((4 * H, self.Kh), dtype=stored["w_hh"].dtype)
+            q_hh[:, :Hout] = stored["w_hh"]
+            self.w_ih_pan = _panels(_interleave_rows(q_ih, H, self.Hp), 4 * GROUP)
+            self.w_hh_pan = _panels(_interleave_rows(q_hh, H, self.Hp), 4 * GROUP)
+            if quant == "int8-weights":
+                if self.wt_ih != _WT["float32"]:
+                    self.w_ih_scale = _interleave_rows(stored["w_ih_scale"], H, self.Hp)
+                self.w_hh_scale = _interleave_rows(stored["w_hh_scale"], H, self.Hp)
+        elif dtype == np.float32:
             # (Hp/16, K, 64): per gate group, W^T, so the kernels stream it row by row
             self.w_ih_pan = _panels(w_ih, 4 * GROUP)
             self.w_hh_pan = _panels(w_hh, 4 * GROUP)
@@ -134,7 +163,7 @@ class _PackedDirection:
             self.w_hr = w_hr  # BLAS GEMM for large batches (both dtypes)
             if dtype == np.float32:
                 self.w_hr_pan = _panels(w_hr, GROUP)  # (Pp/16, Hp, 16) GEMV for small batches
-        for name in self.__slots__[6:]:
+        for name in self.__slots__[10:]:
             a = getattr(self, name)
             if a is not None:
                 a = _aligned(a)
@@ -145,6 +174,15 @@ class _PackedDirection:
         """The canonical weights back from the packed layout (exact: a permutation)."""
         H, P = self.H, self.P
         Hout = P or H
+        if self.quant is not None:
+            w = dict(self.stored)
+            w["b"] = _deinterleave_rows(self.bias, H)
+            if P:
+                w["w_hr"] = np.ascontiguousarray(self.w_hr[:P, :H])
+            if self.peep is not None:
+                w["p_i"], w["p_f"], w["p_o"] = (np.ascontiguousarray(self.peep[j, :H])
+                                                for j in range(3))
+            return w
         w_ih = self.w_ih if self.w_ih is not None else _unpanel(self.w_ih_pan)
         w_hh = self.w_hh if self.w_hh is not None else _unpanel(self.w_hh_pan)
         w = {"w_ih": _deinterleave_rows(w_ih, H),
@@ -205,7 +243,8 @@ class LSTM:
     def __init__(self, layers: Sequence[Sequence[dict]], *, batch_first: bool = False,
                  clip: Optional[float] = None, cell_clip: Optional[float] = None,
                  input_forget: bool = False, activations=None, dtype=None,
-                 layer_options: Optional[Sequence[dict]] = None):
+                 layer_options: Optional[Sequence[dict]] = None,
+                 quantization: Optional[str] = None, quantize_input_weights: bool = False):
         if isinstance(layers, dict) or not isinstance(layers, (list, tuple)) or not layers:
             raise TypeError("layers must be a non-empty list (one entry per layer) of lists "
                             "of direction dicts")
@@ -219,6 +258,10 @@ class LSTM:
         if dtype not in _DTYPES:
             raise ValueError(f"dtype must be float32 or float64; got {dtype}")
         npdt = _DTYPES[dtype]
+        if quantization is not None:
+            quantization = quantize_mod.check_mode(quantization)
+            if npdt != np.float32:
+                raise ValueError(f"quantized models compute in float32; got dtype={dtype}")
         defaults = {"clip": _check_clip("clip", clip),
                     "cell_clip": _check_clip("cell_clip", cell_clip),
                     "input_forget": bool(input_forget),
@@ -235,17 +278,27 @@ class LSTM:
         for k, dirs in enumerate(layers):
             if not isinstance(dirs, (list, tuple)) or len(dirs) not in (1, 2):
                 raise ValueError(f"layer {k} must be a list of 1 or 2 direction dicts; got {dirs!r:.80}")
+            stored = None
+            if quantization is not None:
+                stored = [quantize_mod.stored_form(w, quantization, f"layer {k} direction {d}",
+                                                   quantize_input_weights)
+                          if isinstance(w, dict) else w for d, w in enumerate(dirs)]
+                dirs = [quantize_mod.dequantize(w, quantization) if isinstance(w, dict) else w
+                        for w in stored]
             spec, cw = self._check_layer(k, dirs, in_size, npdt)
             spec = _layer_spec(k, spec, layer_options[k], defaults)
             specs.append(spec)
-            packed.append([_PackedDirection(w, spec.hidden_size, spec.proj_size) for w in cw])
+            packed.append([_PackedDirection(w, spec.hidden_size, spec.proj_size, quantization,
+                                            stored[d] if stored else None)
+                           for d, w in enumerate(cw)])
             in_size = spec.out_features
         first = specs[0]
+        self._quantize_input = bool(quantization and quantize_input_weights)
         self._config = LSTMConfig(
             input_size=first.input_size, hidden_size=first.hidden_size,
             num_layers=len(specs), bidirectional=first.bidirectional,
             proj_size=first.proj_size, peephole=first.peephole, batch_first=bool(batch_first),
-            dtype=dtype, quantization=None, clip=first.clip, cell_clip=first.cell_clip,
+            dtype=dtype, quantization=quantization, clip=first.clip, cell_clip=first.cell_clip,
             input_forget=first.input_forget, activations=first.activations[0],
             layers=tuple(specs))
         self._packed = packed
@@ -587,7 +640,23 @@ class LSTM:
         for l in c.layers:
             d = l.to_dict()
             layers.append({k: d[k] for k in sorted(_LAYER_OPTIONS)})
-        return {"batch_first": c.batch_first, "dtype": c.dtype, "layer_options": layers}
+        return {"batch_first": c.batch_first, "dtype": c.dtype, "layer_options": layers,
+                "quantization": c.quantization, "quantize_input_weights": self._quantize_input}
+
+    def quantize(self, mode: str, input_weights: bool = False) -> "LSTM":
+        """A new model with quantized weights: "int8-weights", "float16" or "bfloat16".
+
+        By default only the recurrent W_hh (streamed every step) is quantized;
+        ``input_weights=True`` also quantizes W_ih, for memory (more error, no
+        speed at batch 1): see lstm_infer.quantize. Maths stays float32; the
+        original model is unchanged."""
+        weights = self.weights
+        if self._config.quantization is not None:
+            weights = [[quantize_mod.dequantize(w, self._config.quantization) for w in layer]
+                       for layer in weights]
+        opts = dict(self.options, quantization=mode, dtype="float32",
+                    quantize_input_weights=input_weights)
+        return LSTM(weights, **opts)
 
 
 def _rebuild(weights, kwargs):

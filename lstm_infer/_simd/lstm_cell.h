@@ -23,6 +23,13 @@
 #define LI_ACT_LINEAR 3
 #define LI_ACT_HARD_SIGMOID 4
 
+/* weight element types of the packed panels */
+#define LI_WT_F32 0
+#define LI_WT_I8 1
+#define LI_WT_F16 2
+#define LI_WT_BF16 3
+#define LI_NWT 4
+
 typedef struct {
     int kf, kg, kh;     /* activation kinds: gates (i, f, o), cell input g, output h */
     /* double so float64 models see the exact constants; float kernels round once */
@@ -31,6 +38,25 @@ typedef struct {
     double cell_clip;   /* cell state clip (TF1), +inf if none */
     int cifg;           /* input_forget: f = 1 - i */
 } li_acts;
+
+/* IEEE half -> float for the baseline path (no F16C): exact, incl. subnormals. */
+static inline float li_half_to_float(uint16_t h)
+{
+    uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, u;
+    if (exp == 0x1f)
+        u = sign | 0x7f800000 | (man << 13); /* inf / nan */
+    else if (exp)
+        u = sign | ((exp + 112) << 23) | (man << 13);
+    else if (man) { /* subnormal: normalise */
+        int e = 113;
+        while (!(man & 0x400)) { man <<= 1; e--; }
+        u = sign | ((uint32_t)e << 23) | ((man & 0x3ff) << 13);
+    } else
+        u = sign;
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
 
 /* 64-byte aligned workspace (so vector loads never straddle cache lines). */
 static inline void *li_alloc64(size_t nbytes)
@@ -78,17 +104,18 @@ static inline void *li_alloc64(size_t nbytes)
 #pragma GCC pop_options
 #endif
 
-typedef void (*li_step_fused_fn)(int, int, int, float *, long, const float *,
-                                 const float *, long, const float *, const float *, float *,
-                                 long, float *, long, const li_acts *, int);
-typedef void (*li_gemm_pan64_fn)(int, int, int, const float *, long, const float *, float *,
-                                 long);
+typedef void (*li_step_fn)(int, int, int, float *, long, const void *, const float *,
+                           const float *, long, const float *, const float *, float *, long,
+                           float *, long, const li_acts *, int);
+typedef void (*li_gemm_fn)(int, int, int, const float *, long, const void *, const float *,
+                           float *, long);
 typedef void (*li_gemv_pan16_fn)(int, int, int, const float *, const float *, long, float *,
                                  long);
 
+/* one SIMD level's kernels; step/gemm indexed by weight type LI_WT_* */
 typedef struct {
-    li_step_fused_fn step_fused;
-    li_gemm_pan64_fn gemm_pan64;
+    li_step_fn step[LI_NWT];
+    li_gemm_fn gemm[LI_NWT];
     li_gemv_pan16_fn gemv_pan16;
 } li_kernels_f32;
 
@@ -110,28 +137,32 @@ static int li_cpu_level(void)
     return LI_LEVEL_GENERIC;
 }
 
+#define LI_TABLE(SFX)                                                               \
+    do {                                                                            \
+        k.step[LI_WT_F32] = li_step_f32_##SFX; k.step[LI_WT_I8] = li_step_i8_##SFX;  \
+        k.step[LI_WT_F16] = li_step_f16_##SFX; k.step[LI_WT_BF16] = li_step_bf16_##SFX; \
+        k.gemm[LI_WT_F32] = li_gemm_f32_##SFX; k.gemm[LI_WT_I8] = li_gemm_i8_##SFX;  \
+        k.gemm[LI_WT_F16] = li_gemm_f16_##SFX; k.gemm[LI_WT_BF16] = li_gemm_bf16_##SFX; \
+        k.gemv_pan16 = li_gemv_pan16_f32_##SFX;                                     \
+    } while (0)
+
 static li_kernels_f32 li_select_f32(int level)
 {
     li_kernels_f32 k;
 #ifdef LI_X86
     if (level >= LI_LEVEL_AVX512) {
-        k.step_fused = li_step_fused_f32_avx512;
-        k.gemm_pan64 = li_gemm_pan64_f32_avx512;
-        k.gemv_pan16 = li_gemv_pan16_f32_avx512;
+        LI_TABLE(avx512);
         return k;
     }
     if (level >= LI_LEVEL_AVX2) {
-        k.step_fused = li_step_fused_f32_avx2;
-        k.gemm_pan64 = li_gemm_pan64_f32_avx2;
-        k.gemv_pan16 = li_gemv_pan16_f32_avx2;
+        LI_TABLE(avx2);
         return k;
     }
 #endif
-    k.step_fused = li_step_fused_f32_generic;
-    k.gemm_pan64 = li_gemm_pan64_f32_generic;
-    k.gemv_pan16 = li_gemv_pan16_f32_generic;
+    LI_TABLE(generic);
     return k;
 }
+#undef LI_TABLE
 
 /* ------------------------------------------------------------ float64 (reference accuracy) */
 static inline double li_act_f64(int kind, double alpha, double beta, double v)

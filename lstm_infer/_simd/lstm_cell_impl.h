@@ -211,27 +211,90 @@ LI_FN(gate_group)(const float *z, const float *bias, const float *pi, const floa
         LI_FN(gate_group_any)(z, bias, pi, pf, po, c, h, a);
 }
 
-/* Tile of MB rows x one group (64 columns): acc = Y rows (or 0 on the first K
- * chunk when zero_init), accumulate k in [k0, k1); on the last K chunk apply the
- * group's gates if gated, otherwise store the partial sums back into Y.
+/* Weight element types of the panels (LI_WT_*), widened to float32 in registers:
+ * int8 (per-column scale applied to the accumulators), float16, bfloat16.
+ * Intrinsics per ISA: GCC's generic vector conversions from narrow types
+ * compile to near-scalar code here (measured 5-30x slower). */
+static inline __attribute__((always_inline)) VF LI_FN(ldw)(const void *W, long i, int wt)
+{
+    if (wt == LI_WT_F32)
+        return LDV((const float *)W + i);
+#if LI_VW == 16
+    if (wt == LI_WT_I8)
+        return (VF)_mm512_cvtepi32_ps(
+            _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)W + i))));
+    const __m256i u = _mm256_loadu_si256((const __m256i *)((const uint16_t *)W + i));
+    if (wt == LI_WT_F16)
+        return (VF)_mm512_cvtph_ps(u);
+    return (VF)_mm512_slli_epi32(_mm512_cvtepu16_epi32(u), 16); /* bf16: bits << 16 */
+#elif LI_VW == 8
+    if (wt == LI_WT_I8)
+        return (VF)_mm256_cvtepi32_ps(
+            _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)W + i))));
+    const __m128i u = _mm_loadu_si128((const __m128i *)((const uint16_t *)W + i));
+    if (wt == LI_WT_F16)
+        return (VF)_mm256_cvtph_ps(u);
+    return (VF)_mm256_slli_epi32(_mm256_cvtepu16_epi32(u), 16);
+#elif defined(LI_X86) /* SSE2 baseline */
+    if (wt == LI_WT_I8) {
+        int32_t v;
+        memcpy(&v, (const int8_t *)W + i, 4);
+        __m128i b = _mm_cvtsi32_si128(v);
+        __m128i w = _mm_srai_epi16(_mm_unpacklo_epi8(b, b), 8);
+        return (VF)_mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpacklo_epi16(w, w), 16));
+    }
+    const __m128i u = _mm_loadl_epi64((const __m128i *)((const uint16_t *)W + i));
+    if (wt == LI_WT_BF16)
+        return (VF)_mm_unpacklo_epi16(_mm_setzero_si128(), u); /* bits into the high half */
+    VF r;
+    for (int l = 0; l < 4; l++) r[l] = li_half_to_float(((const uint16_t *)W)[i + l]);
+    return r;
+#else
+    VF r;
+    for (int l = 0; l < LI_VW; l++) {
+        if (wt == LI_WT_I8)
+            r[l] = ((const int8_t *)W)[i + l];
+        else if (wt == LI_WT_F16)
+            r[l] = li_half_to_float(((const uint16_t *)W)[i + l]);
+        else {
+            uint32_t u = (uint32_t)((const uint16_t *)W)[i + l] << 16;
+            memcpy(&r[l], &u, 4);
+        }
+    }
+    return r;
+#endif
+}
+
+/* Tile of MB rows x one group (64 columns), k in [k0, k1).
+ * float32 / half weights: acc starts from Y (or 0 on the first chunk when
+ * zero_init) and is stored back. int8 weights: acc starts at 0 and Y gets
+ * base + scale * acc, so stored values are never divided by a scale.
+ * On the last K chunk of a gated call, the group's gates are applied.
  * acc stays in registers (MB * NQ vectors). */
 #define LI_TILE(MB)                                                                 \
     do {                                                                            \
         VF acc[MB][NQ];                                                             \
         for (int r = 0; r < MB; r++)                                                \
             for (int q = 0; q < NQ; q++)                                            \
-                acc[r][q] = (zero_init && k0 == 0) ? vzero                          \
-                                                   : LDV(Y + (b0 + r) * ldy + g * 64 + q * LI_VW); \
+                acc[r][q] = (scaled || (zero_init && k0 == 0))                      \
+                    ? vzero : LDV(Y + (b0 + r) * ldy + g * 64 + q * LI_VW);         \
         for (int k = k0; k < k1; k++) {                                             \
-            const float *w = W + (long)k * 64;                                      \
+            const long wk = (long)k * 64;                                           \
             for (int r = 0; r < MB; r++) {                                          \
                 float hv = X[(b0 + r) * ldx + k];                                   \
-                for (int q = 0; q < NQ; q++) acc[r][q] += hv * LDV(w + q * LI_VW);  \
+                for (int q = 0; q < NQ; q++)                                        \
+                    acc[r][q] += hv * LI_FN(ldw)(W, wk + q * LI_VW, wt);            \
             }                                                                       \
         }                                                                           \
         for (int r = 0; r < MB; r++) {                                              \
             float *zr = Y + (b0 + r) * ldy + g * 64;                                \
-            for (int q = 0; q < NQ; q++) STV(zr + q * LI_VW, acc[r][q]);            \
+            for (int q = 0; q < NQ; q++) {                                          \
+                VF v = acc[r][q];                                                   \
+                if (scaled)                                                         \
+                    v = ((zero_init && k0 == 0) ? vzero : LDV(zr + q * LI_VW)) +    \
+                        LDV(sc + q * LI_VW) * v;                                    \
+                STV(zr + q * LI_VW, v);                                             \
+            }                                                                       \
             if (gated && last)                                                      \
                 LI_FN(gate_group)(zr, bias + g * 64, pi, pf, po,                    \
                                   C + (b0 + r) * ldc + g * 16, Hc + (b0 + r) * ldh + g * 16, a); \
@@ -247,46 +310,58 @@ LI_FN(gate_group)(const float *z, const float *bias, const float *pi, const floa
         VF acc[NQ], e[NQ];                                                          \
         for (int q = 0; q < NQ; q++) {                                              \
             e[q] = vzero;                                                           \
-            acc[q] = (zero_init && k0 == 0) ? vzero : LDV(zr + q * LI_VW);          \
+            acc[q] = (scaled || (zero_init && k0 == 0)) ? vzero : LDV(zr + q * LI_VW); \
         }                                                                           \
         int k = k0;                                                                 \
         for (; k + 2 <= k1; k += 2) {                                               \
-            const float *w = W + (long)k * 64;                                      \
+            const long wk = (long)k * 64;                                           \
             float h0 = hv[k], h1 = hv[k + 1];                                       \
             for (int q = 0; q < NQ; q++) {                                          \
-                acc[q] += h0 * LDV(w + q * LI_VW);                                  \
-                e[q] += h1 * LDV(w + 64 + q * LI_VW);                               \
+                acc[q] += h0 * LI_FN(ldw)(W, wk + q * LI_VW, wt);                   \
+                e[q] += h1 * LI_FN(ldw)(W, wk + 64 + q * LI_VW, wt);                \
             }                                                                       \
         }                                                                           \
         if (k < k1)                                                                 \
-            for (int q = 0; q < NQ; q++) acc[q] += hv[k] * LDV(W + (long)k * 64 + q * LI_VW); \
-        for (int q = 0; q < NQ; q++) STV(zr + q * LI_VW, acc[q] + e[q]);            \
+            for (int q = 0; q < NQ; q++)                                            \
+                acc[q] += hv[k] * LI_FN(ldw)(W, (long)k * 64 + q * LI_VW, wt);      \
+        for (int q = 0; q < NQ; q++) {                                              \
+            VF v = acc[q] + e[q];                                                   \
+            if (scaled)                                                             \
+                v = ((zero_init && k0 == 0) ? vzero : LDV(zr + q * LI_VW)) +        \
+                    LDV(sc + q * LI_VW) * v;                                        \
+            STV(zr + q * LI_VW, v);                                                 \
+        }                                                                           \
         if (gated && last)                                                          \
             LI_FN(gate_group)(zr, bias + g * 64, pi, pf, po, C + b0 * ldc + g * 16, \
                               Hc + b0 * ldh + g * 16, a);                           \
     } while (0)
 
-/* Y (M, 64*NG) (+)= X (M, K) @ Wpan, Wpan (NG, K, 64): our register-blocked GEMM
- * on weights packed once at load, optionally with the LSTM gates fused per tile.
+/* Y (M, 64*NG) (+)= X (M, K) @ Wpan, Wpan (NG, K, 64) of weight type wt (with
+ * per-column scales for int8): our register-blocked GEMM on weights packed once
+ * at load, optionally with the LSTM gates fused per tile.
  *   - Loop order g -> K chunk -> row block: a KC x 64 slice of the group's panel
- *     (32 KB) stays in L1 while every row block uses it (BLIS-style K blocking).
+ *     (32 KB of float32) stays in L1 while every row block uses it (BLIS-style).
  *   - Rows split into equal blocks of <= LI_MB (8 rows -> 4 + 4, not 6 + 1 + 1).
  *   - flip walks the groups backwards: alternating it every step (serpentine)
  *     starts each step on the panels still in L1 from the previous one.
- * Always inlined with constant zero_init/gated, so each use compiles to its own
- * specialised loop nest. */
+ * Always inlined with constant zero_init/gated/wt, so each use compiles to its
+ * own specialised loop nest. */
 static inline __attribute__((always_inline)) void
-LI_FN(panel_mm)(int M, int NG, int K, const float *X, long ldx, const float *Wpan, float *Y,
-                long ldy, int zero_init, int gated, const float *bias, const float *peep,
-                int Hp, float *C, long ldc, float *Hc, long ldh, const li_acts *a, int flip)
+LI_FN(panel_mm)(int M, int NG, int K, const float *X, long ldx, const void *Wpan, int wt,
+                const float *scale, float *Y, long ldy, int zero_init, int gated,
+                const float *bias, const float *peep, int Hp, float *C, long ldc, float *Hc,
+                long ldh, const li_acts *a, int flip)
 {
     static const float zeros[16] = {0};
     const VF vzero = {0};
+    const int scaled = wt == LI_WT_I8;
+    const int wsize = wt == LI_WT_F32 ? 4 : (wt == LI_WT_I8 ? 1 : 2);
     const int KC = M <= LI_MB ? K : LI_KC;
     const int nblk = (M + LI_MB - 1) / LI_MB;
     for (int gi = 0; gi < NG; gi++) {
         const int g = flip ? NG - 1 - gi : gi;
-        const float *W = Wpan + (long)g * K * 64;
+        const void *W = (const char *)Wpan + (long)g * K * 64 * wsize;
+        const float *sc = scaled ? scale + g * 64 : NULL;
         const float *pi = peep ? peep + g * 16 : zeros;
         const float *pf = peep ? peep + Hp + g * 16 : zeros;
         const float *po = peep ? peep + 2 * Hp + g * 16 : zeros;
@@ -324,23 +399,36 @@ LI_FN(panel_mm)(int M, int NG, int K, const float *X, long ldx, const float *Wpa
 /* One recurrent step, GEMM and gates fused per tile (rows x 16 units x 4 gates):
  *   z = G[b] + hprev[b] @ W_hh^T ;  gates ;  C[b], Hc[b] updated.
  * G (nb, 4Hp) stride ldg is the step's input projection and is overwritten.
- * hprev (nb, Kh) stride ldhp; Wpan (Hp/16, Kh, 64). */
-static void LI_FN(li_step_fused_f32)(int nb, int Hp, int Kh, float *G, long ldg,
-                                     const float *Wpan, const float *hprev, long ldhp,
-                                     const float *bias, const float *peep, float *C, long ldc,
-                                     float *Hc, long ldh, const li_acts *a, int flip)
-{
-    LI_FN(panel_mm)(nb, Hp / 16, Kh, hprev, ldhp, Wpan, G, ldg, 0, 1, bias, peep, Hp, C, ldc,
-                    Hc, ldh, a, flip);
-}
+ * hprev (nb, Kh) stride ldhp; Wpan (Hp/16, Kh, 64) of weight type wt. */
+#define LI_DEFINE_STEP(WT, NAME)                                                    \
+    static void LI_FN(NAME)(int nb, int Hp, int Kh, float *G, long ldg, const void *Wpan, \
+                            const float *scale, const float *hprev, long ldhp,      \
+                            const float *bias, const float *peep, float *C, long ldc, \
+                            float *Hc, long ldh, const li_acts *a, int flip)        \
+    {                                                                               \
+        LI_FN(panel_mm)(nb, Hp / 16, Kh, hprev, ldhp, Wpan, WT, scale, G, ldg, 0, 1, bias, \
+                        peep, Hp, C, ldc, Hc, ldh, a, flip);                        \
+    }
 
-/* Input projection: Y (M, 64*NG) = X (M, K) @ Wpan, Wpan (NG, K, 64). */
-static void LI_FN(li_gemm_pan64_f32)(int M, int NG, int K, const float *X, long ldx,
-                                     const float *Wpan, float *Y, long ldy)
-{
-    LI_FN(panel_mm)(M, NG, K, X, ldx, Wpan, Y, ldy, 1, 0, NULL, NULL, 0, NULL, 0, NULL, 0, NULL,
-                    0);
-}
+/* Input projection: Y (M, 64*NG) = X (M, K) @ Wpan, Wpan (NG, K, 64) of type wt. */
+#define LI_DEFINE_GEMM(WT, NAME)                                                    \
+    static void LI_FN(NAME)(int M, int NG, int K, const float *X, long ldx, const void *Wpan, \
+                            const float *scale, float *Y, long ldy)                 \
+    {                                                                               \
+        LI_FN(panel_mm)(M, NG, K, X, ldx, Wpan, WT, scale, Y, ldy, 1, 0, NULL, NULL, 0, NULL, \
+                        0, NULL, 0, NULL, 0);                                       \
+    }
+
+LI_DEFINE_STEP(LI_WT_F32, li_step_f32)
+LI_DEFINE_STEP(LI_WT_I8, li_step_i8)
+LI_DEFINE_STEP(LI_WT_F16, li_step_f16)
+LI_DEFINE_STEP(LI_WT_BF16, li_step_bf16)
+LI_DEFINE_GEMM(LI_WT_F32, li_gemm_f32)
+LI_DEFINE_GEMM(LI_WT_I8, li_gemm_i8)
+LI_DEFINE_GEMM(LI_WT_F16, li_gemm_f16)
+LI_DEFINE_GEMM(LI_WT_BF16, li_gemm_bf16)
+#undef LI_DEFINE_STEP
+#undef LI_DEFINE_GEMM
 
 /* y[b][p*16 + j] = sum_k x[b][k] * Wpan[p][k][j]  (projection).
  * Wpan (N16, K, 16); x (nb, K) stride ldx; y (nb, 16*N16) stride ldy. */

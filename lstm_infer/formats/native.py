@@ -2,7 +2,9 @@
 
     layers.{k}.{forward|reverse}.{w_ih, w_hh, b, w_hr, p_i, p_f, p_o}
 
-(the canonical weights: gate order i, f, g, o, fused bias) and, in
+(the canonical weights: gate order i, f, g, o, fused bias; quantized models
+store W_ih / W_hh as int8 + per-row ``w_ih_scale`` / ``w_hh_scale``, F16 or
+BF16) and, in
 ``__metadata__``, ``format = "lstm_infer"``, ``format_version`` and ``config``:
 the model's constructor options as JSON (``LSTM(weights, **options)``).
 A reverse-only layer (ONNX direction="reverse", Keras go_backwards) stores its
@@ -14,12 +16,14 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+
 from . import safetensors_io as st
 
 FORMAT = "lstm_infer"
 FORMAT_VERSION = 1
 _DIR_NAMES = ("forward", "reverse")
-_WEIGHTS = ("w_ih", "w_hh", "b", "w_hr", "p_i", "p_f", "p_o")
+_WEIGHTS = ("w_ih", "w_hh", "b", "w_hr", "p_i", "p_f", "p_o", "w_ih_scale", "w_hh_scale")
 
 
 class NativeFormatError(ValueError):
@@ -28,15 +32,19 @@ class NativeFormatError(ValueError):
 
 def save(model, path) -> None:
     """Write `model` to `path` in the native format."""
-    tensors = {}
+    tensors, dtypes = {}, {}
+    bf16 = model.config.quantization == "bfloat16"
     for k, (layer, spec) in enumerate(zip(model.weights, model.config.layers)):
         names = ["reverse"] if spec.reverse else list(_DIR_NAMES[:len(layer)])
         for dname, w in zip(names, layer):
             for wname, a in w.items():
-                tensors[f"layers.{k}.{dname}.{wname}"] = a
+                key = f"layers.{k}.{dname}.{wname}"
+                tensors[key] = a
+                if bf16 and wname in ("w_ih", "w_hh") and a.dtype == np.uint16:
+                    dtypes[key] = "BF16"  # uint16 bit patterns, typed as bf16 in the file
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
             "config": json.dumps(model.options, sort_keys=True)}
-    st.save(path, tensors, meta)
+    st.save(path, tensors, meta, dtypes)
 
 
 def is_native(path) -> bool:

@@ -96,13 +96,14 @@ def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
     return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
-def save(path, tensors: dict, metadata: dict = None) -> None:
-    """Write {name: array} (+ string metadata) as safetensors, tensors in name order."""
+def save(path, tensors: dict, metadata: dict = None, dtypes: dict = None) -> None:
+    """Write {name: array} (+ string metadata) as safetensors, tensors in name order.
+    `dtypes` overrides the stored dtype name, e.g. {"w": "BF16"} for uint16 bf16 bits."""
     header, offset, arrays = {}, 0, []
     for name in sorted(tensors):
         a = np.ascontiguousarray(tensors[name])
         a = a.astype(a.dtype.newbyteorder("<"), copy=False)  # the format is little-endian
-        key = _NAMES.get(a.dtype)
+        key = (dtypes or {}).get(name) or _NAMES.get(a.dtype)
         if key is None:
             raise TypeError(f"tensor {name!r}: dtype {a.dtype} has no safetensors equivalent")
         header[name] = {"dtype": key, "shape": list(a.shape),

@@ -1,0 +1,108 @@
+"""Weight quantization: the kernels are exact with respect to the stored weights
+(float64 oracle on the dequantized weights, every SIMD path), error bounds vs the
+float model, bit-exact native round trips for every variant, and a comparison
+with torch's dynamic int8 LSTM is not possible with torch 2.13: its deprecated
+torch.ao quantize_dynamic returns float-exact results for nn.LSTM."""
+import numpy as np
+import pytest
+
+import lstm_infer as li
+from lstm_infer import quantize as Q
+from reference import lstm_reference
+
+MODES = ["int8-weights", "float16", "bfloat16"]
+# max abs error vs the float64 model on T=50, I=H=256, |x| <= 3 (see quantize.py)
+ERROR_BOUND = {("int8-weights", False): 2e-3, ("int8-weights", True): 8e-3,
+               ("float16", False): 2e-4, ("float16", True): 1e-3,
+               ("bfloat16", False): 1e-3, ("bfloat16", True): 5e-3}
+
+
+def _dequantized(model):
+    mode = model.config.quantization
+    return [[Q.dequantize(w, mode) for w in layer] for layer in model.weights]
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("input_weights", [False, True], ids=["W_hh", "W_ih+W_hh"])
+@pytest.mark.parametrize("B", [1, 3, 9])
+def test_kernels_exact_on_stored_weights(simd_level, mode, input_weights, B):
+    m = li.LSTM.random(20, 40, num_layers=2, bidirectional=True, peephole=True, seed=4)
+    q = m.quantize(mode, input_weights=input_weights)
+    assert q.config.quantization == mode and m.config.quantization is None
+    x = np.random.default_rng(B).uniform(-3, 3, (17, B, 20)).astype(np.float32)
+    lens = np.linspace(17, 0, B).astype(int)
+    out, (h, c) = q(x, lengths=lens)
+    ref, h_ref, c_ref = lstm_reference(_dequantized(q), x.astype(np.float64), lengths=lens)
+    np.testing.assert_allclose(out, ref, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(h, np.concatenate(h_ref), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("input_weights", [False, True], ids=["W_hh", "W_ih+W_hh"])
+def test_error_vs_float_model_within_bound(mode, input_weights):
+    m64 = li.LSTM.random(256, 256, dtype="float64", seed=7)
+    x = np.random.default_rng(0).uniform(-3, 3, (50, 1, 256))
+    ref = m64(x)[0]
+    q = li.LSTM.random(256, 256, seed=7).quantize(mode, input_weights=input_weights)
+    err = np.abs(q(x)[0] - ref)
+    assert err.max() <= ERROR_BOUND[mode, input_weights], (err.max(), err.mean())
+
+
+def test_stored_forms_and_memory():
+    m = li.LSTM.random(32, 64)
+    q8 = m.quantize("int8-weights", input_weights=True).weights[0][0]
+    assert q8["w_ih"].dtype == np.int8 and q8["w_hh_scale"].shape == (256,)
+    np.testing.assert_array_equal(np.abs(q8["w_hh"]).max(axis=1), 127)   # symmetric per row
+    assert m.quantize("float16").weights[0][0]["w_hh"].dtype == np.float16
+    assert m.quantize("float16").weights[0][0]["w_ih"].dtype == np.float32  # default: W_hh only
+    bf = m.quantize("bfloat16").weights[0][0]["w_hh"]
+    assert bf.dtype == np.uint16
+    np.testing.assert_allclose(Q.bf16_bits_to_f32(bf), m.weights[0][0]["w_hh"], rtol=2 ** -8)
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_native_round_trip_all_variants(tmp_path, mode):
+    m = li.LSTM(
+        [li.LSTM.random(6, 16, bidirectional=True, proj_size=5, peephole=True, seed=1).weights[0],
+         li.LSTM.random(10, 8, seed=2).weights[0]],
+        batch_first=True, layer_options=[{"merge": "concat"}, {"direction": "reverse"}])
+    q = m.quantize(mode, input_weights=True)
+    p = tmp_path / "q.safetensors"
+    q.save(p)
+    back = li.load(p)
+    assert back.config == q.config and back.options == q.options
+    x = np.random.default_rng(0).uniform(-1, 1, (3, 11, 6)).astype(np.float32)
+    state = (np.zeros((2, 3, 5), np.float32) + 0.1, np.zeros((2, 3, 16), np.float32))
+    a, b = back(x, lengths=[11, 4, 0]), q(x, lengths=[11, 4, 0])
+    np.testing.assert_array_equal(a[0], b[0])
+    # streaming over a quantized unidirectional model equals one call
+    u = li.LSTM.random(6, 16, seed=3).quantize(mode)
+    s = u.stream(batch_size=3)
+    xs = x.transpose(1, 0, 2)
+    np.testing.assert_allclose(np.concatenate([s.step(xs[:5]), s.step(xs[5:])]), u(xs)[0],
+                               atol=1e-6, rtol=0)
+    assert state  # state shapes of the projected stack are exercised in test_layer_options
+
+
+def test_requantizing_changes_mode_from_float_values():
+    m = li.LSTM.random(8, 16)
+    a = m.quantize("bfloat16").quantize("int8-weights")
+    b = li.LSTM([[Q.dequantize(w, "bfloat16") for w in m.quantize("bfloat16").weights[0]]]
+                ).quantize("int8-weights")
+    x = np.ones((4, 1, 8), np.float32)
+    np.testing.assert_array_equal(a(x)[0], b(x)[0])
+
+
+def test_errors():
+    m = li.LSTM.random(8, 16)
+    with pytest.raises(ValueError, match="'int8'.*not available"):
+        m.quantize("int8")
+    with pytest.raises(ValueError, match="quantization mode must be one of"):
+        m.quantize("int4")
+    w64 = li.LSTM.random(8, 16, dtype="float64").weights
+    with pytest.raises(ValueError, match="compute in float32"):
+        li.LSTM(w64, dtype="float64", quantization="float16")
+    w = m.quantize("int8-weights").weights
+    del w[0][0]["w_hh_scale"]
+    with pytest.raises(ValueError, match="needs w_hh_scale"):
+        li.LSTM(w, quantization="int8-weights")
