@@ -22,11 +22,12 @@ def from_keras(obj, layer=None):
     return _from_keras(obj, layer=layer)
 
 
-def from_onnx(obj, node=None):
-    """Convert ONNX LSTM node(s): an onnx.ModelProto or a path. See lstm_infer.formats.onnx."""
+def from_onnx(obj, node=None, *, dtype=None):
+    """Convert ONNX LSTM node(s): an onnx.ModelProto or a path; `node` is a name or a
+    list of names (a stack). See lstm_infer.formats.onnx."""
     from .formats.onnx import from_onnx as _from_onnx
 
-    return _from_onnx(obj, node=node)
+    return _from_onnx(obj, node=node, dtype=dtype)
 
 
 __all__ = ["LSTM", "LSTMConfig", "LayerSpec", "Activation", "load", "detect_format",
