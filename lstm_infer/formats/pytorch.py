@@ -1,20 +1,43 @@
-"""PyTorch adapter: nn.LSTM / nn.LSTMCell modules and their state dicts.
+"""PyTorch adapter: nn.LSTM / nn.LSTMCell modules, state dicts, and files.
 
-torch is imported only when the caller hands us torch objects. Key names
-(`weight_ih_l{k}[_reverse]`, ...) follow torch; gate order is already
-i, f, g, o. A state dict of a larger model is searched for LSTM keys under
-`prefix`.
+Key names follow torch (`weight_ih_l{k}[_reverse]`, `weight_hh_...`,
+`bias_ih_...`, `bias_hh_...`, `weight_hr_...` for proj_size; nn.LSTMCell:
+`weight_ih`, `weight_hh`, `bias_ih`, `bias_hh`); the gate order is already
+i, f, g, o. torch is imported only when the caller hands us torch objects;
+files are read without it (`torch_pickle`: a restricted unpickler that runs
+no code from the file).
+
+Where the LSTM is found
+-----------------------
+A state dict may hold a whole model: the LSTM's keys then sit under a prefix
+(``encoder.rnn.weight_ih_l0``). ``prefix=`` names it; without it, the one
+LSTM of the dict is used, and several are an error that lists them all.
+
+Checkpoints are searched too: nested dicts are flattened into dotted paths, so
+``{'state_dict': {...}, 'epoch': 3}``, ``{'model': {...}}``,
+``{'model_state_dict': ..., 'optimizer': ...}`` or a DataParallel
+``module.`` prefix all work the same way -- an LSTM at
+``state_dict -> encoder.rnn.weight_ih_l0`` has the prefix
+``state_dict.encoder.rnn.``. ``prefix=`` may omit the container part
+(``prefix="encoder.rnn"`` finds ``state_dict.encoder.rnn.``) when that is
+unambiguous. A checkpoint holding the same LSTM twice (``model`` and
+``ema_model``) is ambiguous: pick one with the full prefix.
 """
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 import numpy as np
 
-from ..model import LSTM, _to_array as _to_numpy
+from ..model import LSTM, _to_array
+from .torch_pickle import (TorchFile, TorchFileError, TorchTensor, _Unsupported, sniff)
 
-_LSTM_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih_l(?P<layer>\d+)(?P<rev>_reverse)?$")
-_CELL_KEY = re.compile(r"^(?P<prefix>.*?)weight_ih$")
+__all__ = ["from_torch", "from_state_dict", "load_torch_file", "is_torch_file"]
+
+_LSTM_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)weight_ih_l(?P<layer>\d+)(?P<rev>_reverse)?$")
+_CELL_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)weight_ih$")
+_MAX_DEPTH = 8  # nesting of checkpoint dicts we look into
 
 
 def _find_prefixes(keys):
@@ -30,83 +53,269 @@ def _find_prefixes(keys):
     return lstm, cell
 
 
-def from_state_dict(sd: dict, prefix=None, *, batch_first=False, dtype=None) -> LSTM:
-    """Build an LSTM from a torch-style state dict (tensors or numpy arrays)."""
-    keys = list(sd)
+def _flatten(obj) -> dict:
+    """Nested str-keyed mappings -> one dict with dotted keys; other values are leaves."""
+    out, seen = {}, set()
+    stack = [("", obj, 0)]
+    while stack:
+        path, node, depth = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        for k, v in node.items():
+            if not isinstance(k, str):
+                continue  # e.g. an optimizer's per-parameter state keyed by int
+            key = f"{path}{k}"
+            if isinstance(v, Mapping):
+                if depth + 1 < _MAX_DEPTH:
+                    stack.append((key + ".", v, depth + 1))
+            else:
+                out[key] = v
+    return out
+
+
+def _resolve(keys, prefix):
+    """The prefix of the LSTM to load, and its kind ("lstm" or "cell")."""
     lstm_p, cell_p = _find_prefixes(keys)
+    found = sorted(lstm_p | cell_p)
     if prefix is None:
-        found = sorted(lstm_p | cell_p)
         if len(found) != 1:
             raise ValueError(
                 "expected exactly one LSTM in the state dict (keys like 'weight_ih_l0'); "
-                f"found {len(found)}: {found or keys[:8]}; choose one with prefix=")
-        prefix = found[0]
-    elif prefix and not prefix.endswith("."):
-        prefix += "."
-    if prefix in lstm_p:
-        layers = []
+                f"found {len(found)}: {found or sorted(keys)[:8]}; choose one with prefix=")
+        chosen = found[0]
+    else:
+        if not isinstance(prefix, str):
+            raise TypeError(f"prefix must be a string like 'encoder.rnn.'; got {prefix!r}")
+        p = prefix if prefix == "" or prefix.endswith(".") else prefix + "."
+        if p in lstm_p or p in cell_p:
+            chosen = p
+        else:  # the same LSTM inside a checkpoint container ('state_dict.' + p)
+            inside = [f for f in found if f.endswith("." + p)]
+            if len(inside) > 1:
+                raise ValueError(f"prefix {p!r} matches {len(inside)} LSTMs: {inside}; "
+                                 "give the full prefix")
+            if not inside:
+                raise ValueError(f"no LSTM weights under prefix {p!r}; "
+                                 f"LSTMs found under {found}")
+            chosen = inside[0]
+    return chosen, ("lstm" if chosen in lstm_p else "cell")
+
+
+def from_state_dict(sd, prefix=None, *, batch_first=False, dtype=None) -> LSTM:
+    """Build an LSTM from a torch-style state dict or checkpoint dict.
+
+    Parameters
+    ----------
+    sd : mapping of parameter names to tensors / numpy arrays / lazy file tensors;
+        nested dicts (checkpoints) are searched as described in the module docstring.
+    prefix : str, optional
+        Which LSTM, e.g. ``"encoder.rnn."``; found automatically when there is exactly one.
+    batch_first : bool
+        Not recorded in a state dict; torch's default is False.
+    dtype : "float32" / "float64", optional
+        Default: float64 if the weights are float64, else float32 (float16 and
+        bfloat16 weights run in float32).
+    """
+    if not isinstance(sd, Mapping):
+        raise TypeError(f"expected a state dict (a mapping of names to tensors); "
+                        f"got {type(sd).__name__}")
+    flat = _flatten(sd)
+    prefix, kind = _resolve(flat, prefix)
+    get = _Getter(flat)
+    if kind == "lstm":
+        layers, in_size = [], None
         k = 0
-        while f"{prefix}weight_ih_l{k}" in sd:
-            dirs = []
-            for suffix in ("", "_reverse"):
-                base = f"l{k}{suffix}"
-                if f"{prefix}weight_ih_{base}" not in sd:
-                    if suffix == "":
-                        raise ValueError(f"missing {prefix}weight_ih_{base}")
-                    continue
-                dirs.append(_direction(sd, prefix, "_" + base))
+        while f"{prefix}weight_ih_l{k}" in flat:
+            dirs = [_direction(get, prefix, f"_l{k}", in_size, k)]
+            if f"{prefix}weight_ih_l{k}_reverse" in flat:
+                dirs.append(_direction(get, prefix, f"_l{k}_reverse", in_size, k))
             if k > 0 and len(dirs) != len(layers[0]):
-                raise ValueError(f"layer {k} has {len(dirs)} directions, layer 0 has {len(layers[0])}")
+                raise ValueError(f"layer {k} has {len(dirs)} directions, layer 0 has "
+                                 f"{len(layers[0])} ({prefix}weight_ih_l0_reverse "
+                                 f"{'present' if len(layers[0]) == 2 else 'absent'})")
             layers.append(dirs)
+            in_size = len(dirs) * dirs[0]["w_hh"].shape[1]
             k += 1
-        stray = sorted({int(m.group("layer")) for m in map(_LSTM_KEY.match, keys)
+        stray = sorted({int(m.group("layer")) for m in map(_LSTM_KEY.match, flat)
                         if m and m.group("prefix") == prefix and int(m.group("layer")) >= k})
         if stray:
             found = ", ".join(f"{prefix}weight_ih_l{j}" for j in stray)
             raise ValueError(f"layers must be numbered 0, 1, 2, ... without gaps; found {found} "
                              f"but no {prefix}weight_ih_l{k}")
-    elif prefix in cell_p:
-        layers = [[_direction(sd, prefix, "")]]
+        if k == 0:
+            raise ValueError(f"missing {prefix}weight_ih_l0 (only {prefix}weight_ih_l*_reverse "
+                             "keys found)")
     else:
-        raise ValueError(f"no LSTM weights under prefix {prefix!r}; "
-                         f"LSTMs found under {sorted(lstm_p | cell_p)}")
+        layers = [[_direction(get, prefix, "", None, 0)]]
     return LSTM(layers, batch_first=batch_first, dtype=dtype)
 
 
-def _direction(sd, prefix, suffix):
-    def get(name, required=True):
-        key = f"{prefix}{name}{suffix}"
-        if key not in sd:
+class _Getter:
+    def __init__(self, flat):
+        self.flat = flat
+
+    def __call__(self, key, required=True):
+        if key not in self.flat:
             if required:
                 raise ValueError(f"missing {key}")
             return None
-        return _to_numpy(sd[key])
+        return _weight(self.flat[key], key)
 
-    w = {"w_ih": get("weight_ih"), "w_hh": get("weight_hh")}
-    b_ih, b_hh = get("bias_ih", False), get("bias_hh", False)
-    if b_ih is not None or b_hh is not None:
-        b = np.zeros(w["w_ih"].shape[0], dtype=np.float64)
-        for part in (b_ih, b_hh):
-            if part is not None:
-                b = b + part.astype(np.float64)
+
+_FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+
+
+def _weight(v, key):
+    """A tensor / array / lazy file tensor as a numpy array (bf16 -> float32, exactly)."""
+    if isinstance(v, _Unsupported):
+        raise ValueError(f"{key} is {v.what}; only dense floating-point tensors are supported")
+    if isinstance(v, TorchTensor):
+        if v.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"{key} is a {v.dtype} tensor; expected a floating-point tensor "
+                             f"({', '.join(_FLOAT_DTYPES)})")
+        return v.numpy()
+    if isinstance(v, Mapping) or v is None:
+        raise ValueError(f"{key} is a {type(v).__name__}, not a tensor")
+    try:
+        a = _to_array(v)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise ValueError(f"{key} cannot be read as an array: {e}") from e
+    if a.dtype.kind not in "fiu":
+        raise ValueError(f"{key} has dtype {a.dtype}; expected a floating-point tensor")
+    return a
+
+
+def _direction(get, prefix, suffix, in_size, layer):
+    def name(n):
+        return f"{prefix}{n}{suffix}"
+
+    w_ih, w_hh = get(name("weight_ih")), get(name("weight_hh"))
+    w_hr = get(name("weight_hr"), False)
+    for n, a in (("weight_ih", w_ih), ("weight_hh", w_hh), ("weight_hr", w_hr)):
+        if a is not None and a.ndim != 2:
+            raise ValueError(f"{name(n)} must be 2-D; got shape {a.shape}")
+    rows = w_ih.shape[0]
+    if rows == 0 or rows % 4 or w_ih.shape[1] == 0:
+        gru = w_hr is None and rows == 3 * w_hh.shape[1]
+        raise ValueError(f"{name('weight_ih')} must have shape (4*hidden_size, input_size); "
+                         f"got {w_ih.shape}" + (" -- 3*hidden_size rows: a GRU, not an LSTM?"
+                                                if gru else ""))
+    H = rows // 4
+    if in_size is not None and w_ih.shape[1] != in_size:
+        raise ValueError(f"{name('weight_ih')} must have shape (4*H, I) = ({rows}, {in_size}) "
+                         f"(I = output size of layer {layer - 1}); got {w_ih.shape}")
+    P = 0
+    if w_hr is not None:
+        if w_hr.shape[1] != H or not 0 < w_hr.shape[0] < H:
+            raise ValueError(f"{name('weight_hr')} must have shape (proj_size, hidden_size) = "
+                             f"(P, {H}) with 0 < P < {H}; got {w_hr.shape}")
+        P = w_hr.shape[0]
+    if w_hh.shape != (rows, P or H):
+        gru = w_hr is None and w_hh.shape[1] * 3 == rows
+        raise ValueError(f"{name('weight_hh')} must have shape (4*H, H_out) = ({rows}, {P or H}) "
+                         f"(H = {H} from {name('weight_ih')}"
+                         f"{', H_out = proj_size' if P else ''}); got {w_hh.shape}"
+                         + (" -- a GRU, not an LSTM?" if gru else ""))
+    w = {"w_ih": w_ih, "w_hh": w_hh}
+    b = None
+    for n in ("bias_ih", "bias_hh"):
+        part = get(name(n), False)
+        if part is None:
+            continue
+        if part.shape != (rows,):
+            raise ValueError(f"{name(n)} must have shape (4*H,) = ({rows},); got {part.shape}")
+        b = part.astype(np.float64) if b is None else b + part.astype(np.float64)
+    if b is not None:
         w["b"] = b  # fused in float64; the model casts once to its dtype
-    w_hr = get("weight_hr", False)
     if w_hr is not None:
         w["w_hr"] = w_hr
     return w
 
 
-def from_torch(obj, prefix=None, *, dtype=None) -> LSTM:
-    """Convert a ``torch.nn.LSTM`` / ``torch.nn.LSTMCell`` module or a state dict.
+def load_torch_file(path, prefix=None, *, dtype=None, batch_first=False) -> LSTM:
+    """Load an LSTM from a PyTorch file, without torch.
+
+    Reads ``torch.save`` zip archives (``.pt`` / ``.pth`` / ``.bin``), legacy
+    (non-zip) ``torch.save`` files and safetensors files with torch names;
+    the format is sniffed from the content. The pickle is interpreted by a
+    restricted unpickler (`torch_pickle`): only tensor-rebuild and container
+    globals are honoured, anything else (a function, a model class) is refused
+    by name and nothing from the file is run. Only the LSTM's tensors are read.
 
     Parameters
     ----------
-    obj : nn.LSTM, nn.LSTMCell, or a mapping of parameter names to tensors/arrays.
+    path : str, path-like, or a seekable binary file object
     prefix : str, optional
-        Which LSTM of a larger state dict (e.g. ``"encoder.rnn."``); found
+        Which LSTM of the state dict / checkpoint (see the module docstring).
+    dtype : "float32" / "float64", optional
+    batch_first : bool
+        A state dict does not record it; torch's default is False.
+
+    Raises
+    ------
+    TorchFileError (a ValueError)
+        Unreadable, truncated or corrupted file; missing or mis-shaped tensors;
+        a pickled nn.Module (`PickledModuleError`); a refused global
+        (`UnsafePickleError`, with ``.global_name``). The message names the file.
+    """
+    with TorchFile(path) as tf:
+        try:
+            return from_state_dict(tf.obj, prefix, batch_first=batch_first, dtype=dtype)
+        except TorchFileError:
+            raise
+        except (ValueError, TypeError) as e:
+            what = "a state dict" if isinstance(tf.obj, Mapping) else \
+                f"a {type(tf.obj).__name__}, not a state dict"
+            raise TorchFileError(f"{tf.path} ({what}): {e}") from e
+
+
+def is_torch_file(path) -> bool:
+    """Whether `path` looks like something `load_torch_file` reads (a cheap content sniff).
+
+    True for a zip with ``<archive>/data.pkl`` (torch.save, also TorchScript,
+    which then gets a clear error), a legacy torch.save file, and a safetensors
+    file whose tensor names are torch LSTM names (``...weight_ih_l0`` /
+    ``...weight_ih``). Reads only headers; never raises.
+    """
+    try:
+        kind = sniff(path)
+        if kind == "legacy":
+            return True
+        if kind == "zip":
+            import zipfile
+            with zipfile.ZipFile(path) as z:
+                return any(n == "data.pkl" or (n.endswith("/data.pkl") and n.count("/") == 1)
+                           for n in z.namelist())
+        if kind == "safetensors":
+            with TorchFile(path) as tf:  # parses the JSON header only
+                lstm, cell = _find_prefixes(tf.obj.keys())
+                return bool(lstm or cell)
+    except Exception:  # noqa: BLE001 - a sniffer answers, it does not fail
+        return False
+    return False
+
+
+def from_torch(obj, prefix=None, *, dtype=None, batch_first=None) -> LSTM:
+    """Convert a torch LSTM: a module, a state dict / checkpoint, or a file.
+
+    Parameters
+    ----------
+    obj : nn.LSTM, nn.LSTMCell, any nn.Module containing one, a mapping of
+        parameter names to tensors/arrays (state dict or checkpoint dict), or a
+        path / binary file object of a ``.pt`` / ``.pth`` / ``.bin`` /
+        ``.safetensors`` file (read without torch, see `load_torch_file`).
+    prefix : str, optional
+        Which LSTM of a larger model (e.g. ``"encoder.rnn."``); found
         automatically when there is exactly one.
     dtype : "float32" / "float64", optional; default follows the weights.
+    batch_first : bool, optional
+        Default: the module's own setting; False for state dicts and files
+        (they do not record it).
     """
+    if isinstance(obj, (str, bytes)) or hasattr(obj, "__fspath__") or \
+            (hasattr(obj, "read") and hasattr(obj, "seek")):
+        return load_torch_file(obj, prefix, dtype=dtype, batch_first=bool(batch_first))
     try:
         import torch.nn as nn
     except ImportError:
@@ -114,23 +323,25 @@ def from_torch(obj, prefix=None, *, dtype=None) -> LSTM:
     if nn is not None and isinstance(obj, nn.Module):
         if isinstance(obj, nn.LSTM):
             # dropout between layers only acts in training mode; inference ignores it
-            sd = obj.state_dict()
-            m = from_state_dict(sd, "", batch_first=obj.batch_first, dtype=dtype)
+            bf = obj.batch_first if batch_first is None else batch_first
+            m = from_state_dict(obj.state_dict(), "", batch_first=bf, dtype=dtype)
             if m.config.num_layers != obj.num_layers:
                 raise ValueError(f"expected {obj.num_layers} layers in the module; "
                                  f"found {m.config.num_layers}")
             return m
         if isinstance(obj, nn.LSTMCell):
-            return from_state_dict(obj.state_dict(), "", dtype=dtype)
+            return from_state_dict(obj.state_dict(), "", batch_first=bool(batch_first),
+                                   dtype=dtype)
         if isinstance(obj, (nn.RNNBase, nn.RNNCellBase)):
             raise TypeError(f"from_torch() converts LSTMs; got a {type(obj).__name__}")
         sd = obj.state_dict()
-        return from_state_dict(sd, prefix, dtype=dtype)
-    if isinstance(obj, dict) or hasattr(obj, "keys"):
-        return from_state_dict(dict(obj), prefix, dtype=dtype)
-    if isinstance(obj, (str, bytes)) or hasattr(obj, "__fspath__"):
-        raise TypeError("from_torch() takes an nn.LSTM / nn.LSTMCell or a state dict here; "
-                        "reading .pt/.pth files needs the file loaders (li.load), "
-                        "not available in this version")
-    raise TypeError(f"from_torch() expects an nn.LSTM, nn.LSTMCell or a state dict; "
+        if batch_first is None:  # take it from the chosen submodule
+            chosen, _ = _resolve(_flatten(sd), prefix)
+            sub = dict(obj.named_modules()).get(chosen[:-1] if chosen else "")
+            batch_first = bool(getattr(sub, "batch_first", False))
+        return from_state_dict(sd, prefix, batch_first=batch_first, dtype=dtype)
+    if isinstance(obj, Mapping) or (hasattr(obj, "keys") and hasattr(obj, "__getitem__")):
+        sd = obj if isinstance(obj, Mapping) else {k: obj[k] for k in obj.keys()}
+        return from_state_dict(sd, prefix, batch_first=bool(batch_first), dtype=dtype)
+    raise TypeError(f"from_torch() expects an nn.LSTM, nn.LSTMCell, a state dict or a path; "
                     f"got {type(obj).__name__}")

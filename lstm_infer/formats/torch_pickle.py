@@ -1,0 +1,1111 @@
+"""Read ``torch.save`` files and torch-named safetensors files without torch.
+
+No code from a file is ever run. ``data.pkl`` is interpreted by our own small
+pickle machine (opcodes decoded by ``pickletools.genops``), not by
+``pickle.Unpickler``; a GLOBAL resolves only through the table `_GLOBALS` of
+tensor-rebuild and container names, each mapped to a function of this module.
+Every other global -- ``os.system``, ``builtins.eval``, a model class -- is
+refused by name before anything is imported or called. REDUCE / NEWOBJ call
+only entries of that table; BUILD is accepted only on dicts (``state_dict()``'s
+``_metadata`` attribute, which is dropped); APPEND only on lists, SETITEM only
+on dicts. This mirrors torch's own ``weights_only`` unpickler
+(``torch/_weights_only_unpickler.py``), minus torch.
+
+Formats (sniffed from the content, never from the file name):
+
+- zip (``torch.save`` default since 1.6; ``.pt`` / ``.pth`` / ``.bin``):
+  ``<archive>/data.pkl`` + ``<archive>/data/<key>`` storage records (+
+  ``byteorder``). Tensors come from ``torch._utils._rebuild_tensor_v2/v3`` with
+  persistent ids ``('storage', storage_type, key, location, numel)``.
+- legacy (``_use_new_zipfile_serialization=False``): magic-number pickle,
+  protocol, sys-info, the object, the storage keys, then each storage as an
+  int64 element count + little-endian data.
+- safetensors: the JSON header is parsed here (8-byte little-endian length +
+  JSON + data), not with the ``safetensors`` package, so that bfloat16 (no
+  numpy dtype) is read and only the tensors a caller needs are read.
+- Refused with a clear error: TorchScript archives (``torch.jit.save``),
+  the pre-1.0 tar format, pickled ``nn.Module`` objects (save ``state_dict()``).
+
+Tensors are lazy (`TorchTensor`): unpickling reads only ``data.pkl``; a
+tensor's storage is read once, on first use, straight from the file into one
+numpy buffer (no intermediate ``bytes``), CRC-checked, and the tensor is a
+view of it (``as_strided`` + one copy only when it is not contiguous).
+bfloat16 becomes float32 exactly (the 16 bits are the top half of a float32);
+float16 and float64 stay as they are.
+
+Errors are `TorchFileError` (a ValueError) naming the file and what is wrong.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import pickletools
+import struct
+import zipfile
+import zlib
+from collections import OrderedDict
+
+import numpy as np
+
+__all__ = ["TorchFileError", "UnsafePickleError", "PickledModuleError", "TorchTensor",
+           "TorchFile", "load", "sniff"]
+
+
+class TorchFileError(ValueError):
+    """A PyTorch / safetensors file that cannot be read: corrupted, truncated, unsupported."""
+
+
+class UnsafePickleError(TorchFileError, pickle.UnpicklingError):
+    """``data.pkl`` refers to a global (function or class) that is not a tensor or a container.
+
+    ``global_name`` is the refused ``module.name``. Nothing was imported or called.
+    """
+
+    def __init__(self, msg, global_name=None):
+        super().__init__(msg)
+        self.global_name = global_name
+
+
+class PickledModuleError(UnsafePickleError):
+    """The file holds a whole pickled ``nn.Module`` rather than a ``state_dict()``."""
+
+
+# ----------------------------------------------------------------------------- dtypes
+# torch dtype name -> little-endian numpy dtype; bfloat16 is read as its uint16 bits.
+_NP_DTYPES = {
+    "float32": "<f4", "float64": "<f8", "float16": "<f2", "bfloat16": "<u2",
+    "int64": "<i8", "int32": "<i4", "int16": "<i2", "int8": "i1", "uint8": "u1",
+    "uint16": "<u2", "uint32": "<u4", "uint64": "<u8", "bool": "?",
+    "complex64": "<c8", "complex128": "<c16",
+}
+# dtypes numpy cannot hold: tensors of these load as placeholders that refuse to be used
+_UNSUPPORTED_ITEMSIZE = {
+    "float8_e5m2": 1, "float8_e4m3fn": 1, "float8_e5m2fnuz": 1, "float8_e4m3fnuz": 1,
+    "float8_e8m0fnu": 1, "float4_e2m1fn_x2": 1, "complex32": 4, "bits8": 1, "bits16": 2,
+    "bits1x8": 1, "bits2x4": 1, "bits4x2": 1, "qint8": 1, "quint8": 1, "qint32": 4,
+    "quint4x2": 1, "quint2x4": 1,
+}
+_ITEMSIZE = {**{k: np.dtype(v).itemsize for k, v in _NP_DTYPES.items()}, **_UNSUPPORTED_ITEMSIZE}
+_STORAGE_DTYPES = {
+    "FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+    "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8",
+    "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128", "QInt8Storage": "qint8", "QInt32Storage": "qint32",
+    "QUInt8Storage": "quint8", "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
+    "UntypedStorage": "uint8",
+}
+_SAFETENSORS_DTYPES = {
+    "F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16",
+    "I64": "int64", "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8",
+    "U16": "uint16", "U32": "uint32", "U64": "uint64", "BOOL": "bool",
+    "C64": "complex64", "F8_E4M3": "float8_e4m3fn", "F8_E5M2": "float8_e5m2",
+}
+
+_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER (legacy format)
+_MAGIC_BYTES = b"\x8a\x0a" + _MAGIC.to_bytes(10, "little")  # as a LONG1 opcode
+_MAX_NESTING = 100  # tuple depth; torch pickles need < 10 (hash() of deep tuples recurses in C)
+_MAX_SAFETENSORS_HEADER = 100 << 20  # the safetensors library's own limit
+
+
+def _dtype_name(obj, what):
+    if isinstance(obj, _DType):
+        return obj.name
+    raise TorchFileError(f"{what} must be a torch dtype; got {_describe(obj)}")
+
+
+class TorchTensor:
+    """A tensor stored in a file, read on first use.
+
+    ``shape`` and ``dtype`` (a torch dtype name: ``"float32"``, ``"bfloat16"``...)
+    are known without reading; ``numpy()`` / ``np.asarray(t)`` read it
+    (bfloat16 arrives as float32, exactly). Valid while its `TorchFile` is open.
+    """
+
+    __slots__ = ("_storage", "_offset", "shape", "_stride", "dtype")
+
+    def __init__(self, storage, offset, shape, stride, dtype):
+        self._storage, self._offset = storage, offset
+        self.shape, self._stride, self.dtype = shape, stride, dtype
+
+    @property
+    def ndim(self):
+        return len(self.shape)
+
+    def numpy(self) -> np.ndarray:
+        if self.dtype not in _NP_DTYPES:
+            raise TorchFileError(f"{self._storage.where}: a {self.dtype} tensor has no numpy "
+                                 f"equivalent and is not supported")
+        flat = self._storage.typed(self.dtype)
+        shape, n = self.shape, int(np.prod(self.shape, dtype=np.int64))
+        if n == 0:
+            a = np.empty(shape, dtype=flat.dtype)
+        elif _is_c_contiguous(shape, self._stride):
+            a = flat[self._offset:self._offset + n].reshape(shape)
+        else:  # a transposed / expanded view: the only copy besides dtype conversion
+            isz = flat.dtype.itemsize
+            a = np.lib.stride_tricks.as_strided(
+                flat[self._offset:], shape, [s * isz for s in self._stride], writeable=False)
+            a = np.ascontiguousarray(a)
+        if self.dtype == "bfloat16":
+            bits = a.astype(np.uint32)
+            bits <<= 16
+            a = bits.view(np.float32)
+        elif not a.dtype.isnative:
+            a = a.astype(a.dtype.newbyteorder("="))
+        return a
+
+    def __array__(self, dtype=None, copy=None):
+        a = self.numpy()
+        return a if dtype is None else a.astype(dtype, copy=False)
+
+    def __repr__(self):
+        return f"TorchTensor(shape={self.shape}, dtype={self.dtype})"
+
+
+def _c_strides(shape):
+    strides, acc = [], 1
+    for s in reversed(shape):
+        strides.append(acc)
+        acc *= max(s, 1)
+    return tuple(reversed(strides))
+
+
+def _is_c_contiguous(shape, stride):
+    # a size-1 dimension may carry any stride (torch gives e.g. x.t() of (4, 1) stride (1, 1))
+    return all(st == c for s, st, c in zip(shape, stride, _c_strides(shape)) if s != 1)
+
+
+class _Unsupported:
+    """Stands for an object that was decoded safely but that we cannot use (a
+    quantized or sparse tensor, a float8 tensor...): harmless until someone needs it."""
+
+    __slots__ = ("what",)
+
+    def __init__(self, what):
+        self.what = what
+
+    def __repr__(self):
+        return f"<unsupported: {self.what}>"
+
+
+class _DType:
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+class _Marker:
+    """An allowed torch name that is only ever an argument (torch.device, a layout...)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __repr__(self):
+        return self.name
+
+
+class _StorageType:
+    __slots__ = ("name", "dtype")
+
+    def __init__(self, name, dtype):
+        self.name, self.dtype = name, dtype
+
+    def __repr__(self):
+        return f"torch.{self.name}"
+
+
+# ----------------------------------------------------------------------------- storages
+class _Storage:
+    """One storage record: `nbytes` bytes at a known place in the file, read once."""
+
+    def __init__(self, src, where, dtype, nbytes, byteorder, locator=None):
+        self._src = src            # a _ZipSource / _RangeSource: reads `nbytes` into a buffer
+        self.where = where         # "<path>: archive/data/3", for messages
+        self.dtype = dtype         # element type it was saved with
+        self.nbytes = nbytes
+        self.locator = locator     # the ZipInfo, or the byte offset in the file
+        self._byteorder = byteorder
+        self._buf = None
+
+    def raw(self) -> np.ndarray:
+        if self._buf is None:
+            if self._src._tf._file is None:
+                raise TorchFileError(f"{self.where}: the file is closed; read tensors inside "
+                                     "`with TorchFile(path) as tf:` (or use torch_pickle.load)")
+            self._buf = self._src.read_into_buffer(self)
+        return self._buf
+
+    def typed(self, dtype) -> np.ndarray:
+        npdt = np.dtype(_NP_DTYPES[dtype])
+        if self._byteorder == "big" and npdt.itemsize > 1:
+            npdt = npdt.newbyteorder(">")
+        raw = self.raw()
+        usable = raw.size - raw.size % npdt.itemsize
+        return raw[:usable].view(npdt)
+
+
+def _read_exact_into(f, offset, buf, where):
+    f.seek(offset)
+    mv = memoryview(buf)
+    got = 0
+    while got < len(mv):
+        n = f.readinto(mv[got:])
+        if not n:
+            raise TorchFileError(f"{where}: file ends after {got} of {len(mv)} bytes "
+                                 "(truncated file?)")
+        got += n
+
+
+class _ZipSource:
+    """Storage records of a torch zip archive, read straight from the file."""
+
+    def __init__(self, tf, zf, prefix):
+        self._tf, self._zf, self.prefix = tf, zf, prefix
+        self._names = {i.filename: i for i in zf.infolist()}
+
+    def has(self, name):
+        return self.prefix + name in self._names
+
+    def info(self, name):
+        return self._names[self.prefix + name]
+
+    def read_record(self, name) -> bytes:
+        try:
+            return self._zf.read(self.prefix + name)
+        except Exception as e:  # noqa: BLE001 - zipfile on a corrupted archive raises anything
+            raise TorchFileError(f"{self._tf.path}: cannot read {self.prefix}{name}: {e} "
+                                 "(truncated or corrupted file?)") from e
+
+    def read_into_buffer(self, st) -> np.ndarray:
+        info = st.locator
+        buf = np.empty(st.nbytes, dtype=np.uint8)
+        f = self._tf._file
+        try:
+            if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
+                f.seek(info.header_offset)
+                head = f.read(30)
+                if len(head) != 30 or head[:4] != b"PK\x03\x04":
+                    raise TorchFileError(f"{st.where}: bad zip local header (corrupted file?)")
+                n_name, n_extra = struct.unpack("<HH", head[26:30])
+                _read_exact_into(f, info.header_offset + 30 + n_name + n_extra, buf, st.where)
+                if info.file_size == st.nbytes and zlib.crc32(buf) != info.CRC:
+                    raise TorchFileError(f"{st.where}: CRC mismatch, the data is corrupted")
+            else:  # a re-compressed archive: zipfile inflates (and checks the CRC)
+                with self._zf.open(info) as r:
+                    mv, got = memoryview(buf), 0
+                    while got < st.nbytes:
+                        n = r.readinto(mv[got:])
+                        if not n:
+                            raise TorchFileError(f"{st.where}: record ends early (corrupted?)")
+                        got += n
+        except TorchFileError:
+            raise
+        except Exception as e:  # noqa: BLE001 - zipfile on a corrupted archive raises anything
+            raise TorchFileError(f"{st.where}: cannot read: {e} (truncated or corrupted file?)") \
+                from e
+        return buf
+
+
+class _RangeSource:
+    """Storages at known byte ranges of a plain file (legacy torch format, safetensors)."""
+
+    def __init__(self, tf):
+        self._tf = tf
+
+    def read_into_buffer(self, st) -> np.ndarray:
+        buf = np.empty(st.nbytes, dtype=np.uint8)
+        try:
+            _read_exact_into(self._tf._file, st.locator, buf, st.where)
+        except OSError as e:
+            raise TorchFileError(f"{st.where}: cannot read: {e}") from e
+        return buf
+
+
+class _BoundedReader:
+    """A file view that never hands `read(n)` more than what is left (a crafted
+    length field must not make us allocate gigabytes)."""
+
+    def __init__(self, f, size):
+        self._f, self._size = f, size
+
+    def read(self, n=-1):
+        left = max(self._size - self._f.tell(), 0)
+        return self._f.read(left if n is None or n < 0 else min(n, left))
+
+    def readline(self):
+        return self._f.readline(max(self._size - self._f.tell(), 0))
+
+    def tell(self):
+        return self._f.tell()
+
+
+# ----------------------------------------------------------------------------- globals
+def _check_int(v, what):
+    if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < 1 << 62:
+        raise TorchFileError(f"{what} must be a non-negative integer; got {_describe(v)}")
+    return v
+
+
+def _check_ints(v, what):
+    if not isinstance(v, (tuple, list)):
+        raise TorchFileError(f"{what} must be a tuple of integers; got {_describe(v)}")
+    return tuple(_check_int(x, what) for x in v)
+
+
+def _make_tensor(storage, offset, size, stride, dtype):
+    if not isinstance(storage, _Storage):
+        raise TorchFileError(f"a tensor's storage must be a persistent storage record; "
+                             f"got {_describe(storage)}")
+    offset = _check_int(offset, "tensor storage offset")
+    size = _check_ints(size, "tensor size")
+    stride = _check_ints(stride, "tensor stride")
+    if len(size) != len(stride):
+        raise TorchFileError(f"{storage.where}: tensor size {size} and stride {stride} "
+                             "differ in length")
+    if dtype not in _ITEMSIZE:
+        raise TorchFileError(f"{storage.where}: unknown tensor dtype {dtype!r}")
+    numel = storage.nbytes // _ITEMSIZE[dtype]
+    if not all(size) and any(s > 1 << 31 for s in size):
+        raise TorchFileError(f"{storage.where}: implausible empty tensor shape {size}")
+    if all(size):
+        last = offset + sum((s - 1) * st for s, st in zip(size, stride))
+        if last >= numel:
+            raise TorchFileError(
+                f"{storage.where}: a tensor of shape {size}, stride {stride}, offset {offset} "
+                f"reaches element {last}, but the storage holds {numel} {dtype} elements")
+    return TorchTensor(storage, offset, size, stride, dtype)
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride):
+    return _make_tensor(storage, storage_offset, size, stride,
+                        getattr(storage, "dtype", None))
+
+
+def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=False,
+                       backward_hooks=None, metadata=None):
+    return _rebuild_tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor_v3(storage, storage_offset, size, stride, requires_grad, backward_hooks,
+                       dtype, metadata=None):
+    # an untyped (byte) storage; the tensor's dtype comes separately
+    return _make_tensor(storage, storage_offset, size, stride,
+                        _dtype_name(dtype, "_rebuild_tensor_v3 dtype"))
+
+
+def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=None):
+    return data  # a Parameter is its tensor, for inference
+
+
+def _rebuild_from_type_v2(func, new_type, args, state):
+    # torch's path for tensors carrying a __dict__ / a Tensor subclass; only plain
+    # Tensor and Parameter reach here, because any other class was refused as a global
+    if not isinstance(func, _Global) or not isinstance(new_type, _Marker) \
+            or new_type.name not in ("torch.Tensor", "torch.nn.parameter.Parameter"):
+        raise TorchFileError(f"_rebuild_from_type_v2 expects a rebuild function and a tensor "
+                             f"type; got {_describe(func)}, {_describe(new_type)}")
+    if not isinstance(args, tuple):
+        raise TorchFileError(f"_rebuild_from_type_v2 args must be a tuple; got {_describe(args)}")
+    return func.call(args)
+
+
+def _ordered_dict(*args):
+    if not args:
+        return OrderedDict()
+    if len(args) == 1 and isinstance(args[0], (list, tuple, dict)):
+        items = args[0].items() if isinstance(args[0], dict) else args[0]
+        out = OrderedDict()
+        for kv in items:
+            if not isinstance(kv, (tuple, list)) or len(kv) != 2:
+                raise TorchFileError(f"OrderedDict items must be pairs; got {_describe(kv)}")
+            out[kv[0]] = kv[1]
+        return out
+    raise TorchFileError(f"OrderedDict takes one list of pairs; got {len(args)} arguments")
+
+
+def _container(kind):
+    def make(*args):
+        if not args:
+            return kind()
+        if len(args) != 1 or not isinstance(args[0], (list, tuple, set, frozenset)):
+            raise TorchFileError(f"{kind.__name__}() takes one list; got {_describe(args)}")
+        return kind(args[0])
+    return make
+
+
+def _bytearray(*args):
+    if not args:
+        return bytearray()
+    if isinstance(args[0], (bytes, bytearray)):  # never an int: that would allocate it
+        return bytearray(args[0])
+    if isinstance(args[0], str) and len(args) == 2 and args[1] in ("latin1", "latin-1"):
+        return bytearray(args[0], "latin1")
+    raise TorchFileError(f"bytearray() arguments not allowed: {_describe(args)}")
+
+
+def _bytes(*args):
+    if args:  # protocol <= 2 writes only b"" this way (bytes(n) would allocate n bytes)
+        raise TorchFileError(f"bytes() arguments not allowed: {_describe(args)}")
+    return b""
+
+
+def _codecs_encode(obj, encoding="utf-8", errors="strict"):
+    # how protocol 2 pickles bytes: _codecs.encode('\x00...', 'latin1')
+    if not isinstance(obj, str) or encoding not in ("latin1", "latin-1"):
+        raise TorchFileError(f"_codecs.encode is only allowed for latin1 text; got "
+                             f"{_describe(obj)}, {encoding!r}")
+    return obj.encode("latin1")
+
+
+def _complex(real=0.0, imag=0.0):
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (real, imag)):
+        raise TorchFileError("complex() takes two numbers")
+    return complex(real, imag)
+
+
+def _unsupported(name):
+    def make(*args):
+        return _Unsupported(f"{name}(...)")
+    return make
+
+
+def _torch_size(*args):
+    if len(args) != 1:
+        raise TorchFileError("torch.Size takes one tuple")
+    return _check_ints(args[0], "torch.Size")
+
+
+def _inert(name):
+    def make(*args):
+        return _Marker(f"{name}(...)")
+    return make
+
+
+class _Global:
+    """An allowed global: the name the file used and the function of this module it maps to."""
+
+    __slots__ = ("name", "fn", "value")
+
+    def __init__(self, name, fn=None, value=None):
+        self.name, self.fn, self.value = name, fn, value
+
+    def call(self, args):
+        if self.fn is None:
+            raise TorchFileError(f"{self.name} is not callable here")
+        return self.fn(*args)
+
+    def __repr__(self):
+        return self.name
+
+
+def _build_globals():
+    g = {
+        "collections.OrderedDict": _ordered_dict,
+        "torch._utils._rebuild_tensor": _rebuild_tensor,
+        "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
+        "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
+        "torch._utils._rebuild_parameter": _rebuild_parameter,
+        "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+        "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
+        "torch.Size": _torch_size,
+        "builtins.set": _container(set),
+        "builtins.frozenset": _container(frozenset),
+        "builtins.bytearray": _bytearray,
+        "builtins.bytes": _bytes,
+        "builtins.complex": _complex,
+        "_codecs.encode": _codecs_encode,
+        "torch.device": _inert("torch.device"),
+        "torch.serialization._get_layout": _inert("torch layout"),
+    }
+    # decoded but unusable: quantized, sparse, nested, meta... tensors elsewhere in a checkpoint
+    for name in ("_rebuild_qtensor", "_rebuild_sparse_tensor", "_rebuild_sparse_csr",
+                 "_rebuild_nested_tensor", "_rebuild_meta_tensor_no_storage",
+                 "_rebuild_wrapper_subclass", "_rebuild_device_tensor_from_cpu_tensor",
+                 "_rebuild_xla_tensor", "_rebuild_mtia_tensor", "_rebuild_mlc_tensor"):
+        g[f"torch._utils.{name}"] = _unsupported(f"torch._utils.{name}")
+    table = {k: _Global(k, fn) for k, fn in g.items()}
+    for marker in ("torch.Tensor", "torch.nn.parameter.Parameter", "torch.per_tensor_affine",
+                   "torch.per_tensor_symmetric", "torch.per_channel_affine",
+                   "torch.per_channel_symmetric", "torch.per_channel_affine_float_qparams"):
+        table[marker] = _Global(marker, value=_Marker(marker))
+    for st, dt in _STORAGE_DTYPES.items():
+        for mod in ("torch", "torch.cuda") if st != "UntypedStorage" else ("torch",
+                                                                           "torch.storage"):
+            table[f"{mod}.{st}"] = _Global(f"{mod}.{st}", value=_StorageType(st, dt))
+    for dt in _ITEMSIZE:
+        table[f"torch.{dt}"] = _Global(f"torch.{dt}", value=_DType(dt))
+    return table
+
+
+_GLOBALS = _build_globals()
+_RENAMED_MODULES = {"__builtin__": "builtins", "copy_reg": "copyreg"}  # protocol-2 / py2 names
+
+
+_SIMPLE = (int, float, str, bytes, type(None), _Global, _Marker, _DType, _StorageType)
+
+
+def _describe(obj):
+    """A short, safe description of a decoded value for error messages."""
+    if isinstance(obj, _SIMPLE) or (isinstance(obj, (tuple, list)) and len(obj) <= 8
+                                    and all(isinstance(x, _SIMPLE) for x in obj)):
+        r = repr(obj)
+    else:
+        r = type(obj).__name__
+    return r if len(r) <= 60 else r[:57] + "..."
+
+
+# ----------------------------------------------------------------------------- unpickler
+class _Unpickler:
+    """A pickle machine over ``pickletools.genops``: data, containers and `_GLOBALS` only."""
+
+    def __init__(self, tf, record, persistent_load):
+        self.tf, self.record, self.persistent_load = tf, record, persistent_load
+
+    def _fail(self, msg, pos=None):
+        at = f" at byte {pos}" if pos is not None else ""
+        raise TorchFileError(f"{self.tf.path}: {self.record}{at}: {msg}")
+
+    def _refuse(self, name, pos, data=None):
+        where = f"{self.tf.path}: {self.record} (byte {pos})"
+        modules = sorted(n for n in _scan_globals(data) if _is_module_class(n)) \
+            if data is not None else []
+        if _is_module_class(name) or modules:
+            cls = name if _is_module_class(name) else modules[0]
+            also = "" if cls == name else f"refusing global '{name}': "
+            raise PickledModuleError(
+                f"{where}: {also}the file holds a whole pickled nn.Module ({cls}), not a state "
+                "dict. lstm_infer never unpickles code; save the weights with "
+                "torch.save(model.state_dict(), path) and load that file (or pass the module "
+                "itself to li.from_torch).", name)
+        raise UnsafePickleError(
+            f"{where}: refusing global '{name}': only tensors and plain containers are read "
+            "from PyTorch files, and no code from a file is run. If this file holds a whole "
+            "pickled model (torch.save(model)), save model.state_dict() instead.", name)
+
+    def load(self, f, data=None):
+        """Run the pickle in `f` up to its STOP; `data` (the bytes) only sharpens errors."""
+        stack, metastack, memo = [], [], {}
+        depth = {}  # id(tuple/frozenset) -> nesting depth (kept alive by `keep`)
+        keep = []
+
+        def pop_mark():
+            nonlocal stack
+            if not metastack:
+                self._fail("MARK expected (corrupted pickle)", pos)
+            items, stack = stack, metastack.pop()
+            return items
+
+        def nested(obj, items):
+            d = 1 + max((depth.get(id(x), 0) for x in items if isinstance(x, (tuple, frozenset))),
+                        default=0)
+            if d > _MAX_NESTING:
+                self._fail(f"containers nested deeper than {_MAX_NESTING}", pos)
+            depth[id(obj)] = d
+            keep.append(obj)
+            return obj
+
+        pos = 0
+        try:
+            for op, arg, pos in pickletools.genops(f):
+                name = op.name
+                if name in ("PROTO", "FRAME"):
+                    continue
+                if name == "STOP":
+                    if len(stack) != 1 or metastack:
+                        self._fail("malformed pickle: stack not balanced at STOP", pos)
+                    return stack.pop()
+                if name in ("NONE", "NEWTRUE", "NEWFALSE"):  # genops gives no arg for these
+                    stack.append({"NONE": None, "NEWTRUE": True, "NEWFALSE": False}[name])
+                elif name in ("INT", "BININT", "BININT1", "BININT2",
+                            "LONG", "LONG1", "LONG4", "FLOAT", "BINFLOAT", "STRING", "BINSTRING",
+                            "SHORT_BINSTRING", "UNICODE", "BINUNICODE", "SHORT_BINUNICODE",
+                            "BINUNICODE8", "BINBYTES", "SHORT_BINBYTES", "BINBYTES8"):
+                    stack.append(arg)
+                elif name == "BYTEARRAY8":
+                    stack.append(bytearray(arg))
+                elif name == "MARK":
+                    metastack.append(stack)
+                    stack = []
+                elif name == "POP":
+                    if stack:
+                        stack.pop()
+                    else:
+                        pop_mark()
+                elif name == "POP_MARK":
+                    pop_mark()
+                elif name == "DUP":
+                    stack.append(stack[-1])
+                elif name == "EMPTY_TUPLE":
+                    stack.append(())
+                elif name == "TUPLE":
+                    items = pop_mark()
+                    stack.append(nested(tuple(items), items))
+                elif name in ("TUPLE1", "TUPLE2", "TUPLE3"):
+                    n = int(name[-1])
+                    if len(stack) < n:
+                        self._fail("stack underflow", pos)
+                    items = stack[-n:]
+                    del stack[-n:]
+                    stack.append(nested(tuple(items), items))
+                elif name == "EMPTY_LIST":
+                    stack.append([])
+                elif name == "LIST":
+                    items = pop_mark()  # first: pop_mark rebinds `stack`
+                    stack.append(items)
+                elif name == "APPEND":
+                    item = stack.pop()
+                    if type(stack[-1]) is not list:
+                        self._fail(f"APPEND to a {type(stack[-1]).__name__} is not allowed", pos)
+                    stack[-1].append(item)
+                elif name == "APPENDS":
+                    items = pop_mark()
+                    if type(stack[-1]) is not list:
+                        self._fail(f"APPENDS to a {type(stack[-1]).__name__} is not allowed", pos)
+                    stack[-1].extend(items)
+                elif name == "EMPTY_DICT":
+                    stack.append({})
+                elif name == "DICT":
+                    items = pop_mark()
+                    stack.append(self._setitems({}, items, pos))
+                elif name == "SETITEM":
+                    v, k = stack.pop(), stack.pop()
+                    self._setitems(stack[-1], [k, v], pos)
+                elif name == "SETITEMS":
+                    items = pop_mark()
+                    self._setitems(stack[-1], items, pos)
+                elif name == "EMPTY_SET":
+                    stack.append(set())
+                elif name == "ADDITEMS":
+                    items = pop_mark()
+                    if type(stack[-1]) is not set:
+                        self._fail(f"ADDITEMS to a {type(stack[-1]).__name__} is not allowed", pos)
+                    stack[-1].update(items)
+                elif name == "FROZENSET":
+                    items = pop_mark()
+                    stack.append(nested(frozenset(items), items))
+                elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                    memo[int(arg)] = stack[-1]
+                elif name == "MEMOIZE":
+                    memo[len(memo)] = stack[-1]
+                elif name in ("GET", "BINGET", "LONG_BINGET"):
+                    if int(arg) not in memo:
+                        self._fail(f"memo key {arg} was never stored (corrupted pickle)", pos)
+                    stack.append(memo[int(arg)])
+                elif name in ("GLOBAL", "STACK_GLOBAL"):
+                    if name == "GLOBAL":
+                        module, _, gname = arg.partition(" ")
+                    else:
+                        gname, module = stack.pop(), stack.pop()
+                        if not isinstance(module, str) or not isinstance(gname, str):
+                            self._fail("STACK_GLOBAL needs two strings", pos)
+                    module = _RENAMED_MODULES.get(module, module)
+                    full = f"{module}.{gname}"
+                    g = _GLOBALS.get(full)
+                    if g is None:
+                        self._refuse(full, pos, data)
+                    stack.append(g if g.value is None else g.value)
+                elif name in ("REDUCE", "NEWOBJ"):
+                    args = stack.pop()
+                    fn = stack[-1]
+                    if not isinstance(fn, _Global) or not isinstance(args, tuple):
+                        self._fail(f"{name} on {_describe(fn)} is not allowed", pos)
+                    if name == "NEWOBJ" and fn.name == "collections.OrderedDict":
+                        stack[-1] = OrderedDict()  # cls.__new__(cls, *args) ignores args
+                    else:
+                        stack[-1] = fn.call(args)
+                elif name == "NEWOBJ_EX":
+                    kwargs, args = stack.pop(), stack.pop()
+                    fn = stack[-1]
+                    if not isinstance(fn, _Global) or fn.name != "collections.OrderedDict":
+                        self._fail(f"NEWOBJ_EX on {_describe(fn)} is not allowed", pos)
+                    stack[-1] = OrderedDict()
+                elif name == "BUILD":
+                    state = stack.pop()
+                    inst = stack[-1]
+                    # state_dict()'s OrderedDict carries `_metadata` (module versions): unused
+                    if not isinstance(inst, dict):
+                        self._fail(f"BUILD on {_describe(inst)} is not allowed", pos)
+                elif name in ("BINPERSID", "PERSID"):
+                    pid = stack.pop() if name == "BINPERSID" else arg
+                    stack.append(self.persistent_load(pid))
+                elif name in ("INST", "OBJ"):
+                    if name == "INST":
+                        module, _, gname = arg.partition(" ")
+                        self._refuse(f"{_RENAMED_MODULES.get(module, module)}.{gname}", pos, data)
+                    self._fail("the OBJ opcode (old-style instance creation) is not allowed", pos)
+                elif name in ("EXT1", "EXT2", "EXT4"):
+                    self._refuse(f"<copyreg extension code {arg}>", pos, data)
+                else:  # NEXT_BUFFER, READONLY_BUFFER, PERSID...
+                    self._fail(f"pickle opcode {name} is not allowed", pos)
+        except TorchFileError as e:
+            if self.tf.path in str(e):
+                raise
+            # raised by a rebuild function, which does not know the file
+            raise TorchFileError(f"{self.tf.path}: {self.record} at byte {pos}: {e}") from None
+        except IndexError:
+            self._fail("stack underflow (corrupted pickle)", pos)
+        except RecursionError:
+            self._fail("structure too deeply nested", pos)
+        except (ValueError, TypeError, KeyError, EOFError, struct.error, UnicodeDecodeError,
+                OverflowError, MemoryError) as e:
+            self._fail(f"corrupted pickle: {type(e).__name__}: {e}", pos)
+        self._fail("pickle ends without STOP (truncated file?)", pos)
+
+    def _setitems(self, target, items, pos):
+        if not isinstance(target, dict) or len(items) % 2:
+            self._fail(f"SETITEM(S) on {_describe(target)} is not allowed", pos)
+        for i in range(0, len(items), 2):
+            target[items[i]] = items[i + 1]
+        return target
+
+
+def _is_module_class(name):
+    """torch.nn.modules.rnn.LSTM, torch.nn.parallel...DataParallel: a class of torch.nn."""
+    return name.startswith("torch.nn.") and name not in _GLOBALS \
+        and name.rpartition(".")[2][:1].isupper()
+
+
+def _scan_globals(data: bytes) -> set:
+    """All global names a pickle mentions (for error messages only; nothing is resolved)."""
+    names, strings = set(), []
+    try:
+        for op, arg, _ in pickletools.genops(data):
+            if op.name in ("GLOBAL", "INST"):
+                module, _, gname = arg.partition(" ")
+                names.add(f"{_RENAMED_MODULES.get(module, module)}.{gname}")
+            elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                names.add(f"{strings[-2]}.{strings[-1]}")
+            elif isinstance(arg, str):
+                strings.append(arg)
+    except Exception:  # noqa: BLE001 - best effort on a file we already refused
+        pass
+    return names
+
+
+# ----------------------------------------------------------------------------- files
+class TorchFile:
+    """An open PyTorch (``torch.save``) or safetensors file.
+
+    ``obj`` is what was saved, with every tensor a lazy `TorchTensor`. Use as a
+    context manager; tensors can be read until it closes::
+
+        with TorchFile("model.pt") as tf:
+            w = tf.obj["rnn.weight_ih_l0"].numpy()
+
+    ``kind`` is ``"zip"``, ``"legacy"`` or ``"safetensors"``.
+    """
+
+    def __init__(self, source):
+        if hasattr(source, "read") and hasattr(source, "seek"):
+            self.path = str(getattr(source, "name", "<file object>"))
+            self._file, self._owned = source, False
+        else:
+            try:
+                self.path = os.fsdecode(source)
+            except TypeError:
+                raise TypeError(f"expected a path or a binary file object; got "
+                                f"{type(source).__name__}") from None
+            try:
+                self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
+            except OSError as e:
+                raise TorchFileError(f"{self.path}: cannot open: {e.strerror or e}") from e
+            except ValueError as e:  # NUL in the "path": file contents passed as bytes?
+                raise TorchFileError(f"cannot open {self.path[:40]!r}...: {e}; to read file "
+                                     "contents from memory, pass io.BytesIO(data)") from e
+            self._owned = True
+        try:
+            self._file.seek(0, io.SEEK_END)
+            self.size = self._file.tell()
+            self._file.seek(0)
+            self.kind = sniff(self._file)
+            self._zip = None
+            if self.kind == "zip":
+                self.obj = self._load_zip()
+            elif self.kind == "legacy":
+                self.obj = self._load_legacy()
+            elif self.kind == "safetensors":
+                self.obj = self._load_safetensors()
+            elif self.kind == "tar":
+                raise TorchFileError(f"{self.path}: the pre-1.0 PyTorch tar format is not "
+                                     "supported; load it with torch and save it again")
+            else:
+                raise TorchFileError(
+                    f"{self.path}: not a PyTorch file (expected a torch.save zip archive, "
+                    "a legacy torch.save file or a safetensors file); it may be truncated "
+                    "or corrupted")
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        if getattr(self, "_zip", None) is not None:
+            self._zip.close()
+            self._zip = None
+        if self._owned and self._file is not None:
+            self._file.close()
+        self._file = None
+
+    # -- zip
+    def _load_zip(self):
+        try:
+            zf = zipfile.ZipFile(self._file)
+        except Exception as e:  # noqa: BLE001 - BadZipFile, struct.error, OverflowError...
+            raise TorchFileError(f"{self.path}: not a valid zip archive ({e}); the file may be "
+                                 "truncated or corrupted") from e
+        self._zip = zf
+        names = zf.namelist()
+        pkl = [n for n in names if n == "data.pkl" or (n.endswith("/data.pkl")
+                                                       and n.count("/") == 1)]
+        if len(pkl) != 1:
+            raise TorchFileError(
+                f"{self.path}: a zip archive but not a torch.save file: expected one "
+                f"'<archive>/data.pkl', found {pkl or 'none'} (a .keras file or another "
+                "zip? li.load() picks the right loader)")
+        prefix = pkl[0][:-len("data.pkl")]
+        if prefix + "constants.pkl" in names or any(n.startswith(prefix + "code/") for n in names):
+            raise TorchFileError(
+                f"{self.path} is a TorchScript archive (torch.jit.save); its weights can only be "
+                "read with torch: m = torch.jit.load(path); save m.state_dict() with torch.save, "
+                "or pass the state dict to li.from_torch")
+        src = _ZipSource(self, zf, prefix)
+        byteorder = "little"
+        if src.has("byteorder"):
+            byteorder = src.read_record("byteorder").decode("ascii", "replace").strip()
+            if byteorder not in ("little", "big"):
+                raise TorchFileError(f"{self.path}: unknown byteorder record {byteorder!r}")
+        storages = {}
+
+        def persistent_load(pid):
+            kind, rest = _split_pid(pid, self.path)
+            if kind != "storage" or len(rest) != 4:
+                raise TorchFileError(f"{self.path}: data.pkl: unexpected persistent id "
+                                     f"{_describe(pid)}")
+            stype, key, _location, numel = rest
+            dtype, nbytes = _storage_size(stype, numel, self.path)
+            key = _maybe_ascii(key)
+            if not isinstance(key, str):
+                raise TorchFileError(f"{self.path}: storage key must be a string")
+            name = f"data/{key}"
+            if key in storages:
+                st = storages[key]
+                if st.nbytes != nbytes:
+                    raise TorchFileError(f"{self.path}: storage {name} is referenced with "
+                                         f"sizes {st.nbytes} and {nbytes} bytes")
+                return st
+            if not src.has(name):
+                raise TorchFileError(f"{self.path}: data.pkl refers to storage '{prefix}{name}', "
+                                     "which is missing from the archive (truncated or "
+                                     "corrupted file?)")
+            info = src.info(name)
+            if info.file_size < nbytes:
+                raise TorchFileError(f"{self.path}: storage '{prefix}{name}' holds "
+                                     f"{info.file_size} bytes; data.pkl expects {nbytes} "
+                                     f"({numel} {dtype} elements)")
+            st = _Storage(src, f"{self.path}: {prefix}{name}", dtype, nbytes, byteorder, info)
+            storages[key] = st
+            return st
+
+        data = src.read_record("data.pkl")
+        return _Unpickler(self, f"{prefix}data.pkl", persistent_load).load(io.BytesIO(data), data)
+
+    # -- legacy (non-zip) torch.save
+    def _load_legacy(self):
+        f = _BoundedReader(self._file, self.size)
+        up = _Unpickler(self, "legacy pickle header", lambda pid: self._bad_pid(pid))
+        if up.load(f) != _MAGIC:
+            raise TorchFileError(f"{self.path}: bad magic number; not a PyTorch file")
+        version = up.load(f)
+        if version != 1001:
+            raise TorchFileError(f"{self.path}: unsupported legacy protocol version {version!r}")
+        up.load(f)  # sys_info: endianness and C type sizes of the writer; data is little-endian
+        src = _RangeSource(self)
+        storages = {}
+
+        def persistent_load(pid):
+            kind, rest = _split_pid(pid, self.path)
+            if kind == "module":
+                name = rest[0].name if rest and isinstance(rest[0], _Global) else "a module"
+                raise PickledModuleError(
+                    f"{self.path} holds a whole pickled nn.Module ({name}), not a state dict; "
+                    "save the weights with torch.save(model.state_dict(), path)", name)
+            if kind != "storage" or len(rest) != 5:
+                raise TorchFileError(f"{self.path}: unexpected persistent id {_describe(pid)}")
+            stype, key, _location, numel, view = rest
+            if view is not None:
+                raise TorchFileError(f"{self.path}: storage views of the legacy format are not "
+                                     "supported; load with torch and save the state dict again")
+            dtype, nbytes = _storage_size(stype, numel, self.path)
+            key = _maybe_ascii(key)
+            if key not in storages:
+                storages[key] = _Storage(src, f"{self.path}: storage {key}", dtype, nbytes,
+                                         "little")
+            return storages[key]
+
+        obj = _Unpickler(self, "legacy data pickle", persistent_load).load(f)
+        keys = _Unpickler(self, "legacy storage-key pickle", self._bad_pid).load(f)
+        if not isinstance(keys, list):
+            raise TorchFileError(f"{self.path}: storage-key list is a {type(keys).__name__}")
+        pos = self._file.tell()
+        for key in keys:
+            head = self._file.read(8)
+            if len(head) != 8:
+                raise TorchFileError(f"{self.path}: file ends before storage {key!r} "
+                                     "(truncated file?)")
+            st = storages.get(_maybe_ascii(key))
+            if st is None:
+                raise TorchFileError(f"{self.path}: storage {key!r} is not used by the data")
+            numel = struct.unpack("<q", head)[0]
+            if numel * _ITEMSIZE[st.dtype] != st.nbytes:
+                raise TorchFileError(f"{self.path}: storage {key!r} holds {numel} elements; "
+                                     f"the data expects {st.nbytes // _ITEMSIZE[st.dtype]}")
+            st.locator = pos + 8
+            pos += 8 + st.nbytes
+            if pos > self.size:
+                raise TorchFileError(f"{self.path}: file ends inside storage {key!r} "
+                                     "(truncated file?)")
+            self._file.seek(pos)
+        missing = set(storages) - {_maybe_ascii(k) for k in keys}
+        if missing:
+            raise TorchFileError(f"{self.path}: storages {sorted(missing)} are used but not stored")
+        return obj
+
+    def _bad_pid(self, pid):
+        raise TorchFileError(f"{self.path}: unexpected persistent id in a header pickle")
+
+    # -- safetensors
+    def _load_safetensors(self):
+        f = self._file
+        f.seek(0)
+        n = struct.unpack("<Q", f.read(8))[0]
+        if n > min(self.size - 8, _MAX_SAFETENSORS_HEADER):
+            raise TorchFileError(f"{self.path}: safetensors header of {n} bytes does not fit "
+                                 f"a {self.size}-byte file (truncated or corrupted)")
+        try:
+            header = json.loads(f.read(n).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise TorchFileError(f"{self.path}: corrupted safetensors header: {e}") from e
+        if not isinstance(header, dict):
+            raise TorchFileError(f"{self.path}: safetensors header is not a JSON object")
+        base, data_size = 8 + n, self.size - 8 - n
+        src, out = _RangeSource(self), OrderedDict()
+        for name, e in header.items():
+            if name == "__metadata__":
+                continue
+            try:
+                code, shape, (b, end) = e["dtype"], e["shape"], e["data_offsets"]
+            except (TypeError, KeyError, ValueError) as err:
+                raise TorchFileError(f"{self.path}: bad safetensors entry for {name!r}: "
+                                     f"{_describe(e)}") from err
+            shape = _check_ints(shape, f"{self.path}: {name} shape")
+            b, end = _check_int(b, "data offset"), _check_int(end, "data offset")
+            dtype = _SAFETENSORS_DTYPES.get(code)
+            if dtype is None:
+                out[name] = _Unsupported(f"safetensors dtype {code}")
+                continue
+            nbytes = int(np.prod(shape, dtype=object)) * _ITEMSIZE[dtype]
+            if end - b != nbytes or end > data_size:
+                raise TorchFileError(
+                    f"{self.path}: tensor {name!r} ({code}, shape {list(shape)}) needs {nbytes} "
+                    f"bytes at [{b}, {end}) of a {data_size}-byte data section (truncated or "
+                    "corrupted file?)")
+            st = _Storage(src, f"{self.path}: {name}", dtype, nbytes, "little", base + b)
+            out[name] = TorchTensor(st, 0, shape, _c_strides(shape), dtype)
+        return out
+
+
+def _maybe_ascii(s):
+    return s.decode("ascii") if isinstance(s, bytes) else s
+
+
+def _split_pid(pid, path):
+    if not isinstance(pid, tuple) or not pid:
+        raise TorchFileError(f"{path}: persistent id must be a tuple; got {_describe(pid)}")
+    return _maybe_ascii(pid[0]), pid[1:]
+
+
+def _storage_size(stype, numel, path):
+    if not isinstance(stype, _StorageType):
+        raise TorchFileError(f"{path}: storage type must be a torch storage class; got "
+                             f"{_describe(stype)}")
+    numel = _check_int(numel, f"{path}: storage numel")
+    return stype.dtype, numel * _ITEMSIZE[stype.dtype]
+
+
+def sniff(f) -> str | None:
+    """What a file is, from its first bytes: "zip", "legacy", "safetensors", "tar" or None.
+
+    `f` is a binary file object (its position is restored) or a path.
+    """
+    if not hasattr(f, "read"):
+        with open(f, "rb") as fh:
+            return sniff(fh)
+    pos = f.tell()
+    try:
+        head = f.read(512)
+        f.seek(0, io.SEEK_END)
+        size = f.tell()
+    finally:
+        f.seek(pos)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        return "zip"
+    if head[:1] == b"\x80" and _MAGIC_BYTES in head[:32]:
+        return "legacy"
+    if len(head) >= 10 and head[8:9] == b"{" and struct.unpack("<Q", head[:8])[0] >= 2:
+        return "safetensors"  # the loader checks that the header length fits the file
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "tar"
+    return None
+
+
+def load(source):
+    """Read a PyTorch or safetensors file into plain Python + numpy, without torch.
+
+    Every tensor becomes a numpy array (bfloat16 -> float32); tensors that
+    numpy cannot represent (float8, quantized, sparse) are left as opaque
+    placeholders. Raises `TorchFileError` (a ValueError) on unreadable files
+    and `UnsafePickleError` when the pickle names anything but tensors and
+    containers.
+    """
+    with TorchFile(source) as tf:
+        try:
+            return _materialize(tf.obj, {})
+        except RecursionError:
+            raise TorchFileError(f"{tf.path}: structure too deeply nested") from None
+
+
+def _materialize(obj, seen):
+    if isinstance(obj, TorchTensor):
+        if obj.dtype not in _NP_DTYPES:
+            return _Unsupported(f"{obj.dtype} tensor of shape {obj.shape}")
+        return obj.numpy()
+    if id(obj) in seen:
+        return seen[id(obj)]
+    if isinstance(obj, dict):
+        out = type(obj)() if type(obj) in (dict, OrderedDict) else {}
+        seen[id(obj)] = out
+        for k, v in obj.items():
+            out[k] = _materialize(v, seen)
+        return out
+    if isinstance(obj, list):
+        out = []
+        seen[id(obj)] = out
+        out.extend(_materialize(v, seen) for v in obj)
+        return out
+    if isinstance(obj, tuple):
+        return tuple(_materialize(v, seen) for v in obj)
+    return obj
