@@ -31,7 +31,8 @@ ext = Extension(
     ["lstm_infer/_kernels.pyx"],
     include_dirs=["lstm_infer/_simd", numpy.get_include()],
     # the C kernels live in headers: changing them must rebuild the extension
-    depends=["lstm_infer/_simd/lstm_cell.h", "lstm_infer/_simd/lstm_cell_impl.h"],
+    depends=["lstm_infer/_simd/lstm_cell.h", "lstm_infer/_simd/lstm_cell_impl.h",
+             "lstm_infer/_simd/lstm_int8.h"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=compile_args,
     extra_link_args=link_args,

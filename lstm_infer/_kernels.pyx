@@ -70,6 +70,13 @@ cdef extern from "lstm_cell.h" nogil:
         li_gemm_fn gemm[4]
         void (*gemv_pan16)(int, int, int, const float *, const float *, long, float *, long) noexcept nogil
     void* li_alloc64(size_t nbytes)
+    ctypedef void (*li_q8_mm_fn)(int, int, int, const unsigned char *, long, const float *,
+                                 const signed char *, const int *, const float *, float *, long,
+                                 int, int, const float *, const float *, int, float *, long,
+                                 float *, long, const li_acts *, int) noexcept nogil
+    void li_quant_rows_u8(int M, int K, const float *X, long ldx, unsigned char *Q, long ldq,
+                          float *scale)
+    li_q8_mm_fn li_select_q8(int level)
     int li_cpu_level()
     li_kernels_f32 li_select_f32(int level)
     void li_gates_rows_f64(int nb, int Hp, const double *Z, long ldz, const double *bias,
@@ -84,6 +91,7 @@ ctypedef fused floating:
 _LEVEL_NAMES = ("generic", "avx2", "avx512")
 cdef int _cpu_level = li_cpu_level()
 cdef li_kernels_f32 _k32
+cdef li_q8_mm_fn _q8
 
 
 def cpu_simd_level():
@@ -96,11 +104,12 @@ def set_simd_level(name):
 
     The LSTM_INFER_SIMD environment variable sets it at import (tests force
     each path with it)."""
-    global _k32, _active_level
+    global _k32, _q8, _active_level
     if name not in _LEVEL_NAMES:
         raise ValueError(f"SIMD level must be one of {_LEVEL_NAMES}; got {name!r}")
     lvl = min(_LEVEL_NAMES.index(name), _cpu_level)
     _k32 = li_select_f32(lvl)
+    _q8 = li_select_q8(lvl)
     _active_level = lvl
     return _LEVEL_NAMES[lvl]
 
@@ -130,13 +139,16 @@ cdef inline void _gemm_nt(int M, int N, int K, floating alpha, const floating* A
 
 # ---------------------------------------------------------------- driver
 cdef enum:
-    SMALL_BATCH = 8      # float32: fused own-GEMV path up to this many active rows
+    SMALL_BATCH = 8      # float32: own GEMV for the projection up to this many rows
+    WT_Q8 = 4            # "int8" mode (dynamic activations): LI_WT_* + 1
     MAX_LAYERS = 64
 
 cdef struct DirW:
     int wt_ih, wt_hh         # weight types of the float32 panels (LI_WT_*: f32, i8, f16, bf16)
     const float* w_ih_scale  # per-column scales (int8), else NULL
     const float* w_hh_scale
+    const int* w_ih_colsum   # int8 mode: column sums for the zero-point correction
+    const int* w_hh_colsum
     const void* w_ih
     const void* w_hh
     const void* w_ih_pan
@@ -213,7 +225,13 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
     cdef long n_g = _round16(<long>Tb * Bs * G4)
     cdef long n_h = _round16(<long>Bs * Kh)
     cdef long n_c = _round16(<long>Bs * Hp)
-    cdef size_t nbytes = (n_xg + n_g + 2 * n_h + 2 * n_c) * sizeof(floating)
+    # int8 mode: u8 activations (Tb*Bs rows of In or Kh, rounded to quads) + per-row scales
+    cdef bint q8 = w.wt_hh == WT_Q8
+    cdef long ldq_x = ((In + 3) // 4) * 4
+    cdef long ldq_h = ((Kh + 3) // 4) * 4
+    cdef long n_q = _round16(<long>Tb * Bs * (ldq_x if ldq_x > ldq_h else ldq_h) // 4 + 1) if q8 else 0
+    cdef long n_qs = _round16(<long>Tb * Bs) if q8 else 0
+    cdef size_t nbytes = (n_xg + n_g + 2 * n_h + 2 * n_c + n_q + n_qs) * sizeof(floating)
     cdef floating* ws = <floating*>li_alloc64(nbytes)
     if ws == NULL:
         return -1
@@ -225,6 +243,8 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
     cdef floating* hbuf1 = hbuf0 + n_h
     cdef floating* C = hbuf1 + n_h
     cdef floating* Hc = C + n_c
+    cdef unsigned char* Qb = <unsigned char*>(Hc + n_c)
+    cdef float* Qs = <float*>(Hc + n_c + n_q)
     cdef floating* hp
     cdef floating* hnx
     cdef floating* tmp
@@ -271,7 +291,14 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
             xblk = Xg
             ldx = In
         if floating is float:
-            _k32.gemm[w.wt_ih](tb * Bs, Hp // 16, In, xblk, ldx, w.w_ih_pan, w.w_ih_scale, G, G4)
+            if q8:
+                li_quant_rows_u8(tb * Bs, In, xblk, ldx, Qb, ldq_x, Qs)
+                _q8(tb * Bs, Hp // 16, <int>(ldq_x // 4), Qb, ldq_x, Qs,
+                    <const signed char*>w.w_ih_pan, w.w_ih_colsum, w.w_ih_scale, G, G4, 1, 0,
+                    NULL, NULL, 0, NULL, 0, NULL, 0, NULL, 0)
+            else:
+                _k32.gemm[w.wt_ih](tb * Bs, Hp // 16, In, xblk, ldx, w.w_ih_pan, w.w_ih_scale,
+                                   G, G4)
         else:
             if Bs == 1 and (reverse or ldx < In):  # BLAS needs lda >= K > 0
                 for s in range(tb):
@@ -283,7 +310,19 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
 
         for s in range(s0, s0 + tb):
             Gs = G + <long>(s - s0) * Bs * G4
-            if floating is float:
+            if floating is float and q8:
+                li_quant_rows_u8(na, Kh, hp, Kh, Qb, ldq_h, Qs)
+                _q8(na, Hp // 16, <int>(ldq_h // 4), Qb, ldq_h, Qs, <const signed char*>w.w_hh_pan,
+                    w.w_hh_colsum, w.w_hh_scale, <float*>Gs, G4, 0, 1, bias, peep, Hp, C, Hp,
+                    hcell, Hp, acts, s & 1)
+                if proj:
+                    if na <= SMALL_BATCH:
+                        _k32.gemv_pan16(na, Pp // 16, Hp, <const float*>w.w_hr_pan, Hc, Hp,
+                                        hnx, Kh)
+                    else:
+                        _gemm_nt(na, Pp, Hp, <floating>1.0, Hc, Hp, w_hr, Hp, <floating>0.0,
+                                 hnx, Kh)
+            elif floating is float:
                 _k32.step[w.wt_hh](na, Hp, Kh, <float*>Gs, G4, w.w_hh_pan, w.w_hh_scale, hp, Kh,
                                 bias, peep, C, Hp, hcell, Hp, acts, s & 1)
                 if proj:
@@ -468,6 +507,8 @@ def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
             L.w[d].wt_hh = p.wt_hh
             L.w[d].w_ih_scale = <const float*>_ptr(p.w_ih_scale)
             L.w[d].w_hh_scale = <const float*>_ptr(p.w_hh_scale)
+            L.w[d].w_ih_colsum = <const int*>_ptr(p.w_ih_colsum)
+            L.w[d].w_hh_colsum = <const int*>_ptr(p.w_hh_colsum)
             L.w[d].w_hh_pan = _ptr(p.w_hh_pan)
             L.w[d].bias = _ptr(p.bias)
             L.w[d].peep = _ptr(p.peep)

@@ -174,7 +174,8 @@ def describe(model, path=None) -> dict:
         from .formats import keras as K
         summary = getattr(K, "keras_layers_summary", None)
         if summary is not None:
-            info["other_layers"] = summary(path)
+            info["other_layers"] = [e for e in summary(path)
+                                    if not (isinstance(e, dict) and e.get("lstm"))]
     return info
 
 

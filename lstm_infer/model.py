@@ -31,7 +31,7 @@ from .config import DEFAULT_ACTIVATIONS, MERGE_MODES, Activation, LayerSpec, LST
 
 GROUP = 16  # hidden units per interleaved gate group (one 512-bit float32 vector)
 # weight types of the float32 kernels (LI_WT_* in _simd/lstm_cell.h)
-_WT = {"float32": 0, "int8-weights": 1, "float16": 2, "bfloat16": 3}
+_WT = {"float32": 0, "int8-weights": 1, "float16": 2, "bfloat16": 3, "int8": 4}
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
 
@@ -107,8 +107,8 @@ class _PackedDirection:
     path) keeps only row-major matrices, so no weight is stored twice."""
 
     __slots__ = ("I", "H", "Hp", "P", "Pp", "Kh", "wt_ih", "wt_hh", "quant", "stored", "w_ih", "w_hh",
-                 "w_ih_pan", "w_hh_pan", "w_ih_scale", "w_hh_scale", "bias", "peep", "w_hr",
-                 "w_hr_pan")
+                 "w_ih_pan", "w_hh_pan", "w_ih_scale", "w_hh_scale", "w_ih_colsum",
+                 "w_hh_colsum", "bias", "peep", "w_hr", "w_hr_pan")
 
     def __init__(self, w: dict, H: int, P: int, quant: Optional[str] = None,
                  stored: Optional[dict] = None):
@@ -124,7 +124,7 @@ class _PackedDirection:
         w_hh[:, :Hout] = w["w_hh"]
         w_hh = _interleave_rows(w_hh, H, self.Hp)
         self.w_ih = self.w_hh = self.w_ih_pan = self.w_hh_pan = None
-        self.w_ih_scale = self.w_hh_scale = None
+        self.w_ih_scale = self.w_hh_scale = self.w_ih_colsum = self.w_hh_colsum = None
         self.quant, self.stored = quant, None
         self.wt_ih = self.wt_hh = _WT["float32"]
         if quant is not None:
@@ -137,9 +137,13 @@ class _PackedDirection:
             self.wt_hh = _WT[quant]
             q_hh = np.zeros((4 * H, self.Kh), dtype=stored["w_hh"].dtype)
             q_hh[:, :Hout] = stored["w_hh"]
-            self.w_ih_pan = _panels(_interleave_rows(q_ih, H, self.Hp), 4 * GROUP)
-            self.w_hh_pan = _panels(_interleave_rows(q_hh, H, self.Hp), 4 * GROUP)
-            if quant == "int8-weights":
+            if quant == "int8":  # k-quad panels for vpdpbusd, and column sums
+                self.w_ih_pan, self.w_ih_colsum = _quad_panels(_interleave_rows(q_ih, H, self.Hp))
+                self.w_hh_pan, self.w_hh_colsum = _quad_panels(_interleave_rows(q_hh, H, self.Hp))
+            else:
+                self.w_ih_pan = _panels(_interleave_rows(q_ih, H, self.Hp), 4 * GROUP)
+                self.w_hh_pan = _panels(_interleave_rows(q_hh, H, self.Hp), 4 * GROUP)
+            if quant in ("int8", "int8-weights"):
                 if self.wt_ih != _WT["float32"]:
                     self.w_ih_scale = _interleave_rows(stored["w_ih_scale"], H, self.Hp)
                 self.w_hh_scale = _interleave_rows(stored["w_hh_scale"], H, self.Hp)
@@ -163,7 +167,7 @@ class _PackedDirection:
             self.w_hr = w_hr  # BLAS GEMM for large batches (both dtypes)
             if dtype == np.float32:
                 self.w_hr_pan = _panels(w_hr, GROUP)  # (Pp/16, Hp, 16) GEMV for small batches
-        for name in self.__slots__[10:]:
+        for name in self.__slots__[10:]:  # the arrays
             a = getattr(self, name)
             if a is not None:
                 a = _aligned(a)
@@ -201,6 +205,17 @@ def _panels(w: np.ndarray, width: int) -> np.ndarray:
     """(N, K) row-major -> (N/width, K, width): W^T cut into column panels."""
     N, K = w.shape
     return np.ascontiguousarray(w.reshape(N // width, width, K).transpose(0, 2, 1))
+
+
+def _quad_panels(w: np.ndarray):
+    """(N, K) int8 -> ((N/64, K4, 64, 4) panels for vpdpbusd, (N,) int32 column sums);
+    K is zero-padded to a multiple of 4."""
+    N, K = w.shape
+    K4 = -(-K // 4)
+    padded = np.zeros((N, K4 * 4), dtype=np.int8)
+    padded[:, :K] = w
+    pan = padded.reshape(N // 64, 64, K4, 4).transpose(0, 2, 1, 3)
+    return np.ascontiguousarray(pan), padded.sum(axis=1, dtype=np.int32)
 
 
 def _unpanel(p: np.ndarray) -> np.ndarray:

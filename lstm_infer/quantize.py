@@ -1,21 +1,26 @@
 """Weight quantization (DESIGN §5).
 
 Modes (``model.quantize(mode, input_weights=False)``):
+  int8          int8 weights (W_ih and W_hh, per output row) AND activations: x and h
+                are quantized dynamically per step and row (u8, zero point 128,
+                scale max|row| / 127), int32 accumulation (AVX-512 VNNI vpdpbusd, or
+                portable C with the same integer maths), dequantized and gated in
+                float32. What onnxruntime's DynamicQuantizeLSTM and PyTorch's dynamic
+                quantized LSTM do, with per-row instead of per-tensor activation scales.
   int8-weights  weights as int8, symmetric per output row (each of the 4H rows has
                 its own float32 scale = max|row| / 127); activations stay float32.
   float16       weights stored as IEEE half.
   bfloat16      weights stored as bfloat16 (round to nearest even).
 
 Which weights: by default only the recurrent W_hh, the matrix every time step
-streams (the batch-1 cost). W_ih feeds a compute-bound GEMM read once per block
+streams (the batch-1 cost) -- except "int8", which always quantizes both. W_ih feeds a compute-bound GEMM read once per block
 of steps, so quantizing it buys memory, not speed, and it dominates the error:
 measured on lat1024 (I = H = 1024, |x| <= 3) vs float64, int8 max abs error
 1.45e-3 with W_hh only and 9.9e-3 with both (bfloat16: 4.3e-4 vs 3.2e-3).
 ``input_weights=True`` quantizes W_ih too, for the memory.
 Maths is float32 in every mode: the kernels widen the weights in registers. The
 bias, peepholes and the projection W_hr stay float32 (small; their precision
-dominates nothing). "int8" with dynamically quantized activations (VNNI) is not
-available in this version.
+dominates nothing).
 
 A quantized model's ``weights`` hold the stored forms: ``w_ih`` int8 plus
 ``w_ih_scale`` (int8-weights), float16 arrays, or uint16 bfloat16 bit patterns.
@@ -25,8 +30,8 @@ from __future__ import annotations
 
 import numpy as np
 
-MODES = ("int8-weights", "float16", "bfloat16")
-PLANNED = ("int8",)
+MODES = ("int8", "int8-weights", "float16", "bfloat16")
+PLANNED = ()
 _NAMES = ("w_ih", "w_hh")
 
 
@@ -64,10 +69,10 @@ def stored_form(w: dict, mode: str, where: str, input_weights: bool = False) -> 
     Float weights are quantized; weights already in a stored form are checked and
     kept as they are."""
     out = dict(w)
-    for name in (_NAMES if input_weights else ("w_hh",)):
+    for name in (_NAMES if input_weights or mode == "int8" else ("w_hh",)):
         a = np.asarray(w[name])
         scale_key = name + "_scale"
-        if mode == "int8-weights":
+        if mode in ("int8", "int8-weights"):
             if a.dtype == np.int8:
                 if w.get(scale_key) is None:
                     raise ValueError(f"{where}: int8 {name} needs {scale_key} (one float32 "
@@ -88,8 +93,8 @@ def stored_form(w: dict, mode: str, where: str, input_weights: bool = False) -> 
 
 def is_stored(a, mode: str) -> bool:
     """Is `a` in `mode`'s stored (quantized) dtype rather than float32?"""
-    return np.asarray(a).dtype == {"int8-weights": np.int8, "float16": np.float16,
-                                   "bfloat16": np.uint16}[mode]
+    return np.asarray(a).dtype == {"int8": np.int8, "int8-weights": np.int8,
+                                   "float16": np.float16, "bfloat16": np.uint16}[mode]
 
 
 def dequantize(w: dict, mode: str) -> dict:
@@ -99,7 +104,7 @@ def dequantize(w: dict, mode: str) -> dict:
         a = np.asarray(w[name])
         if not is_stored(a, mode):
             continue
-        if mode == "int8-weights":
+        if mode in ("int8", "int8-weights"):
             out[name] = a.astype(np.float32) * np.asarray(w[name + "_scale"], np.float32)[:, None]
         elif mode == "float16":
             out[name] = a.astype(np.float32)

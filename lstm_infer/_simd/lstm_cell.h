@@ -164,6 +164,8 @@ static li_kernels_f32 li_select_f32(int level)
 }
 #undef LI_TABLE
 
+#include "lstm_int8.h"
+
 /* ------------------------------------------------------------ float64 (reference accuracy) */
 static inline double li_act_f64(int kind, double alpha, double beta, double v)
 {

@@ -1,0 +1,211 @@
+/* "int8" mode: int8 weights, activations (x, h) quantized dynamically per row
+ * and step, int32 accumulation, float32 gates. Included by lstm_cell.h after the
+ * float32 kernels (it reuses their gate code).
+ *
+ * Panels: Wq (NG, K4, 64, 4) int8 -- per gate group, for each quad of k, the 64
+ * columns x 4 consecutive k's, the layout vpdpbusd consumes (K padded to a
+ * multiple of 4 with zero weights). colsum (NG*64) int32 = sum_k Wq. scale
+ * (NG*64) float = per-output-row weight scale.
+ *
+ * Activations: u8 with zero point 128, per row: s = max|row| / 127,
+ * q = round(v / s) + 128 in [1, 255]. Then
+ *     sum_k v_k w_k ~= s * s_w * (sum_k q_k w_k - 128 * colsum)
+ * The integer part is exact (|sum| < 2^31 for K < 2^16), so every path (VNNI or
+ * portable C) gives bit-identical int32 accumulators.
+ */
+#ifndef LSTM_INFER_INT8_H
+#define LSTM_INFER_INT8_H
+
+/* Quantize M rows of K floats (stride ldx) to u8 (stride ldq, zero-padded to K4*4). */
+static void li_quant_rows_u8(int M, int K, const float *X, long ldx, uint8_t *Q, long ldq,
+                             float *scale)
+{
+    const int K4 = (K + 3) / 4;
+    for (int m = 0; m < M; m++) {
+        const float *x = X + m * ldx;
+        uint8_t *q = Q + m * ldq;
+        float amax = 0.0f;
+        for (int k = 0; k < K; k++) {
+            float a = x[k] < 0 ? -x[k] : x[k];
+            amax = a > amax ? a : amax;
+        }
+        const float s = amax > 0.0f ? amax / 127.0f : 1.0f, inv = 1.0f / s;
+        scale[m] = s;
+        for (int k = 0; k < K; k++) {
+            float v = x[k] * inv;
+            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+            q[k] = (uint8_t)((int)lrintf(v) + 128);
+        }
+        for (int k = K; k < K4 * 4; k++) q[k] = 128; /* zero after the zero point */
+    }
+}
+
+/* int32 accumulators of one row x 64 columns -> floats: s_x * s_w * (acc - 128 * colsum). */
+static inline void li_dequant64(const int32_t *acc, const int32_t *colsum, const float *sw,
+                                float sx, float *out)
+{
+    /* same operation order as the SIMD path: ((acc - 128 colsum) * s_x) * s_w */
+    for (int j = 0; j < 64; j++) out[j] = ((float)(acc[j] - 128 * colsum[j]) * sx) * sw[j];
+}
+
+/* ------------------------------------------------------------ portable C */
+/* Y (M, 64*NG) (+)= dequant(Q (M, K4*4) u8 @ Wq); gated: then the LSTM gates of each
+ * group (Y is the step's input projection, as in li_step_*). */
+static void li_q8_mm_generic(int M, int NG, int K4, const uint8_t *Q, long ldq, const float *sx,
+                             const int8_t *Wq, const int32_t *colsum, const float *sw, float *Y,
+                             long ldy, int zero_init, int gated, const float *bias,
+                             const float *peep, int Hp, float *C, long ldc, float *Hc, long ldh,
+                             const li_acts *a)
+{
+    static const float zeros[16] = {0};
+    for (int g = 0; g < NG; g++) {
+        const int8_t *W = Wq + (long)g * K4 * 256;
+        for (int m = 0; m < M; m++) {
+            int32_t acc[64] = {0};
+            const uint8_t *q = Q + m * ldq;
+            for (int k4 = 0; k4 < K4; k4++)
+                for (int j = 0; j < 64; j++)
+                    for (int t = 0; t < 4; t++)
+                        acc[j] += (int32_t)q[4 * k4 + t] * (int32_t)W[(long)k4 * 256 + j * 4 + t];
+            float z[64];
+            li_dequant64(acc, colsum + g * 64, sw + g * 64, sx[m], z);
+            float *y = Y + m * ldy + g * 64;
+            for (int j = 0; j < 64; j++) y[j] = (zero_init ? 0.0f : y[j]) + z[j];
+            if (gated) {
+                const float *pi = peep ? peep + g * 16 : zeros;
+                const float *pf = peep ? peep + Hp + g * 16 : zeros;
+                const float *po = peep ? peep + 2 * Hp + g * 16 : zeros;
+                gate_group_generic(y, bias + g * 64, pi, pf, po, C + m * ldc + g * 16,
+                                   Hc + m * ldh + g * 16, a);
+            }
+        }
+    }
+}
+
+/* ------------------------------------------------------------ AVX-512 VNNI */
+#ifdef LI_X86
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")
+
+/* MB rows x one group: acc[r][q] (16 int32 columns each) += u8 quads . int8 quads */
+#define LI_Q8_TILE(MB)                                                              \
+    do {                                                                            \
+        __m512i acc[MB][4];                                                         \
+        for (int r = 0; r < MB; r++)                                                \
+            for (int q = 0; q < 4; q++) acc[r][q] = _mm512_setzero_si512();         \
+        for (int k4 = 0; k4 < K4; k4++) {                                           \
+            const int8_t *w = W + (long)k4 * 256;                                   \
+            __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);    \
+            __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192); \
+            for (int r = 0; r < MB; r++) {                                          \
+                int32_t qv;                                                         \
+                memcpy(&qv, Q + (b0 + r) * ldq + 4 * k4, 4);                        \
+                __m512i xb = _mm512_set1_epi32(qv);                                 \
+                acc[r][0] = _mm512_dpbusd_epi32(acc[r][0], xb, w0);                 \
+                acc[r][1] = _mm512_dpbusd_epi32(acc[r][1], xb, w1);                 \
+                acc[r][2] = _mm512_dpbusd_epi32(acc[r][2], xb, w2);                 \
+                acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], xb, w3);                 \
+            }                                                                       \
+        }                                                                           \
+        for (int r = 0; r < MB; r++) {                                              \
+            float *y = Y + (b0 + r) * ldy + g * 64;                                 \
+            const __m512 sxv = _mm512_set1_ps(sx[b0 + r]);                          \
+            for (int q = 0; q < 4; q++) {                                           \
+                __m512i cs = _mm512_loadu_si512(colsum + g * 64 + q * 16);          \
+                __m512 v = _mm512_cvtepi32_ps(                                      \
+                    _mm512_sub_epi32(acc[r][q], _mm512_slli_epi32(cs, 7)));         \
+                v = _mm512_mul_ps(_mm512_mul_ps(v, sxv), _mm512_loadu_ps(sw + g * 64 + q * 16)); \
+                if (!zero_init) v = _mm512_add_ps(v, _mm512_loadu_ps(y + q * 16));  \
+                _mm512_storeu_ps(y + q * 16, v);                                    \
+            }                                                                       \
+            if (gated)                                                              \
+                gate_group_avx512(y, bias + g * 64, pi, pf, po, C + (b0 + r) * ldc + g * 16, \
+                                  Hc + (b0 + r) * ldh + g * 16, a);                 \
+        }                                                                           \
+    } while (0)
+
+static inline __attribute__((always_inline)) void
+li_q8_mm_vnni_body(int M, int NG, int K4, const uint8_t *Q, long ldq, const float *sx,
+                   const int8_t *Wq, const int32_t *colsum, const float *sw, float *Y, long ldy,
+                   int zero_init, int gated, const float *bias, const float *peep, int Hp,
+                   float *C, long ldc, float *Hc, long ldh, const li_acts *a, int flip)
+{
+    static const float zeros[16] = {0};
+    const int nblk = (M + 5) / 6;
+    for (int gi = 0; gi < NG; gi++) {
+        const int g = flip ? NG - 1 - gi : gi;
+        const int8_t *W = Wq + (long)g * K4 * 256;
+        const float *pi = peep ? peep + g * 16 : zeros;
+        const float *pf = peep ? peep + Hp + g * 16 : zeros;
+        const float *po = peep ? peep + 2 * Hp + g * 16 : zeros;
+        for (int i = 0; i < nblk; i++) {
+            const int b0 = (int)((long)i * M / nblk);
+            switch ((int)((long)(i + 1) * M / nblk) - b0) {
+            case 1: LI_Q8_TILE(1); break;
+            case 2: LI_Q8_TILE(2); break;
+            case 3: LI_Q8_TILE(3); break;
+            case 4: LI_Q8_TILE(4); break;
+            case 5: LI_Q8_TILE(5); break;
+            default: LI_Q8_TILE(6); break;
+            }
+        }
+    }
+}
+#undef LI_Q8_TILE
+
+static void li_q8_mm_vnni(int M, int NG, int K4, const uint8_t *Q, long ldq, const float *sx,
+                          const int8_t *Wq, const int32_t *colsum, const float *sw, float *Y,
+                          long ldy, int zero_init, int gated, const float *bias,
+                          const float *peep, int Hp, float *C, long ldc, float *Hc, long ldh,
+                          const li_acts *a, int flip)
+{
+    /* constant zero_init/gated per call site: the inlined bodies are specialised */
+    if (gated)
+        li_q8_mm_vnni_body(M, NG, K4, Q, ldq, sx, Wq, colsum, sw, Y, ldy, 0, 1, bias, peep, Hp,
+                           C, ldc, Hc, ldh, a, flip);
+    else
+        li_q8_mm_vnni_body(M, NG, K4, Q, ldq, sx, Wq, colsum, sw, Y, ldy, 1, 0, NULL, NULL, 0,
+                           NULL, 0, NULL, 0, NULL, 0);
+}
+#pragma GCC pop_options
+#endif
+
+typedef void (*li_q8_mm_fn)(int, int, int, const uint8_t *, long, const float *, const int8_t *,
+                            const int32_t *, const float *, float *, long, int, int,
+                            const float *, const float *, int, float *, long, float *, long,
+                            const li_acts *, int);
+
+static void li_q8_mm_generic_flip(int M, int NG, int K4, const uint8_t *Q, long ldq,
+                                  const float *sx, const int8_t *Wq, const int32_t *colsum,
+                                  const float *sw, float *Y, long ldy, int zero_init, int gated,
+                                  const float *bias, const float *peep, int Hp, float *C,
+                                  long ldc, float *Hc, long ldh, const li_acts *a, int flip)
+{
+    (void)flip; /* group order does not change results */
+    li_q8_mm_generic(M, NG, K4, Q, ldq, sx, Wq, colsum, sw, Y, ldy, zero_init, gated, bias, peep,
+                     Hp, C, ldc, Hc, ldh, a);
+}
+
+/* 1 if the CPU has AVX-512 VNNI (vpdpbusd on zmm). */
+static int li_has_vnni(void)
+{
+#ifdef LI_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
+
+/* The int8 kernel for a SIMD level (VNNI needs the avx512 level and the CPU feature). */
+static li_q8_mm_fn li_select_q8(int level)
+{
+#ifdef LI_X86
+    if (level >= LI_LEVEL_AVX512 && li_has_vnni()) return li_q8_mm_vnni;
+#endif
+    (void)level;
+    return li_q8_mm_generic_flip;
+}
+
+#endif
