@@ -135,3 +135,15 @@ def test_garbage_and_empty_files(tmp_path):
         li.load(p)
     with pytest.raises(FileNotFoundError):
         li.load(tmp_path / "nope.safetensors")
+
+
+def test_load_detects_legacy_torch_files(tmp_path):
+    torch = pytest.importorskip("torch")
+    net = torch.nn.LSTM(3, 4).eval()
+    p = tmp_path / "legacy.pt"
+    torch.save(net.state_dict(), p, _use_new_zipfile_serialization=False)
+    assert li.detect_format(p) == "pytorch"
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 2, 3)).astype(np.float32)
+    with torch.no_grad():
+        want = net(torch.from_numpy(x))[0].numpy()
+    np.testing.assert_allclose(li.load(p)(x)[0], want, atol=1e-5, rtol=0)

@@ -44,6 +44,9 @@ def detect_format(path) -> str:
         raise UnknownFormatError(f"{path}: a zip archive that is neither a torch.save file "
                                  f"(*/data.pkl) nor a Keras .keras file (config.json + "
                                  f"model.weights.h5); it holds {names[:5]}")
+    from .pytorch import is_torch_file
+    if is_torch_file(path):  # legacy (pre-zip) torch.save files: a bare pickle stream
+        return "pytorch"
     from . import onnx as onnx_format
     if onnx_format.is_onnx_file(path):
         return "onnx"
