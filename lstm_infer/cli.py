@@ -225,12 +225,19 @@ def _add_convert(sub) -> None:
                                    ".safetensors file (loads back bit-exactly with li.load).")
     p.add_argument("model", help="source file (any supported format)")
     p.add_argument("-o", "--output", required=True, help="destination .safetensors file")
+    p.add_argument("--quantize", choices=("int8", "int8-weights", "float16", "bfloat16"),
+                   help="also quantize (see the README's Quantization section)")
+    p.add_argument("--input-weights", action="store_true",
+                   help="with a weight-only --quantize mode: quantize W_ih too (less memory, "
+                        "more error)")
     _selectors(p)
     p.set_defaults(func=_cmd_convert)
 
 
 def _cmd_convert(args) -> int:
     model = _load(args)
+    if args.quantize:
+        model = model.quantize(args.quantize, input_weights=args.input_weights)
     model.save(args.output)
     print(f"{args.model} -> {args.output}: {model!r}")
     return 0

@@ -56,3 +56,15 @@ def test_errors_are_one_line_with_status_2(tmp_path, model_file, capsys):
     assert main(["run", str(model_file), "--input", str(tmp_path / "obj.npy"),
                  "--output", str(tmp_path / "y.npy")]) == 2
     assert "pickle" in capsys.readouterr().err.lower()
+
+
+@pytest.mark.parametrize("mode", ["int8", "int8-weights", "float16", "bfloat16"])
+def test_convert_quantize(model_file, tmp_path, capsys, mode):
+    out_file = tmp_path / "q.safetensors"
+    assert main(["convert", str(model_file), "-o", str(out_file), "--quantize", mode]) == 0
+    q = li.load(out_file)
+    assert q.config.quantization == mode
+    x = np.random.default_rng(0).uniform(-1, 1, (5, 2, 4)).astype(np.float32)
+    np.testing.assert_array_equal(q(x)[0], li.load(model_file).quantize(mode)(x)[0])
+    assert main(["inspect", str(out_file)]) == 0
+    assert f"quantized {mode}" in capsys.readouterr().out
