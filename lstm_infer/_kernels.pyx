@@ -77,6 +77,9 @@ cdef extern from "lstm_cell.h" nogil:
     void li_quant_rows_u8(int M, int K, const float *X, long ldx, unsigned char *Q, long ldq,
                           float *scale)
     li_q8_mm_fn li_select_q8(int level)
+    ctypedef void (*li_quant_fn)(int, int, const float *, long, unsigned char *, long,
+                                 float *) noexcept nogil
+    li_quant_fn li_select_quant(int level)
     int li_cpu_level()
     li_kernels_f32 li_select_f32(int level)
     void li_gates_rows_f64(int nb, int Hp, const double *Z, long ldz, const double *bias,
@@ -92,6 +95,7 @@ _LEVEL_NAMES = ("generic", "avx2", "avx512")
 cdef int _cpu_level = li_cpu_level()
 cdef li_kernels_f32 _k32
 cdef li_q8_mm_fn _q8
+cdef li_quant_fn _quant
 
 
 def cpu_simd_level():
@@ -104,12 +108,13 @@ def set_simd_level(name):
 
     The LSTM_INFER_SIMD environment variable sets it at import (tests force
     each path with it)."""
-    global _k32, _q8, _active_level
+    global _k32, _q8, _quant, _active_level
     if name not in _LEVEL_NAMES:
         raise ValueError(f"SIMD level must be one of {_LEVEL_NAMES}; got {name!r}")
     lvl = min(_LEVEL_NAMES.index(name), _cpu_level)
     _k32 = li_select_f32(lvl)
     _q8 = li_select_q8(lvl)
+    _quant = li_select_quant(lvl)
     _active_level = lvl
     return _LEVEL_NAMES[lvl]
 
@@ -292,7 +297,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
             ldx = In
         if floating is float:
             if q8:
-                li_quant_rows_u8(tb * Bs, In, xblk, ldx, Qb, ldq_x, Qs)
+                _quant(tb * Bs, In, xblk, ldx, Qb, ldq_x, Qs)
                 _q8(tb * Bs, Hp // 16, <int>(ldq_x // 4), Qb, ldq_x, Qs,
                     <const signed char*>w.w_ih_pan, w.w_ih_colsum, w.w_ih_scale, G, G4, 1, 0,
                     NULL, NULL, 0, NULL, 0, NULL, 0, NULL, 0)
@@ -311,7 +316,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
         for s in range(s0, s0 + tb):
             Gs = G + <long>(s - s0) * Bs * G4
             if floating is float and q8:
-                li_quant_rows_u8(na, Kh, hp, Kh, Qb, ldq_h, Qs)
+                _quant(na, Kh, hp, Kh, Qb, ldq_h, Qs)
                 _q8(na, Hp // 16, <int>(ldq_h // 4), Qb, ldq_h, Qs, <const signed char*>w.w_hh_pan,
                     w.w_hh_colsum, w.w_hh_scale, <float*>Gs, G4, 0, 1, bias, peep, Hp, C, Hp,
                     hcell, Hp, acts, s & 1)

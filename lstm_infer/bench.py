@@ -486,6 +486,96 @@ def run_benchmarks(workloads: Iterable[str] = QUICK_WORKLOADS,
     return results
 
 
+def onnxruntime_int8_runner(model, x, threads: int) -> Runner:
+    """onnxruntime's DynamicQuantizeLSTM: the float graph of `onnx_model(model)` through
+    onnxruntime.quantization.quantize_dynamic (int8 weights, dynamic u8 activations)."""
+    import os
+    import tempfile
+    try:
+        import onnx
+        import onnxruntime as ort
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+    except ImportError as e:
+        raise PeerUnavailable(f"onnxruntime quantization not importable ({e})") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        src, dst = os.path.join(tmp, "f32.onnx"), os.path.join(tmp, "int8.onnx")
+        onnx.save(onnx_model(model), src)
+        quantize_dynamic(src, dst, weight_type=QuantType.QInt8)
+        qproto = onnx.load(dst)
+    if not any(n.op_type == "DynamicQuantizeLSTM" for n in qproto.graph.node):
+        raise PeerUnavailable("onnxruntime did not produce DynamicQuantizeLSTM nodes")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    sess = ort.InferenceSession(qproto.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    feed = {"X": np.ascontiguousarray(x, dtype=np.float32)}
+
+    def fn():
+        y, h, c = sess.run(["Y", "Y_h", "Y_c"], feed)
+        return y, h, c
+    return Runner("onnxruntime-int8", ort.__version__, fn)
+
+
+def _errors(got, ref):
+    d = np.abs(np.asarray(got[0], np.float64) - ref[0])
+    return float(d.max()), float(d.mean())
+
+
+def run_quantized(name: str, mode: str, threads: int = 1, budget: float = NORMAL_BUDGET,
+                  seed: int = 0) -> dict:
+    """One workload, one quantization mode: medians of ours quantized, ours float32 and
+    (for "int8") onnxruntime's DynamicQuantizeLSTM on the same weights and input, with
+    each one's max / mean abs error against the float64 reference."""
+    wl = WORKLOADS[name]
+    model = make_model(wl, seed)
+    x = make_input(wl, seed + 1)
+    ref = reference_forward(model.weights, x)
+    runners = {"ours-f32": ours_runner(model, x, threads),
+               "ours": ours_runner(model.quantize(mode), x, threads)}
+    row = {"workload": name, "mode": mode, "threads": threads, "T": wl.T, "B": wl.B,
+           "I": wl.I, "H": wl.H, "num_layers": wl.num_layers,
+           "num_directions": 2 if wl.bidirectional else 1}
+    if mode == "int8":
+        try:
+            runners["onnxruntime-int8"] = onnxruntime_int8_runner(model, x, threads)
+        except PeerUnavailable as e:
+            row["onnxruntime-int8_skipped"] = str(e)
+    for rname, r in runners.items():
+        got = r.fn()
+        row[f"{rname}_max_err"], row[f"{rname}_mean_err"] = _errors(got, ref)
+        row[f"{rname}_ms"] = float(np.median(time_calls(r.fn, budget))) * 1e3
+        r.close()
+    row["speedup_vs_f32"] = row["ours-f32_ms"] / row["ours_ms"]
+    if "onnxruntime-int8_ms" in row:
+        row["ort_over_ours"] = row["onnxruntime-int8_ms"] / row["ours_ms"]
+    return row
+
+
+def render_quantized(rows: Sequence[dict], markdown: bool = False) -> str:
+    head = ["workload", "mode", "ours ms", "ours f32 ms", "f32/ours", "ort-int8 ms", "ort/ours",
+            "ours max err", "ours mean err", "ort max err", "ort mean err", "f32 max err"]
+    lines = []
+    for r in rows:
+        ort = "onnxruntime-int8_ms" in r
+        lines.append([r["workload"], r["mode"], f"{r['ours_ms']:.3f}", f"{r['ours-f32_ms']:.3f}",
+                      f"{r['speedup_vs_f32']:.2f}x",
+                      f"{r['onnxruntime-int8_ms']:.3f}" if ort else "-",
+                      f"{r['ort_over_ours']:.2f}x" if ort else "-",
+                      f"{r['ours_max_err']:.1e}", f"{r['ours_mean_err']:.1e}",
+                      f"{r['onnxruntime-int8_max_err']:.1e}" if ort else "-",
+                      f"{r['onnxruntime-int8_mean_err']:.1e}" if ort else "-",
+                      f"{r['ours-f32_max_err']:.1e}"])
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(l) + " |" for l in lines]
+        return "\n".join(out)
+    widths = [max(len(h), *(len(l[i]) for l in lines)) for i, h in enumerate(head)]
+    fmt = lambda cells: "  ".join(c.rjust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([fmt(head), fmt(["-" * w for w in widths])] + [fmt(l) for l in lines])
+
+
 def concurrency_scaling(name: str, max_threads: int, budget: float = NORMAL_BUDGET,
                         seed: int = 0) -> List[dict]:
     """Throughput of one shared model called from 1..max_threads Python threads at once

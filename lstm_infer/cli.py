@@ -66,6 +66,10 @@ def _add_bench(sub) -> None:
     g.add_argument("--no-peers", action="store_true", help="time lstm_infer only")
     p.add_argument("--json", metavar="PATH", help="also write machine info and results as JSON")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    p.add_argument("--quantize", metavar="MODE[,MODE]", type=_csv,
+                   help="instead: quantized ours (int8, int8-weights, float16, bfloat16) vs "
+                        "our float32 and, for int8, onnxruntime's DynamicQuantizeLSTM, with "
+                        "errors against the float64 reference")
     p.add_argument("--concurrency", type=_positive_int, metavar="N",
                    help="instead: throughput of one model called from 1..N Python threads at "
                         "once (num_threads=1 each), with a check that every result equals the "
@@ -99,6 +103,17 @@ def _cmd_bench(args) -> int:
               f"{', '.join(B.PEERS)}", file=sys.stderr)
         return 2
     budget = args.budget or (B.QUICK_BUDGET if args.quick else B.NORMAL_BUDGET)
+
+    if args.quantize:
+        rows = [B.run_quantized(name, mode, threads=args.threads, budget=budget)
+                for name in workloads for mode in args.quantize]
+        print(B.render_quantized(rows, markdown=args.markdown), flush=True)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"environment": B.environment(args.threads, []), "budget_s": budget,
+                           "quantized": rows}, f, indent=2)
+                f.write("\n")
+        return 0
 
     if args.concurrency:
         rows = []

@@ -87,6 +87,102 @@ static void li_q8_mm_generic(int M, int NG, int K4, const uint8_t *Q, long ldq, 
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512vl,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")
 
+/* li_quant_rows_u8 with AVX-512: same rounding (to nearest even, as lrintf in the
+ * default mode) and clamping, so both paths give the same bytes. */
+static void li_quant_rows_u8_avx512(int M, int K, const float *X, long ldx, uint8_t *Q, long ldq,
+                                    float *scale)
+{
+    const int K4 = (K + 3) / 4;
+    const __m512 sign = _mm512_set1_ps(-0.0f);
+    for (int m = 0; m < M; m++) {
+        const float *x = X + m * ldx;
+        uint8_t *q = Q + m * ldq;
+        __m512 vmax = _mm512_setzero_ps();
+        int k = 0;
+        for (; k + 16 <= K; k += 16)
+            vmax = _mm512_max_ps(vmax, _mm512_andnot_ps(sign, _mm512_loadu_ps(x + k)));
+        float amax = _mm512_reduce_max_ps(vmax);
+        for (; k < K; k++) {
+            float a = x[k] < 0 ? -x[k] : x[k];
+            amax = a > amax ? a : amax;
+        }
+        const float s = amax > 0.0f ? amax / 127.0f : 1.0f, inv = 1.0f / s;
+        scale[m] = s;
+        const __m512 vinv = _mm512_set1_ps(inv), lo = _mm512_set1_ps(-127.0f),
+                     hi = _mm512_set1_ps(127.0f);
+        const __m512i z = _mm512_set1_epi32(128);
+        for (k = 0; k + 16 <= K; k += 16) {
+            __m512 v = _mm512_min_ps(hi, _mm512_max_ps(lo, _mm512_mul_ps(_mm512_loadu_ps(x + k), vinv)));
+            __m512i iv = _mm512_add_epi32(_mm512_cvtps_epi32(v), z);
+            _mm_storeu_si128((__m128i *)(q + k), _mm512_cvtusepi32_epi8(iv));
+        }
+        for (; k < K; k++) {
+            float v = x[k] * inv;
+            v = v > 127.0f ? 127.0f : (v < -127.0f ? -127.0f : v);
+            q[k] = (uint8_t)((int)lrintf(v) + 128);
+        }
+        for (k = K; k < K4 * 4; k++) q[k] = 128;
+    }
+}
+
+/* One row: even and odd k-quads accumulate separately (8 chains hide the
+ * vpdpbusd latency; a single row has no other parallelism). */
+#define LI_Q8_TILE1()                                                               \
+    do {                                                                            \
+        __m512i e0 = _mm512_setzero_si512(), e1 = e0, e2 = e0, e3 = e0;             \
+        __m512i o0 = e0, o1 = e0, o2 = e0, o3 = e0;                                 \
+        const uint8_t *qr = Q + b0 * ldq;                                           \
+        int k4 = 0;                                                                 \
+        for (; k4 + 2 <= K4; k4 += 2) {                                             \
+            const int8_t *w = W + (long)k4 * 256;                                   \
+            int32_t qa, qb;                                                         \
+            memcpy(&qa, qr + 4 * k4, 4);                                            \
+            memcpy(&qb, qr + 4 * k4 + 4, 4);                                        \
+            const __m512i xa = _mm512_set1_epi32(qa), xb = _mm512_set1_epi32(qb);   \
+            e0 = _mm512_dpbusd_epi32(e0, xa, _mm512_loadu_si512(w));                \
+            e1 = _mm512_dpbusd_epi32(e1, xa, _mm512_loadu_si512(w + 64));           \
+            e2 = _mm512_dpbusd_epi32(e2, xa, _mm512_loadu_si512(w + 128));          \
+            e3 = _mm512_dpbusd_epi32(e3, xa, _mm512_loadu_si512(w + 192));          \
+            o0 = _mm512_dpbusd_epi32(o0, xb, _mm512_loadu_si512(w + 256));          \
+            o1 = _mm512_dpbusd_epi32(o1, xb, _mm512_loadu_si512(w + 320));          \
+            o2 = _mm512_dpbusd_epi32(o2, xb, _mm512_loadu_si512(w + 384));          \
+            o3 = _mm512_dpbusd_epi32(o3, xb, _mm512_loadu_si512(w + 448));          \
+        }                                                                           \
+        if (k4 < K4) {                                                              \
+            const int8_t *w = W + (long)k4 * 256;                                   \
+            int32_t qa;                                                             \
+            memcpy(&qa, qr + 4 * k4, 4);                                            \
+            const __m512i xa = _mm512_set1_epi32(qa);                               \
+            e0 = _mm512_dpbusd_epi32(e0, xa, _mm512_loadu_si512(w));                \
+            e1 = _mm512_dpbusd_epi32(e1, xa, _mm512_loadu_si512(w + 64));           \
+            e2 = _mm512_dpbusd_epi32(e2, xa, _mm512_loadu_si512(w + 128));          \
+            e3 = _mm512_dpbusd_epi32(e3, xa, _mm512_loadu_si512(w + 192));          \
+        }                                                                           \
+        __m512i acc1[4] = {_mm512_add_epi32(e0, o0), _mm512_add_epi32(e1, o1),      \
+                           _mm512_add_epi32(e2, o2), _mm512_add_epi32(e3, o3)};     \
+        LI_Q8_FINISH(1, &acc1);                                                     \
+    } while (0)
+
+/* dequantize MB rows of int32 accumulators, add to Y (unless zero_init), gate */
+#define LI_Q8_FINISH(MB, ACC)                                                       \
+    do {                                                                            \
+        for (int r = 0; r < MB; r++) {                                              \
+            float *y = Y + (b0 + r) * ldy + g * 64;                                 \
+            const __m512 sxv = _mm512_set1_ps(sx[b0 + r]);                          \
+            for (int q = 0; q < 4; q++) {                                           \
+                __m512i cs = _mm512_loadu_si512(colsum + g * 64 + q * 16);          \
+                __m512 v = _mm512_cvtepi32_ps(                                      \
+                    _mm512_sub_epi32((ACC)[r][q], _mm512_slli_epi32(cs, 7)));       \
+                v = _mm512_mul_ps(_mm512_mul_ps(v, sxv), _mm512_loadu_ps(sw + g * 64 + q * 16)); \
+                if (!zero_init) v = _mm512_add_ps(v, _mm512_loadu_ps(y + q * 16));  \
+                _mm512_storeu_ps(y + q * 16, v);                                    \
+            }                                                                       \
+            if (gated)                                                              \
+                gate_group_avx512(y, bias + g * 64, pi, pf, po, C + (b0 + r) * ldc + g * 16, \
+                                  Hc + (b0 + r) * ldh + g * 16, a);                 \
+        }                                                                           \
+    } while (0)
+
 /* MB rows x one group: acc[r][q] (16 int32 columns each) += u8 quads . int8 quads */
 #define LI_Q8_TILE(MB)                                                              \
     do {                                                                            \
@@ -107,21 +203,7 @@ static void li_q8_mm_generic(int M, int NG, int K4, const uint8_t *Q, long ldq, 
                 acc[r][3] = _mm512_dpbusd_epi32(acc[r][3], xb, w3);                 \
             }                                                                       \
         }                                                                           \
-        for (int r = 0; r < MB; r++) {                                              \
-            float *y = Y + (b0 + r) * ldy + g * 64;                                 \
-            const __m512 sxv = _mm512_set1_ps(sx[b0 + r]);                          \
-            for (int q = 0; q < 4; q++) {                                           \
-                __m512i cs = _mm512_loadu_si512(colsum + g * 64 + q * 16);          \
-                __m512 v = _mm512_cvtepi32_ps(                                      \
-                    _mm512_sub_epi32(acc[r][q], _mm512_slli_epi32(cs, 7)));         \
-                v = _mm512_mul_ps(_mm512_mul_ps(v, sxv), _mm512_loadu_ps(sw + g * 64 + q * 16)); \
-                if (!zero_init) v = _mm512_add_ps(v, _mm512_loadu_ps(y + q * 16));  \
-                _mm512_storeu_ps(y + q * 16, v);                                    \
-            }                                                                       \
-            if (gated)                                                              \
-                gate_group_avx512(y, bias + g * 64, pi, pf, po, C + (b0 + r) * ldc + g * 16, \
-                                  Hc + (b0 + r) * ldh + g * 16, a);                 \
-        }                                                                           \
+        LI_Q8_FINISH(MB, acc);                                                      \
     } while (0)
 
 static inline __attribute__((always_inline)) void
@@ -141,7 +223,7 @@ li_q8_mm_vnni_body(int M, int NG, int K4, const uint8_t *Q, long ldq, const floa
         for (int i = 0; i < nblk; i++) {
             const int b0 = (int)((long)i * M / nblk);
             switch ((int)((long)(i + 1) * M / nblk) - b0) {
-            case 1: LI_Q8_TILE(1); break;
+            case 1: LI_Q8_TILE1(); break;
             case 2: LI_Q8_TILE(2); break;
             case 3: LI_Q8_TILE(3); break;
             case 4: LI_Q8_TILE(4); break;
@@ -152,6 +234,8 @@ li_q8_mm_vnni_body(int M, int NG, int K4, const uint8_t *Q, long ldq, const floa
     }
 }
 #undef LI_Q8_TILE
+#undef LI_Q8_TILE1
+#undef LI_Q8_FINISH
 
 static void li_q8_mm_vnni(int M, int NG, int K4, const uint8_t *Q, long ldq, const float *sx,
                           const int8_t *Wq, const int32_t *colsum, const float *sw, float *Y,
@@ -196,6 +280,18 @@ static int li_has_vnni(void)
 #else
     return 0;
 #endif
+}
+
+typedef void (*li_quant_fn)(int, int, const float *, long, uint8_t *, long, float *);
+
+/* The activation quantizer for a SIMD level (same bytes on every path). */
+static li_quant_fn li_select_quant(int level)
+{
+#ifdef LI_X86
+    if (level >= LI_LEVEL_AVX512) return li_quant_rows_u8_avx512;
+#endif
+    (void)level;
+    return li_quant_rows_u8;
 }
 
 /* The int8 kernel for a SIMD level (VNNI needs the avx512 level and the CPU feature). */
