@@ -4,12 +4,13 @@
  *
  * Panels: Wq (NG, K4, 64, 4) int8 -- per gate group, for each quad of k, the 64
  * columns x 4 consecutive k's, the layout vpdpbusd consumes (K padded to a
- * multiple of 4 with zero weights). colsum (NG*64) int32 = sum_k Wq. scale
+ * multiple of 4 with zero weights). colsum (NG*64) int32 = 128 * sum_k Wq (the
+ * zero-point correction, premultiplied at pack time). scale
  * (NG*64) float = per-output-row weight scale.
  *
  * Activations: u8 with zero point 128, per row: s = max|row| / 127,
  * q = round(v / s) + 128 in [1, 255]. Then
- *     sum_k v_k w_k ~= s * s_w * (sum_k q_k w_k - 128 * colsum)
+ *     sum_k v_k w_k ~= s * s_w * (sum_k q_k w_k - colsum)
  * The integer part is exact (|sum| < 2^31 for K < 2^16), so every path (VNNI or
  * portable C) gives bit-identical int32 accumulators.
  */
@@ -40,12 +41,12 @@ static void li_quant_rows_u8(int M, int K, const float *X, long ldx, uint8_t *Q,
     }
 }
 
-/* int32 accumulators of one row x 64 columns -> floats: s_x * s_w * (acc - 128 * colsum). */
+/* int32 accumulators of one row x 64 columns -> floats: s_x * s_w * (acc - colsum). */
 static inline void li_dequant64(const int32_t *acc, const int32_t *colsum, const float *sw,
                                 float sx, float *out)
 {
     /* same operation order as the SIMD path: ((acc - 128 colsum) * s_x) * s_w */
-    for (int j = 0; j < 64; j++) out[j] = ((float)(acc[j] - 128 * colsum[j]) * sx) * sw[j];
+    for (int j = 0; j < 64; j++) out[j] = ((float)(acc[j] - colsum[j]) * sx) * sw[j];
 }
 
 /* ------------------------------------------------------------ portable C */
@@ -172,87 +173,106 @@ static void li_quant_rows_u8_avx512(int M, int K, const float *X, long ldx, uint
             for (int q = 0; q < 4; q++) {                                           \
                 __m512i cs = _mm512_loadu_si512(colsum + g * 64 + q * 16);          \
                 __m512 v = _mm512_cvtepi32_ps(                                      \
-                    _mm512_sub_epi32((ACC)[r][q], _mm512_slli_epi32(cs, 7)));       \
+                    _mm512_sub_epi32((ACC)[r][q], cs));                             \
                 v = _mm512_mul_ps(_mm512_mul_ps(v, sxv), _mm512_loadu_ps(sw + g * 64 + q * 16)); \
                 if (!zero_init) v = _mm512_add_ps(v, _mm512_loadu_ps(y + q * 16));  \
                 _mm512_storeu_ps(y + q * 16, v);                                    \
             }                                                                       \
-            if (gated)                                                              \
-                gate_group_avx512(y, bias + g * 64, pi, pf, po, C + (b0 + r) * ldc + g * 16, \
-                                  Hc + (b0 + r) * ldh + g * 16, a);                 \
         }                                                                           \
+        if (gated)                                                                  \
+            gate_rows_avx512(MB, Y + b0 * ldy + g * 64, ldy, bias + g * 64, pi, pf, po, \
+                             C + b0 * ldc + g * 16, ldc, Hc + b0 * ldh + g * 16, ldh, a); \
     } while (0)
 
 typedef int32_t li_u32a __attribute__((may_alias, aligned(1)));
 
-/* MB rows x one group: 16 int32 columns per accumulator, += u8 quads . int8 quads.
- * The accumulators are named variables, not an array: GCC 12 keeps an array of
- * __m512i indexed in the row loop on the stack (measured 114 moves / 53 spills
- * per 16 vpdpbusd); named and guarded by the constant MB, it is 4 loads,
- * MB broadcasts and 4*MB vpdpbusd per k-quad. */
+/* MB rows x one group: acc[r][q] (16 int32 columns) = sum over k-quads of u8 quads
+ * . int8 quads. Named accumulators, and one out-of-line function per MB: GCC 12
+ * keeps an __m512i array indexed in the row loop on the stack, and inside the
+ * large inlined kernel it inserts register copies around vpdpbusd (measured);
+ * alone, each body is 4 loads, MB broadcasts and 4*MB vpdpbusd per k-quad. */
+static inline __attribute__((always_inline)) void
+li_q8_dot(const int MB, int K4, const uint8_t *Q, long ldq, const int8_t *W, __m512i acc[6][4])
+{
+    const __m512i z_ = _mm512_setzero_si512();
+    __m512i a00 = z_, a01 = z_, a02 = z_, a03 = z_;
+    __m512i a10 = z_, a11 = z_, a12 = z_, a13 = z_;
+    __m512i a20 = z_, a21 = z_, a22 = z_, a23 = z_;
+    __m512i a30 = z_, a31 = z_, a32 = z_, a33 = z_;
+    __m512i a40 = z_, a41 = z_, a42 = z_, a43 = z_;
+    __m512i a50 = z_, a51 = z_, a52 = z_, a53 = z_;
+    for (int k4 = 0; k4 < K4; k4++) {
+        const int8_t *w = W + (long)k4 * 256;
+        const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64);
+        const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192);
+        if (MB > 0) {
+            const __m512i x_ = _mm512_set1_epi32(*(const li_u32a *)(Q + 0 * ldq + 4 * k4));
+            a00 = _mm512_dpbusd_epi32(a00, x_, w0);
+            a01 = _mm512_dpbusd_epi32(a01, x_, w1);
+            a02 = _mm512_dpbusd_epi32(a02, x_, w2);
+            a03 = _mm512_dpbusd_epi32(a03, x_, w3);
+        }
+        if (MB > 1) {
+            const __m512i x_ = _mm512_set1_epi32(*(const li_u32a *)(Q + 1 * ldq + 4 * k4));
+            a10 = _mm512_dpbusd_epi32(a10, x_, w0);
+            a11 = _mm512_dpbusd_epi32(a11, x_, w1);
+            a12 = _mm512_dpbusd_epi32(a12, x_, w2);
+            a13 = _mm512_dpbusd_epi32(a13, x_, w3);
+        }
+        if (MB > 2) {
+            const __m512i x_ = _mm512_set1_epi32(*(const li_u32a *)(Q + 2 * ldq + 4 * k4));
+            a20 = _mm512_dpbusd_epi32(a20, x_, w0);
+            a21 = _mm512_dpbusd_epi32(a21, x_, w1);
+            a22 = _mm512_dpbusd_epi32(a22, x_, w2);
+            a23 = _mm512_dpbusd_epi32(a23, x_, w3);
+        }
+        if (MB > 3) {
+            const __m512i x_ = _mm512_set1_epi32(*(const li_u32a *)(Q + 3 * ldq + 4 * k4));
+            a30 = _mm512_dpbusd_epi32(a30, x_, w0);
+            a31 = _mm512_dpbusd_epi32(a31, x_, w1);
+            a32 = _mm512_dpbusd_epi32(a32, x_, w2);
+            a33 = _mm512_dpbusd_epi32(a33, x_, w3);
+        }
+        if (MB > 4) {
+            const __m512i x_ = _mm512_set1_epi32(*(const li_u32a *)(Q + 4 * ldq + 4 * k4));
+            a40 = _mm512_dpbusd_epi32(a40, x_, w0);
+            a41 = _mm512_dpbusd_epi32(a41, x_, w1);
+            a42 = _mm512_dpbusd_epi32(a42, x_, w2);
+            a43 = _mm512_dpbusd_epi32(a43, x_, w3);
+        }
+        if (MB > 5) {
+            const __m512i x_ = _mm512_set1_epi32(*(const li_u32a *)(Q + 5 * ldq + 4 * k4));
+            a50 = _mm512_dpbusd_epi32(a50, x_, w0);
+            a51 = _mm512_dpbusd_epi32(a51, x_, w1);
+            a52 = _mm512_dpbusd_epi32(a52, x_, w2);
+            a53 = _mm512_dpbusd_epi32(a53, x_, w3);
+        }
+    }
+    if (MB > 0) { acc[0][0] = a00; acc[0][1] = a01; acc[0][2] = a02; acc[0][3] = a03; }
+    if (MB > 1) { acc[1][0] = a10; acc[1][1] = a11; acc[1][2] = a12; acc[1][3] = a13; }
+    if (MB > 2) { acc[2][0] = a20; acc[2][1] = a21; acc[2][2] = a22; acc[2][3] = a23; }
+    if (MB > 3) { acc[3][0] = a30; acc[3][1] = a31; acc[3][2] = a32; acc[3][3] = a33; }
+    if (MB > 4) { acc[4][0] = a40; acc[4][1] = a41; acc[4][2] = a42; acc[4][3] = a43; }
+    if (MB > 5) { acc[5][0] = a50; acc[5][1] = a51; acc[5][2] = a52; acc[5][3] = a53; }
+}
+
+#define LI_Q8_DOT_FN(MB)                                                            \
+    static __attribute__((noinline)) void li_q8_dot##MB(int K4, const uint8_t *Q, long ldq, \
+                                                        const int8_t *W, __m512i acc[6][4]) \
+    {                                                                               \
+        li_q8_dot(MB, K4, Q, ldq, W, acc);                                          \
+    }
+LI_Q8_DOT_FN(2)
+LI_Q8_DOT_FN(3)
+LI_Q8_DOT_FN(4)
+LI_Q8_DOT_FN(5)
+LI_Q8_DOT_FN(6)
+#undef LI_Q8_DOT_FN
+
 #define LI_Q8_TILE(MB)                                                              \
     do {                                                                            \
-        const __m512i z_ = _mm512_setzero_si512();                                  \
-        __m512i a00 = z_, a01 = z_, a02 = z_, a03 = z_; \
-        __m512i a10 = z_, a11 = z_, a12 = z_, a13 = z_; \
-        __m512i a20 = z_, a21 = z_, a22 = z_, a23 = z_; \
-        __m512i a30 = z_, a31 = z_, a32 = z_, a33 = z_; \
-        __m512i a40 = z_, a41 = z_, a42 = z_, a43 = z_; \
-        __m512i a50 = z_, a51 = z_, a52 = z_, a53 = z_; \
-        for (int k4 = 0; k4 < K4; k4++) {                                           \
-            const int8_t *w = W + (long)k4 * 256;                                   \
-            const __m512i w0 = _mm512_loadu_si512(w), w1 = _mm512_loadu_si512(w + 64); \
-            const __m512i w2 = _mm512_loadu_si512(w + 128), w3 = _mm512_loadu_si512(w + 192); \
-            if (MB > 0) {                                                          \
-                const __m512i x_ = _mm512_set1_epi32(*(const li_u32a *)(Q + (b0 + 0) * ldq + 4 * k4)); \
-                a00 = _mm512_dpbusd_epi32(a00, x_, w0);                         \
-                a01 = _mm512_dpbusd_epi32(a01, x_, w1);                         \
-                a02 = _mm512_dpbusd_epi32(a02, x_, w2);                         \
-                a03 = _mm512_dpbusd_epi32(a03, x_, w3);                         \
-            } \
-            if (MB > 1) {                                                          \
-                const __m512i x_ = _mm512_set1_epi32(*(const li_u32a *)(Q + (b0 + 1) * ldq + 4 * k4)); \
-                a10 = _mm512_dpbusd_epi32(a10, x_, w0);                         \
-                a11 = _mm512_dpbusd_epi32(a11, x_, w1);                         \
-                a12 = _mm512_dpbusd_epi32(a12, x_, w2);                         \
-                a13 = _mm512_dpbusd_epi32(a13, x_, w3);                         \
-            } \
-            if (MB > 2) {                                                          \
-                const __m512i x_ = _mm512_set1_epi32(*(const li_u32a *)(Q + (b0 + 2) * ldq + 4 * k4)); \
-                a20 = _mm512_dpbusd_epi32(a20, x_, w0);                         \
-                a21 = _mm512_dpbusd_epi32(a21, x_, w1);                         \
-                a22 = _mm512_dpbusd_epi32(a22, x_, w2);                         \
-                a23 = _mm512_dpbusd_epi32(a23, x_, w3);                         \
-            } \
-            if (MB > 3) {                                                          \
-                const __m512i x_ = _mm512_set1_epi32(*(const li_u32a *)(Q + (b0 + 3) * ldq + 4 * k4)); \
-                a30 = _mm512_dpbusd_epi32(a30, x_, w0);                         \
-                a31 = _mm512_dpbusd_epi32(a31, x_, w1);                         \
-                a32 = _mm512_dpbusd_epi32(a32, x_, w2);                         \
-                a33 = _mm512_dpbusd_epi32(a33, x_, w3);                         \
-            } \
-            if (MB > 4) {                                                          \
-                const __m512i x_ = _mm512_set1_epi32(*(const li_u32a *)(Q + (b0 + 4) * ldq + 4 * k4)); \
-                a40 = _mm512_dpbusd_epi32(a40, x_, w0);                         \
-                a41 = _mm512_dpbusd_epi32(a41, x_, w1);                         \
-                a42 = _mm512_dpbusd_epi32(a42, x_, w2);                         \
-                a43 = _mm512_dpbusd_epi32(a43, x_, w3);                         \
-            } \
-            if (MB > 5) {                                                          \
-                const __m512i x_ = _mm512_set1_epi32(*(const li_u32a *)(Q + (b0 + 5) * ldq + 4 * k4)); \
-                a50 = _mm512_dpbusd_epi32(a50, x_, w0);                         \
-                a51 = _mm512_dpbusd_epi32(a51, x_, w1);                         \
-                a52 = _mm512_dpbusd_epi32(a52, x_, w2);                         \
-                a53 = _mm512_dpbusd_epi32(a53, x_, w3);                         \
-            } \
-        }                                                                           \
         __m512i acc[6][4];                                                          \
-        if (MB > 0) { acc[0][0] = a00; acc[0][1] = a01; acc[0][2] = a02; acc[0][3] = a03; } \
-        if (MB > 1) { acc[1][0] = a10; acc[1][1] = a11; acc[1][2] = a12; acc[1][3] = a13; } \
-        if (MB > 2) { acc[2][0] = a20; acc[2][1] = a21; acc[2][2] = a22; acc[2][3] = a23; } \
-        if (MB > 3) { acc[3][0] = a30; acc[3][1] = a31; acc[3][2] = a32; acc[3][3] = a33; } \
-        if (MB > 4) { acc[4][0] = a40; acc[4][1] = a41; acc[4][2] = a42; acc[4][3] = a43; } \
-        if (MB > 5) { acc[5][0] = a50; acc[5][1] = a51; acc[5][2] = a52; acc[5][3] = a53; } \
+        li_q8_dot##MB(K4, Q + b0 * ldq, ldq, W, acc);                               \
         LI_Q8_FINISH(MB, acc);                                                      \
     } while (0)
 
