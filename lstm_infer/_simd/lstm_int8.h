@@ -324,6 +324,67 @@ static void li_q8_mm_vnni(int M, int NG, int K4, const uint8_t *Q, long ldq, con
 #pragma GCC pop_options
 #endif
 
+/* ------------------------------------------------------------ AVX2 (no VNNI) */
+#ifdef LI_X86
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+/* vpmaddubsw (u8 x s8 -> s16 pair sums) would saturate: 255 * 127 * 2 > 32767.
+ * Instead both operands are widened to int16 and multiplied with vpmaddwd, whose
+ * pair sums cannot overflow int32: the accumulators are exactly the VNNI ones.
+ * One row at a time, half a group (32 columns, 8 accumulators) per pass. */
+static void li_q8_mm_avx2(int M, int NG, int K4, const uint8_t *Q, long ldq, const float *sx,
+                          const int8_t *Wq, const int32_t *colsum, const float *sw, float *Y,
+                          long ldy, int zero_init, int gated, const float *bias,
+                          const float *peep, int Hp, float *C, long ldc, float *Hc, long ldh,
+                          const li_acts *a, int flip)
+{
+    static const float zeros[16] = {0};
+    (void)flip;
+    for (int g = 0; g < NG; g++) {
+        const int8_t *W = Wq + (long)g * K4 * 256;
+        for (int m = 0; m < M; m++) {
+            const uint8_t *q = Q + m * ldq;
+            int32_t acc32[64];
+            for (int half = 0; half < 2; half++) {
+                __m256i acc[8];
+                for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_si256();
+                for (int k4 = 0; k4 < K4; k4++) {
+                    const uint64_t a4 = (uint64_t)q[4 * k4] | (uint64_t)q[4 * k4 + 1] << 16 |
+                                        (uint64_t)q[4 * k4 + 2] << 32 |
+                                        (uint64_t)q[4 * k4 + 3] << 48;
+                    const __m256i x16 = _mm256_set1_epi64x((long long)a4);
+                    const int8_t *w = W + (long)k4 * 256 + half * 128;
+                    for (int c = 0; c < 4; c++) { /* 8 columns = 32 bytes of quads */
+                        __m256i wb = _mm256_loadu_si256((const __m256i *)(w + c * 32));
+                        __m256i lo = _mm256_cvtepi8_epi16(_mm256_castsi256_si128(wb));
+                        __m256i hi = _mm256_cvtepi8_epi16(_mm256_extracti128_si256(wb, 1));
+                        acc[2 * c] = _mm256_add_epi32(acc[2 * c], _mm256_madd_epi16(x16, lo));
+                        acc[2 * c + 1] = _mm256_add_epi32(acc[2 * c + 1], _mm256_madd_epi16(x16, hi));
+                    }
+                }
+                for (int c = 0; c < 4; c++) { /* pair sums -> columns, in order */
+                    __m256i v = _mm256_hadd_epi32(acc[2 * c], acc[2 * c + 1]);
+                    v = _mm256_permute4x64_epi64(v, 0xD8);
+                    _mm256_storeu_si256((__m256i *)(acc32 + half * 32 + c * 8), v);
+                }
+            }
+            float z[64];
+            li_dequant64(acc32, colsum + g * 64, sw + g * 64, sx[m], z);
+            float *y = Y + m * ldy + g * 64;
+            for (int j = 0; j < 64; j++) y[j] = (zero_init ? 0.0f : y[j]) + z[j];
+            if (gated) {
+                const float *pi = peep ? peep + g * 16 : zeros;
+                const float *pf = peep ? peep + Hp + g * 16 : zeros;
+                const float *po = peep ? peep + 2 * Hp + g * 16 : zeros;
+                gate_group_avx2(y, bias + g * 64, pi, pf, po, C + m * ldc + g * 16,
+                                Hc + m * ldh + g * 16, a);
+            }
+        }
+    }
+}
+#pragma GCC pop_options
+#endif
+
 typedef void (*li_q8_mm_fn)(int, int, int, const uint8_t *, long, const float *, const int8_t *,
                             const int32_t *, const float *, float *, long, int, int,
                             const float *, const float *, int, float *, long, float *, long,
@@ -364,11 +425,13 @@ static li_quant_fn li_select_quant(int level)
     return li_quant_rows_u8;
 }
 
-/* The int8 kernel for a SIMD level (VNNI needs the avx512 level and the CPU feature). */
+/* The int8 kernel for a SIMD level: AVX-512 VNNI (needs the CPU feature), AVX2
+ * (exact int16 multiply-adds), portable C. */
 static li_q8_mm_fn li_select_q8(int level)
 {
 #ifdef LI_X86
     if (level >= LI_LEVEL_AVX512 && li_has_vnni()) return li_q8_mm_vnni;
+    if (level >= LI_LEVEL_AVX2) return li_q8_mm_avx2;
 #endif
     (void)level;
     return li_q8_mm_generic_flip;
