@@ -315,21 +315,15 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
 
         for s in range(s0, s0 + tb):
             Gs = G + <long>(s - s0) * Bs * G4
-            if floating is float and q8:
-                _quant(na, Kh, hp, Kh, Qb, ldq_h, Qs)
-                _q8(na, Hp // 16, <int>(ldq_h // 4), Qb, ldq_h, Qs, <const signed char*>w.w_hh_pan,
-                    w.w_hh_colsum, w.w_hh_scale, <float*>Gs, G4, 0, 1, bias, peep, Hp, C, Hp,
-                    hcell, Hp, acts, s & 1)
-                if proj:
-                    if na <= SMALL_BATCH:
-                        _k32.gemv_pan16(na, Pp // 16, Hp, <const float*>w.w_hr_pan, Hc, Hp,
-                                        hnx, Kh)
-                    else:
-                        _gemm_nt(na, Pp, Hp, <floating>1.0, Hc, Hp, w_hr, Hp, <floating>0.0,
-                                 hnx, Kh)
-            elif floating is float:
-                _k32.step[w.wt_hh](na, Hp, Kh, <float*>Gs, G4, w.w_hh_pan, w.w_hh_scale, hp, Kh,
-                                bias, peep, C, Hp, hcell, Hp, acts, s & 1)
+            if floating is float:
+                if q8:
+                    _quant(na, Kh, hp, Kh, Qb, ldq_h, Qs)
+                    _q8(na, Hp // 16, <int>(ldq_h // 4), Qb, ldq_h, Qs,
+                        <const signed char*>w.w_hh_pan, w.w_hh_colsum, w.w_hh_scale, <float*>Gs,
+                        G4, 0, 1, bias, peep, Hp, C, Hp, hcell, Hp, acts, s & 1)
+                else:
+                    _k32.step[w.wt_hh](na, Hp, Kh, <float*>Gs, G4, w.w_hh_pan, w.w_hh_scale, hp,
+                                       Kh, bias, peep, C, Hp, hcell, Hp, acts, s & 1)
                 if proj:
                     if na <= SMALL_BATCH:
                         _k32.gemv_pan16(na, Pp // 16, Hp, <const float*>w.w_hr_pan, Hc, Hp,

@@ -40,8 +40,8 @@ def _round_up(n: int, m: int) -> int:
 
 
 def _as_weight(a, name, dtype):
-    """A weight as a finite array of `dtype`: converted only if needed, never stored —
-    the model keeps only its packed copy (so a memory-mapped file is read once)."""
+    """A weight (or state) as a finite array of `dtype`: converted only if needed, never
+    stored — the model keeps only its packed copy (so a memory-mapped file is read once)."""
     a = _to_array(a)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real numeric array; got dtype {a.dtype}")
@@ -211,14 +211,14 @@ def _panels(w: np.ndarray, width: int) -> np.ndarray:
 
 
 def _quad_panels(w: np.ndarray):
-    """(N, K) int8 -> ((N/64, K4, 64, 4) panels for vpdpbusd, (N,) int32 column sums);
-    K is zero-padded to a multiple of 4."""
+    """(N, K) int8 -> ((N/64, K4, 64, 4) panels for vpdpbusd, (N,) int32 zero-point
+    corrections 128 * column sum); K is zero-padded to a multiple of 4."""
     N, K = w.shape
     K4 = -(-K // 4)
     padded = np.zeros((N, K4 * 4), dtype=np.int8)
     padded[:, :K] = w
     pan = padded.reshape(N // 64, 64, K4, 4).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(pan), padded.sum(axis=1, dtype=np.int32)
+    return np.ascontiguousarray(pan), 128 * padded.sum(axis=1, dtype=np.int32)
 
 
 def _unpanel(p: np.ndarray) -> np.ndarray:
@@ -755,14 +755,7 @@ def _act_params(trip, spec):
             int(spec.input_forget))
 
 
-def _state_array(a, name, dtype):
-    a = np.asarray(a)
-    if a.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be a real numeric array; got dtype {a.dtype}")
-    a = a.astype(dtype, copy=False)
-    if not np.isfinite(a).all():
-        raise ValueError(f"{name} contains NaN or infinity")
-    return a
+_state_array = _as_weight  # same checks: real numbers, finite, cast to the model's dtype
 
 
 def _kernel_friendly(a: np.ndarray) -> bool:
