@@ -77,6 +77,7 @@ cdef extern from "lstm_cell.h" nogil:
     void li_quant_rows_u8(int M, int K, const float *X, long ldx, unsigned char *Q, long ldq,
                           float *scale)
     li_q8_mm_fn li_select_q8(int level)
+    int li_set_amx(int on)
     ctypedef void (*li_quant_fn)(int, int, const float *, long, unsigned char *, long,
                                  float *) noexcept nogil
     li_quant_fn li_select_quant(int level)
@@ -117,6 +118,13 @@ def set_simd_level(name):
     _quant = li_select_quant(lvl)
     _active_level = lvl
     return _LEVEL_NAMES[lvl]
+
+
+def set_amx(on):
+    """Use Intel AMX tiles for int8 models at >= 8 rows (default on when the CPU has
+    AMX and Linux grants it); returns whether AMX will be used. Tests compare it with
+    the AVX-512 VNNI path."""
+    return bool(li_set_amx(1 if on else 0))
 
 
 def simd_level():
@@ -230,18 +238,19 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
     cdef long n_g = _round16(<long>Tb * Bs * G4)
     cdef long n_h = _round16(<long>Bs * Kh)
     cdef long n_c = _round16(<long>Bs * Hp)
-    # int8 mode: u8 activations (Tb*Bs rows of In or Kh, rounded to quads) + per-row scales
+    # int8 mode: u8 activations (rows rounded up to 16 and K to 64 for AMX tiles; the pad
+    # is zero-point filled by the quantizer, pad rows are computed and discarded) + scales
     cdef bint q8 = w.wt_hh == WT_Q8
-    cdef long ldq_x = ((In + 3) // 4) * 4
-    cdef long ldq_h = ((Kh + 3) // 4) * 4
-    cdef long n_q = _round16(<long>Tb * Bs * (ldq_x if ldq_x > ldq_h else ldq_h) // 4 + 1) if q8 else 0
+    cdef long ldq_x = ((In + 63) // 64) * 64
+    cdef long ldq_h = ((Kh + 63) // 64) * 64
+    cdef long n_q = _round16(_round16(<long>Tb * Bs) * (ldq_x if ldq_x > ldq_h else ldq_h) // 4 + 1) if q8 else 0
     cdef long n_qs = _round16(<long>Tb * Bs) if q8 else 0
     cdef size_t nbytes = (n_xg + n_g + 2 * n_h + 2 * n_c + n_q + n_qs) * sizeof(floating)
     cdef floating* ws = <floating*>li_alloc64(nbytes)
     if ws == NULL:
         return -1
     # padded state entries must be 0; Xg/G rows of finished sequences are never read
-    memset(ws + n_xg + n_g, 0, (2 * n_h + 2 * n_c) * sizeof(floating))
+    memset(ws + n_xg + n_g, 0, (2 * n_h + 2 * n_c + n_q) * sizeof(floating))
     cdef floating* Xg = ws
     cdef floating* G = Xg + n_xg
     cdef floating* hbuf0 = G + n_g

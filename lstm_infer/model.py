@@ -211,10 +211,11 @@ def _panels(w: np.ndarray, width: int) -> np.ndarray:
 
 
 def _quad_panels(w: np.ndarray):
-    """(N, K) int8 -> ((N/64, K4, 64, 4) panels for vpdpbusd, (N,) int32 zero-point
-    corrections 128 * column sum); K is zero-padded to a multiple of 4."""
+    """(N, K) int8 -> ((N/64, K4, 64, 4) panels for vpdpbusd / AMX tiles, (N,) int32
+    zero-point corrections 128 * column sum); K is zero-padded to a multiple of 64
+    (one AMX tile row of activations)."""
     N, K = w.shape
-    K4 = -(-K // 4)
+    K4 = -(-K // 64) * 16
     padded = np.zeros((N, K4 * 4), dtype=np.int8)
     padded[:, :K] = w
     pan = padded.reshape(N // 64, 64, K4, 4).transpose(0, 2, 1, 3)

@@ -120,3 +120,22 @@ def test_errors():
     del w[0][0]["w_hh_scale"]
     with pytest.raises(ValueError, match="needs w_hh_scale"):
         li.LSTM(w, quantization="int8-weights")
+
+
+@pytest.mark.parametrize("B", [8, 16, 37])
+def test_int8_amx_matches_vnni(B):
+    """AMX tiles (>= 8 rows) and AVX-512 VNNI give the same int32 sums."""
+    from lstm_infer import _kernels
+    if _kernels.cpu_simd_level() != "avx512" or not _kernels.set_amx(True):
+        pytest.skip("this CPU has no AMX (or Linux did not grant it)")
+    m = li.LSTM.random(70, 40, num_layers=2, bidirectional=True, peephole=True, seed=6)
+    q = m.quantize("int8")
+    x = np.random.default_rng(B).uniform(-3, 3, (19, B, 70)).astype(np.float32)
+    lens = np.linspace(19, 0, B).astype(int)
+    try:
+        with_amx = q(x, lengths=lens)[0]
+        _kernels.set_amx(False)
+        without = q(x, lengths=lens)[0]
+    finally:
+        _kernels.set_amx(True)
+    np.testing.assert_allclose(with_amx, without, atol=1e-6, rtol=0)

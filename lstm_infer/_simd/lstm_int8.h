@@ -385,6 +385,154 @@ static void li_q8_mm_avx2(int M, int NG, int K4, const uint8_t *Q, long ldq, con
 #pragma GCC pop_options
 #endif
 
+/* 1 if the CPU has AVX-512 VNNI (vpdpbusd on zmm). */
+static int li_has_vnni_cpu(void)
+{
+#ifdef LI_X86
+    __builtin_cpu_init();
+    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
+           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#else
+    return 0;
+#endif
+}
+
+/* ------------------------------------------------------------ AMX (Sapphire Rapids+) */
+#if defined(LI_X86) && defined(__linux__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#define LI_HAVE_AMX_BUILD 1
+#define LI_AMX_MIN_ROWS 8 /* below this the VNNI tiles win (measured) */
+
+static int li_amx_ok = -1; /* -1 unknown, 0 no, 1 yes (CPU has it and Linux granted it) */
+static int li_amx_enabled = 1;
+
+/* Ask Linux for the AMX tile state once per process (ARCH_REQ_XCOMP_PERM). */
+static int li_amx_available(void)
+{
+    if (li_amx_ok < 0) {
+        __builtin_cpu_init();
+        li_amx_ok = __builtin_cpu_supports("amx-int8") && __builtin_cpu_supports("amx-tile") &&
+                    li_has_vnni_cpu() && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+    }
+    return li_amx_ok;
+}
+
+typedef struct {
+    uint8_t palette_id, start_row, reserved[14];
+    uint16_t colsb[16];
+    uint8_t rows[16];
+} li_tilecfg;
+
+#pragma GCC push_options
+#pragma GCC target("amx-tile,amx-int8,avx512f,avx512vl,avx512bw,avx512dq,avx512vnni,avx2,fma,f16c")
+/* Y (+)= dequant(Q u8 @ Wq) [+ gates] with AMX tiles: per group, 16 rows x 64
+ * columns in C tiles 0-3 (16 int32 columns each), A = tile 4 (16 rows x 16
+ * k-quads of Q), B = tiles 5/6 (16 k-quads x 16 columns of the panel, stride
+ * 256 bytes: the VNNI panel layout is already the AMX B layout). K4 must be a
+ * multiple of 16 and Q must have M rounded up to 16 rows (pad rows are computed
+ * and discarded). */
+static void li_q8_mm_amx(int M, int NG, int K4, const uint8_t *Q, long ldq, const float *sx,
+                         const int8_t *Wq, const int32_t *colsum, const float *sw, float *Y,
+                         long ldy, int zero_init, int gated, const float *bias,
+                         const float *peep, int Hp, float *C, long ldc, float *Hc, long ldh,
+                         const li_acts *a, int flip)
+{
+    static const float zeros[16] = {0};
+    li_tilecfg cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.palette_id = 1;
+    for (int t = 0; t < 7; t++) {
+        cfg.rows[t] = 16;
+        cfg.colsb[t] = 64;
+    }
+    _tile_loadconfig(&cfg);
+    int32_t tmp[16 * 64] __attribute__((aligned(64)));
+    for (int gi = 0; gi < NG; gi++) {
+        const int g = flip ? NG - 1 - gi : gi;
+        const int8_t *W = Wq + (long)g * K4 * 256;
+        const float *pi = peep ? peep + g * 16 : zeros;
+        const float *pf = peep ? peep + Hp + g * 16 : zeros;
+        const float *po = peep ? peep + 2 * Hp + g * 16 : zeros;
+        for (int b0 = 0; b0 < M; b0 += 16) {
+            const int rows = M - b0 < 16 ? M - b0 : 16;
+            _tile_zero(0);
+            _tile_zero(1);
+            _tile_zero(2);
+            _tile_zero(3);
+            for (int kk = 0; kk < K4; kk += 16) {
+                const int8_t *w = W + (long)kk * 256;
+                _tile_loadd(4, Q + b0 * ldq + 4 * kk, ldq);
+                _tile_loadd(5, w, 256);
+                _tile_loadd(6, w + 64, 256);
+                _tile_dpbusd(0, 4, 5);
+                _tile_dpbusd(1, 4, 6);
+                _tile_loadd(5, w + 128, 256);
+                _tile_loadd(6, w + 192, 256);
+                _tile_dpbusd(2, 4, 5);
+                _tile_dpbusd(3, 4, 6);
+            }
+            _tile_stored(0, tmp, 256);
+            _tile_stored(1, tmp + 16, 256);
+            _tile_stored(2, tmp + 32, 256);
+            _tile_stored(3, tmp + 48, 256);
+            for (int r = 0; r < rows; r++) {
+                float *y = Y + (b0 + r) * ldy + g * 64;
+                const __m512 sxv = _mm512_set1_ps(sx[b0 + r]);
+                for (int q = 0; q < 4; q++) {
+                    __m512i acc = _mm512_load_si512(tmp + r * 64 + q * 16);
+                    __m512 v = _mm512_cvtepi32_ps(
+                        _mm512_sub_epi32(acc, _mm512_loadu_si512(colsum + g * 64 + q * 16)));
+                    v = _mm512_mul_ps(_mm512_mul_ps(v, sxv), _mm512_loadu_ps(sw + g * 64 + q * 16));
+                    if (!zero_init) v = _mm512_add_ps(v, _mm512_loadu_ps(y + q * 16));
+                    _mm512_storeu_ps(y + q * 16, v);
+                }
+            }
+            if (gated) {
+                int r = 0;
+                for (; r + 4 <= rows; r += 4)
+                    gate_rows_avx512(4, Y + (b0 + r) * ldy + g * 64, ldy, bias + g * 64, pi, pf,
+                                     po, C + (b0 + r) * ldc + g * 16, ldc,
+                                     Hc + (b0 + r) * ldh + g * 16, ldh, a);
+                for (; r < rows; r++)
+                    gate_group_avx512(Y + (b0 + r) * ldy + g * 64, bias + g * 64, pi, pf, po,
+                                      C + (b0 + r) * ldc + g * 16, Hc + (b0 + r) * ldh + g * 16,
+                                      a);
+            }
+        }
+    }
+    _tile_release();
+}
+#pragma GCC pop_options
+
+/* AMX for >= LI_AMX_MIN_ROWS rows when available and enabled, else VNNI. */
+static void li_q8_mm_avx512(int M, int NG, int K4, const uint8_t *Q, long ldq, const float *sx,
+                            const int8_t *Wq, const int32_t *colsum, const float *sw, float *Y,
+                            long ldy, int zero_init, int gated, const float *bias,
+                            const float *peep, int Hp, float *C, long ldc, float *Hc, long ldh,
+                            const li_acts *a, int flip)
+{
+    if (M >= LI_AMX_MIN_ROWS && li_amx_enabled && li_amx_available())
+        li_q8_mm_amx(M, NG, K4, Q, ldq, sx, Wq, colsum, sw, Y, ldy, zero_init, gated, bias,
+                     peep, Hp, C, ldc, Hc, ldh, a, flip);
+    else
+        li_q8_mm_vnni(M, NG, K4, Q, ldq, sx, Wq, colsum, sw, Y, ldy, zero_init, gated, bias,
+                      peep, Hp, C, ldc, Hc, ldh, a, flip);
+}
+#endif
+
+/* AMX on/off (tests compare it with VNNI); returns whether AMX will be used. */
+static int li_set_amx(int on)
+{
+#ifdef LI_HAVE_AMX_BUILD
+    li_amx_enabled = on;
+    return on && li_amx_available();
+#else
+    (void)on;
+    return 0;
+#endif
+}
+
 typedef void (*li_q8_mm_fn)(int, int, int, const uint8_t *, long, const float *, const int8_t *,
                             const int32_t *, const float *, float *, long, int, int,
                             const float *, const float *, int, float *, long, float *, long,
@@ -401,17 +549,6 @@ static void li_q8_mm_generic_flip(int M, int NG, int K4, const uint8_t *Q, long 
                      Hp, C, ldc, Hc, ldh, a);
 }
 
-/* 1 if the CPU has AVX-512 VNNI (vpdpbusd on zmm). */
-static int li_has_vnni(void)
-{
-#ifdef LI_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-#else
-    return 0;
-#endif
-}
 
 typedef void (*li_quant_fn)(int, int, const float *, long, uint8_t *, long, float *);
 
@@ -429,8 +566,11 @@ static li_quant_fn li_select_quant(int level)
  * (exact int16 multiply-adds), portable C. */
 static li_q8_mm_fn li_select_q8(int level)
 {
+#ifdef LI_HAVE_AMX_BUILD
+    if (level >= LI_LEVEL_AVX512 && li_has_vnni_cpu()) return li_q8_mm_avx512;
+#endif
 #ifdef LI_X86
-    if (level >= LI_LEVEL_AVX512 && li_has_vnni()) return li_q8_mm_vnni;
+    if (level >= LI_LEVEL_AVX512 && li_has_vnni_cpu()) return li_q8_mm_vnni;
     if (level >= LI_LEVEL_AVX2) return li_q8_mm_avx2;
 #endif
     (void)level;
