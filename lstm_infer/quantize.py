@@ -3,7 +3,8 @@
 Modes (``model.quantize(mode, input_weights=False)``):
   int8          int8 weights (W_ih and W_hh, per output row) AND activations: x and h
                 are quantized dynamically per step and row (u8, zero point 128,
-                scale max|row| / 127), int32 accumulation: AVX-512 VNNI vpdpbusd; on
+                scale max|row| / 127), int32 accumulation: Intel AMX tiles for >= 8 rows
+                where the CPU has them and Linux grants them, AVX-512 VNNI vpdpbusd; on
                 AVX2, vpmaddwd on int16-widened operands (vpmaddubsw's int16 pair
                 sums would saturate: 255*127*2 > 32767); portable C otherwise. All
                 three produce identical int32 accumulators, dequantized and gated in
