@@ -146,6 +146,10 @@ class _PackedDirection:
             else:
                 self.w_ih_pan = _panels(_interleave_rows(q_ih, H, self.Hp), 4 * GROUP)
                 self.w_hh_pan = _panels(_interleave_rows(q_hh, H, self.Hp), 4 * GROUP)
+                if quant == "bfloat16":  # pair columns c, c + 16 per 32-bit word (see ldw_bf16)
+                    if self.wt_ih == _WT[quant]:
+                        self.w_ih_pan = _pair_bf16_columns(self.w_ih_pan)
+                    self.w_hh_pan = _pair_bf16_columns(self.w_hh_pan)
             if quant in ("int8", "int8-weights"):
                 if self.wt_ih != _WT["float32"]:
                     self.w_ih_scale = _interleave_rows(stored["w_ih_scale"], H, self.Hp)
@@ -220,6 +224,14 @@ def _quad_panels(w: np.ndarray):
     padded[:, :K] = w
     pan = padded.reshape(N // 64, 64, K4, 4).transpose(0, 2, 1, 3)
     return np.ascontiguousarray(pan), 128 * padded.sum(axis=1, dtype=np.int32)
+
+
+def _pair_bf16_columns(pan: np.ndarray) -> np.ndarray:
+    """bf16 panels (..., 64): per 32 columns, order [c0, c16, c1, c17, ..., c15, c31], so
+    one 32-bit word holds columns l (low half) and 16 + l (high half)."""
+    order = np.concatenate([np.stack([np.arange(16), 16 + np.arange(16)], 1).ravel() + base
+                            for base in (0, 32)])
+    return np.ascontiguousarray(pan[..., order])
 
 
 def _unpanel(p: np.ndarray) -> np.ndarray:
