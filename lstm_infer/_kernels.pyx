@@ -38,13 +38,18 @@ Buffers (all row-major, dtype T):
   weights in and out, so they never influence real units.
 
 Parallelism: a layer is split into tasks (direction x batch slice), each an
-independent time loop, run on OpenMP threads; no per-step synchronisation.
+independent time loop, run on OpenMP threads; no per-step synchronisation. When
+there are more threads than tasks and a task is one sequence (batch 1, the
+latency case), its gate groups are split between the threads instead: each
+computes its columns of the input projection and its units of every step, and
+the threads meet at a spin barrier once per step (every one reads the whole h).
 Batches are sorted by length (descending) in Python, so the rows still active
 at step s are a prefix of each slice (as in cuDNN packed sequences).
 Reverse directions read x[len_b - 1 - s] for row b at step s: each sequence
 is reversed within its own span.
 """
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
+cimport openmp
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 cimport scipy.linalg.cython_blas as blas
@@ -60,7 +65,7 @@ cdef extern from "lstm_cell.h" nogil:
         double af, bf, ag, bg, ah, bh
         double clip, cell_clip
         int cifg
-    ctypedef void (*li_step_fn)(int, int, int, float *, long, const void *, const float *,
+    ctypedef void (*li_step_fn)(int, int, int, int, float *, long, const void *, const float *,
                                 const float *, long, const float *, const float *, float *,
                                 long, float *, long, const li_acts *, int) noexcept nogil
     ctypedef void (*li_gemm_fn)(int, int, int, const float *, long, const void *,
@@ -70,6 +75,9 @@ cdef extern from "lstm_cell.h" nogil:
         li_gemm_fn gemm[4]
         void (*gemv_pan16)(int, int, int, const float *, const float *, long, float *, long) noexcept nogil
     void* li_alloc64(size_t nbytes)
+    ctypedef struct li_barrier:
+        int count, sense, n
+    void li_barrier_wait(li_barrier* b, int* local_sense)
     ctypedef void (*li_q8_mm_fn)(int, int, int, const unsigned char *, long, const float *,
                                  const signed char *, const int *, const float *, float *, long,
                                  int, int, const float *, const float *, int, float *, long,
@@ -154,6 +162,7 @@ cdef inline void _gemm_nt(int M, int N, int K, floating alpha, const floating* A
 cdef enum:
     SMALL_BATCH = 8      # float32: own GEMV for the projection up to this many rows
     WT_Q8 = 4            # "int8" mode (dynamic activations): LI_WT_* + 1
+    SPLIT_MIN_WEIGHTS = 131072  # W_hh elements from which a batch-1 step is split across threads
     MAX_LAYERS = 64
 
 cdef struct DirW:
@@ -199,9 +208,20 @@ cdef inline long _round16(long n) noexcept nogil:
     return (n + 15) & ~15
 
 
-cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) noexcept nogil:
+cdef inline long _wsize(int wt) noexcept nogil:
+    """Bytes per weight of a float32-kernel panel type (LI_WT_*)."""
+    return 4 if wt == 0 else (1 if wt == 1 or wt == WT_Q8 else 2)
+
+
+cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int nparts,
+                   li_barrier* bar, floating* shared_ws, floating dummy) noexcept nogil:
     """One direction x batch slice of one layer: the whole time loop. Returns 0, or -1
-    if the workspace could not be allocated."""
+    if the workspace could not be allocated.
+
+    With nparts > 1 (one batch-1 sequence split across threads), this thread computes
+    the gate groups [g0, g1) of every step: its columns of the input projection, its
+    units of h and c; the threads share the workspace and meet at a barrier after each
+    step, since every thread reads the whole h."""
     cdef int d = task % L.D
     cdef int sl = task // L.D
     cdef int B = S.B
@@ -231,6 +251,19 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
     cdef floating* cn = <floating*>L.cn
     cdef int Tb = S.block_t
     cdef int nsteps = lens[0]
+    # this part's gate groups and hidden units (all of them when nparts == 1)
+    cdef int g0 = part * (Hp // 16) // nparts
+    cdef int g1 = (part + 1) * (Hp // 16) // nparts
+    cdef int ng = g1 - g0
+    cdef int uh0 = 0 if nparts == 1 else g0 * 16
+    cdef int uh1 = Hout if nparts == 1 else min(g1 * 16, Hout)
+    cdef int uc1 = H if nparts == 1 else min(g1 * 16, H)
+    cdef int sense = 0
+    cdef const char* w_ih_pan = <const char*>w.w_ih_pan + <long>g0 * In * 64 * _wsize(w.wt_ih)
+    cdef const char* w_hh_pan = <const char*>w.w_hh_pan + <long>g0 * Kh * 64 * _wsize(w.wt_hh)
+    cdef const float* sc_ih = w.w_ih_scale + g0 * 64 if w.w_ih_scale != NULL else NULL
+    cdef const float* sc_hh = w.w_hh_scale + g0 * 64 if w.w_hh_scale != NULL else NULL
+    cdef const floating* peep_g = peep + g0 * 16 if peep != NULL else NULL
 
     # workspace: Xg (Tb*Bs, In) | G (Tb*Bs, 4Hp) | h ping-pong 2 x (Bs, Kh) | C (Bs, Hp) | Hc (Bs, Hp)
     # every sub-buffer starts on a 64-byte boundary (sizes rounded up to 16 elements)
@@ -246,11 +279,13 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
     cdef long n_q = _round16(_round16(<long>Tb * Bs) * (ldq_x if ldq_x > ldq_h else ldq_h) // 4 + 1) if q8 else 0
     cdef long n_qs = _round16(<long>Tb * Bs) if q8 else 0
     cdef size_t nbytes = (n_xg + n_g + 2 * n_h + 2 * n_c + n_q + n_qs) * sizeof(floating)
-    cdef floating* ws = <floating*>li_alloc64(nbytes)
+    cdef floating* ws = shared_ws
     if ws == NULL:
-        return -1
-    # padded state entries must be 0; Xg/G rows of finished sequences are never read
-    memset(ws + n_xg + n_g, 0, (2 * n_h + 2 * n_c + n_q) * sizeof(floating))
+        ws = <floating*>li_alloc64(nbytes)
+        if ws == NULL:
+            return -1
+        # padded state entries must be 0; Xg/G rows of finished sequences are never read
+        memset(ws + n_xg + n_g, 0, (2 * n_h + 2 * n_c + n_q) * sizeof(floating))
     cdef floating* Xg = ws
     cdef floating* G = Xg + n_xg
     cdef floating* hbuf0 = G + n_g
@@ -270,13 +305,17 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
     cdef long ob = d * Hout
 
     # initial state (sorted row order); rows of length 0 finish right here
-    for b in range(Bs):
-        row = perm[b]
-        memcpy(hbuf0 + <long>b * Kh, h0 + (<long>d * B + row) * Hout, Hout * sizeof(floating))
-        memcpy(C + <long>b * Hp, c0 + (<long>d * B + row) * H, H * sizeof(floating))
-        if lens[b] == 0:
-            memcpy(hn + (<long>d * B + row) * Hout, hbuf0 + <long>b * Kh, Hout * sizeof(floating))
-            memcpy(cn + (<long>d * B + row) * H, C + <long>b * Hp, H * sizeof(floating))
+    if part == 0:
+        for b in range(Bs):
+            row = perm[b]
+            memcpy(hbuf0 + <long>b * Kh, h0 + (<long>d * B + row) * Hout, Hout * sizeof(floating))
+            memcpy(C + <long>b * Hp, c0 + (<long>d * B + row) * H, H * sizeof(floating))
+            if lens[b] == 0:
+                memcpy(hn + (<long>d * B + row) * Hout, hbuf0 + <long>b * Kh,
+                       Hout * sizeof(floating))
+                memcpy(cn + (<long>d * B + row) * H, C + <long>b * Hp, H * sizeof(floating))
+    if nparts > 1:
+        li_barrier_wait(bar, &sense)
     hp = hbuf0
     hnx = hbuf1
     hcell = Hc if proj else hnx
@@ -311,8 +350,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
                     <const signed char*>w.w_ih_pan, w.w_ih_colsum, w.w_ih_scale, G, G4, 1, 0,
                     NULL, NULL, 0, NULL, 0, NULL, 0, NULL, 0)
             else:
-                _k32.gemm[w.wt_ih](tb * Bs, Hp // 16, In, xblk, ldx, w.w_ih_pan, w.w_ih_scale,
-                                   G, G4)
+                _k32.gemm[w.wt_ih](tb * Bs, ng, In, xblk, ldx, w_ih_pan, sc_ih, G + g0 * 64, G4)
         else:
             if Bs == 1 and (reverse or ldx < In):  # BLAS needs lda >= K > 0
                 for s in range(tb):
@@ -331,8 +369,9 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
                         <const signed char*>w.w_hh_pan, w.w_hh_colsum, w.w_hh_scale, <float*>Gs,
                         G4, 0, 1, bias, peep, Hp, C, Hp, hcell, Hp, acts, s & 1)
                 else:
-                    _k32.step[w.wt_hh](na, Hp, Kh, <float*>Gs, G4, w.w_hh_pan, w.w_hh_scale, hp,
-                                       Kh, bias, peep, C, Hp, hcell, Hp, acts, s & 1)
+                    _k32.step[w.wt_hh](na, ng, Hp, Kh, <float*>Gs + g0 * 64, G4, w_hh_pan, sc_hh,
+                                       hp, Kh, bias + g0 * 64, peep_g, C + g0 * 16, Hp,
+                                       hcell + g0 * 16, Hp, acts, s & 1)
                 if proj:
                     if na <= SMALL_BATCH:
                         _k32.gemv_pan16(na, Pp // 16, Hp, <const float*>w.w_hr_pan, Hc, Hp,
@@ -350,37 +389,78 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, floating dummy) no
             # outputs of the active rows
             for b in range(na):
                 t = lens[b] - 1 - s if (reverse and not L.out_proc) else s
-                memcpy(out + t * L.os_t + perm[b] * L.os_b + ob, hnx + <long>b * Kh,
-                       Hout * sizeof(floating))
+                memcpy(out + t * L.os_t + perm[b] * L.os_b + ob + uh0, hnx + <long>b * Kh + uh0,
+                       (uh1 - uh0) * sizeof(floating))
             # rows whose sequence ends at this step: final state
             na_next = na
             while na_next > 0 and lens[na_next - 1] <= s + 1:
                 na_next -= 1
             for b in range(na_next, na):
                 row = perm[b]
-                memcpy(hn + (<long>d * B + row) * Hout, hnx + <long>b * Kh, Hout * sizeof(floating))
-                memcpy(cn + (<long>d * B + row) * H, C + <long>b * Hp, H * sizeof(floating))
+                memcpy(hn + (<long>d * B + row) * Hout + uh0, hnx + <long>b * Kh + uh0,
+                       (uh1 - uh0) * sizeof(floating))
+                memcpy(cn + (<long>d * B + row) * H + uh0, C + <long>b * Hp + uh0,
+                       (uc1 - uh0) * sizeof(floating))
             na = na_next
+            if nparts > 1:  # every part reads the whole h of this step next
+                li_barrier_wait(bar, &sense)
             tmp = hp
             hp = hnx
             hnx = tmp
             if not proj:
                 hcell = hnx
         s0 += tb
-    free(ws)
+    if shared_ws == NULL:
+        free(ws)
     return 0
+
+
+cdef long _task_ws_elems(const Layer* L, const Shared* S) noexcept nogil:
+    """Workspace elements of one task of a batch-1 layer (as _run_task lays it out)."""
+    cdef long Tb = S.block_t
+    return (_round16(Tb * L.In) + _round16(Tb * 4 * L.Hp) + 2 * _round16(L.Kh)
+            + 2 * _round16(L.Hp))
 
 
 cdef int _run_layer(const Layer* L, const Shared* S, int nthreads, floating dummy) noexcept nogil:
     cdef int ntasks = L.D * S.nslices
-    cdef int task, status = 0
+    cdef int task, status = 0, part, nparts
+    cdef int* pstatus = &status  # written inside the parallel block (shared, not private)
+    cdef li_barrier bar
+    cdef floating* ws
+    cdef long n
+    # One batch-1 sequence and spare threads: split each step's gate groups between
+    # the threads (float32, no projection; int8 and float64 run whole on one thread).
+    # Only when a step streams >= 128 Ki weights: below that the per-step barrier costs
+    # what the split saves (measured: kws, H=128, 0.243 -> 0.255 ms with 2 threads).
+    nparts = min(nthreads, L.Hp // 16)
+    if (floating is float and ntasks == 1 and S.B == 1 and nparts > 1 and L.P == 0
+            and L.w[0].wt_hh != WT_Q8 and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
+        n = _task_ws_elems(L, S)
+        ws = <floating*>li_alloc64(n * sizeof(floating))
+        if ws == NULL:
+            return -1
+        memset(ws, 0, n * sizeof(floating))
+        bar.count = 0
+        bar.sense = 0
+        bar.n = nparts
+        with parallel(num_threads=nparts):
+            part = threadid()
+            if openmp.omp_get_num_threads() == nparts:
+                if _run_task(L, S, 0, part, nparts, &bar, ws, dummy) != 0:
+                    pstatus[0] = -1
+            elif part == 0:  # fewer threads than asked: run it whole
+                if _run_task(L, S, 0, 0, 1, NULL, NULL, dummy) != 0:
+                    pstatus[0] = -1
+        free(ws)
+        return status
     if nthreads <= 1 or ntasks == 1:
         for task in range(ntasks):
-            if _run_task(L, S, task, dummy) != 0:
+            if _run_task(L, S, task, 0, 1, NULL, NULL, dummy) != 0:
                 status = -1
     else:
         for task in prange(ntasks, num_threads=nthreads, schedule="static", chunksize=1):
-            if _run_task(L, S, task, dummy) != 0:
+            if _run_task(L, S, task, 0, 1, NULL, NULL, dummy) != 0:
                 status = -1
     return status
 

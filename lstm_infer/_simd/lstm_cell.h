@@ -58,6 +58,30 @@ static inline float li_half_to_float(uint16_t h)
     return f;
 }
 
+/* A spin barrier for the threads that split one sequence's steps (sense
+ * reversing; after a while it yields, so an oversubscribed machine still moves). */
+#include <sched.h>
+typedef struct {
+    int count, sense, n;
+} li_barrier;
+
+static inline void li_barrier_wait(li_barrier *b, int *local_sense)
+{
+    const int s = !*local_sense;
+    *local_sense = s;
+    if (__atomic_add_fetch(&b->count, 1, __ATOMIC_ACQ_REL) == b->n) {
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->sense, s, __ATOMIC_RELEASE);
+        return;
+    }
+    for (long spin = 0; __atomic_load_n(&b->sense, __ATOMIC_ACQUIRE) != s; spin++) {
+#ifdef LI_X86
+        __builtin_ia32_pause();
+#endif
+        if (spin > 20000) sched_yield();
+    }
+}
+
 /* 64-byte aligned workspace (so vector loads never straddle cache lines). */
 static inline void *li_alloc64(size_t nbytes)
 {
@@ -104,7 +128,7 @@ static inline void *li_alloc64(size_t nbytes)
 #pragma GCC pop_options
 #endif
 
-typedef void (*li_step_fn)(int, int, int, float *, long, const void *, const float *,
+typedef void (*li_step_fn)(int, int, int, int, float *, long, const void *, const float *,
                            const float *, long, const float *, const float *, float *, long,
                            float *, long, const li_acts *, int);
 typedef void (*li_gemm_fn)(int, int, int, const float *, long, const void *, const float *,

@@ -477,15 +477,17 @@ LI_FN(panel_mm)(int M, int NG, int K, const float *X, long ldx, const void *Wpan
 /* One recurrent step, GEMM and gates fused per tile (rows x 16 units x 4 gates):
  *   z = G[b] + hprev[b] @ W_hh^T ;  gates ;  C[b], Hc[b] updated.
  * G (nb, 4Hp) stride ldg is the step's input projection and is overwritten.
- * hprev (nb, Kh) stride ldhp; Wpan (Hp/16, Kh, 64) of weight type wt. */
+ * hprev (nb, Kh) stride ldhp; Wpan (NG, Kh, 64) of weight type wt: NG groups of 16
+ * units (a thread's share when one sequence's step is split; Hp / 16 otherwise),
+ * the peephole rows being Hp apart. */
 #define LI_DEFINE_STEP(WT, NAME)                                                    \
-    static void LI_FN(NAME)(int nb, int Hp, int Kh, float *G, long ldg, const void *Wpan, \
-                            const float *scale, const float *hprev, long ldhp,      \
-                            const float *bias, const float *peep, float *C, long ldc, \
-                            float *Hc, long ldh, const li_acts *a, int flip)        \
+    static void LI_FN(NAME)(int nb, int NG, int Hp, int Kh, float *G, long ldg,      \
+                            const void *Wpan, const float *scale, const float *hprev, \
+                            long ldhp, const float *bias, const float *peep, float *C, \
+                            long ldc, float *Hc, long ldh, const li_acts *a, int flip) \
     {                                                                               \
-        LI_FN(panel_mm)(nb, Hp / 16, Kh, hprev, ldhp, Wpan, WT, scale, G, ldg, 0, 1, bias, \
-                        peep, Hp, C, ldc, Hc, ldh, a, flip);                        \
+        LI_FN(panel_mm)(nb, NG, Kh, hprev, ldhp, Wpan, WT, scale, G, ldg, 0, 1, bias, peep, \
+                        Hp, C, ldc, Hc, ldh, a, flip);                              \
     }
 
 /* Input projection: Y (M, 64*NG) = X (M, K) @ Wpan, Wpan (NG, K, 64) of type wt. */
