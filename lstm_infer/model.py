@@ -473,6 +473,8 @@ class LSTM:
             flags.append(f"clip={c.clip}")
         if c.cell_clip is not None:
             flags.append(f"cell_clip={c.cell_clip}")
+        if c.quantization:
+            flags.insert(0, f"quantized {c.quantization}")
         return (f"LSTM(input={c.input_size}, layers: {sizes}, {c.dtype}"
                 f"{', ' + ', '.join(flags) if flags else ''})")
 
