@@ -522,7 +522,7 @@ class LSTM:
             raise ValueError(f"x must have {cfg.input_size} features (input_size) in its last "
                              f"axis; got shape {given_shape}")
         if x_tb.dtype != self._dtype or not _kernel_friendly(x_tb):
-            x_tb = _cast_rows_contiguous(x_tb, self._dtype)
+            x_tb = np.ascontiguousarray(x_tb, dtype=self._dtype)
         if x.dtype.kind == "f" and x_tb.size and not np.isfinite(x_tb).all():
             raise ValueError("x contains NaN or infinity")
 
@@ -659,10 +659,7 @@ class LSTM:
 
     # ------------------------------------------------------------------ pickling
     def __reduce__(self):
-        return (_rebuild, (self.weights, self._rebuild_kwargs()))
-
-    def _rebuild_kwargs(self):
-        return self.options
+        return (_rebuild, (self.weights, self.options))
 
     @property
     def options(self) -> dict:
@@ -779,7 +776,3 @@ def _kernel_friendly(a: np.ndarray) -> bool:
     it = a.itemsize
     return (a.shape[2] <= 1 or s[2] == it) and s[0] >= 0 and s[1] >= 0 and \
         s[0] % it == 0 and s[1] % it == 0 and a.flags.aligned
-
-
-def _cast_rows_contiguous(a: np.ndarray, dtype) -> np.ndarray:
-    return np.ascontiguousarray(a, dtype=dtype)
