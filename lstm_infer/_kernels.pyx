@@ -49,7 +49,6 @@ Reverse directions read x[len_b - 1 - s] for row b at step s: each sequence
 is reversed within its own span.
 """
 from cython.parallel cimport parallel, prange, threadid
-cimport openmp
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 cimport scipy.linalg.cython_blas as blas
@@ -78,6 +77,7 @@ cdef extern from "lstm_cell.h" nogil:
     ctypedef struct li_barrier:
         int count, sense, n
     void li_barrier_wait(li_barrier* b, int* local_sense)
+    int li_team_size()
     ctypedef void (*li_q8_mm_fn)(int, int, int, const unsigned char *, long, const float *,
                                  const signed char *, const int *, const float *, float *, long,
                                  int, int, const float *, const float *, int, float *, long,
@@ -446,7 +446,7 @@ cdef int _run_layer(const Layer* L, const Shared* S, int nthreads, floating dumm
         bar.n = nparts
         with parallel(num_threads=nparts):
             part = threadid()
-            if openmp.omp_get_num_threads() == nparts:
+            if li_team_size() == nparts:
                 if _run_task(L, S, 0, part, nparts, &bar, ws, dummy) != 0:
                     pstatus[0] = -1
             elif part == 0:  # fewer threads than asked: run it whole

@@ -58,6 +58,14 @@ static inline float li_half_to_float(uint16_t h)
     return f;
 }
 
+/* Threads in the current parallel region (1 when built without OpenMP). */
+#ifdef _OPENMP
+#include <omp.h>
+static inline int li_team_size(void) { return omp_get_num_threads(); }
+#else
+static inline int li_team_size(void) { return 1; }
+#endif
+
 /* A spin barrier for the threads that split one sequence's steps (sense
  * reversing; after a while it yields, so an oversubscribed machine still moves). */
 #include <sched.h>
