@@ -513,9 +513,10 @@ def _block_steps(int T, int B, int nslices, int G4, int In, int itemsize, long w
     cdef int bs = (B + nslices - 1) // nslices
     cdef long row_bytes = <long>(G4 + In) * itemsize * bs
     cdef long budget = (1 << 16) if wbytes <= (1 << 20) else (1 << 20)
-    cdef int tb = 256
-    while tb > 1 and tb * row_bytes > budget:
-        tb //= 2
+    # as many steps as fit (not a power of two: lat1024's 50 steps are one block, so
+    # its 16 MB W_ih streams once per call instead of twice)
+    cdef long tb = budget // row_bytes
+    tb = 256 if tb > 256 else tb
     return max(1, min(tb, T))
 
 
