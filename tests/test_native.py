@@ -71,11 +71,12 @@ def test_load_is_memory_mapped_and_read_only(tmp_path):
 
 
 def test_bf16_bits_convert_exactly():
+    from lstm_infer.quantize import bf16_bits_to_f32
     f = np.array([1.0, -2.5, 3.140625, 1e-3], np.float32)
     bits = (f.view(np.uint32) >> 16).astype(np.uint16)
-    np.testing.assert_array_equal(st.bf16_to_f32(bits),
+    np.testing.assert_array_equal(bf16_bits_to_f32(bits),
                                   (bits.astype(np.uint32) << 16).view(np.float32))
-    assert st.bf16_to_f32(bits)[1] == -2.5
+    assert bf16_bits_to_f32(bits)[1] == -2.5
 
 
 # ------------------------------------------------------------------ bad files

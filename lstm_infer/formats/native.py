@@ -51,10 +51,9 @@ def is_native(path) -> bool:
     if not st.is_safetensors(path):
         return False
     try:
-        header, _, _ = st.read_header(path)
+        return st.read_metadata(path).get("format") == FORMAT
     except (OSError, ValueError):
         return False
-    return (header.get("__metadata__") or {}).get("format") == FORMAT
 
 
 def load(path):

@@ -29,25 +29,62 @@ class SafetensorsError(ValueError):
     """A file that is not valid safetensors (truncated, corrupted, inconsistent)."""
 
 
-def read_header(path):
-    """(header dict, data start offset, file size); raises SafetensorsError."""
-    size = os.path.getsize(path)
-    with open(path, "rb") as f:
-        head = f.read(8)
-        if len(head) < 8:
-            raise SafetensorsError(f"{path}: too short for safetensors ({size} bytes)")
-        (n,) = struct.unpack("<Q", head)
-        if n > min(size - 8, _MAX_HEADER):
-            raise SafetensorsError(f"{path}: header length {n} exceeds the file size {size} "
-                                   f"(truncated or not safetensors)")
-        raw = f.read(n)
+# bytes per element of every dtype the format defines (also those we do not compute with)
+_ITEMSIZE = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
+             "U8": 1, "U16": 2, "U32": 4, "U64": 8, "BOOL": 1, "C64": 8, "F8_E4M3": 1,
+             "F8_E5M2": 1}
+
+
+def read_entries(f, size: int, where: str):
+    """Parse and check the header of an open safetensors file (f at any position).
+
+    Returns (entries, metadata, data_start) with entries {name: (dtype code, shape,
+    begin, end)}, offsets relative to the data section. Every entry's byte range is
+    checked against its dtype and shape and against the file size, so a truncated or
+    corrupted file fails here, naming the tensor. The one parser for the native
+    reader and the torch-named reader."""
+    f.seek(0)
+    head = f.read(8)
+    if len(head) < 8:
+        raise SafetensorsError(f"{where}: too short for safetensors ({size} bytes)")
+    (n,) = struct.unpack("<Q", head)
+    if n > min(size - 8, _MAX_HEADER):
+        raise SafetensorsError(f"{where}: safetensors header of {n} bytes does not fit a "
+                               f"{size}-byte file (truncated or corrupted)")
     try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SafetensorsError(f"{path}: header is not valid JSON ({e})") from None
+        header = json.loads(f.read(n).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as e:
+        raise SafetensorsError(f"{where}: corrupted safetensors header: {e}") from None
     if not isinstance(header, dict):
-        raise SafetensorsError(f"{path}: header must be a JSON object")
-    return header, 8 + n, size
+        raise SafetensorsError(f"{where}: safetensors header is not a JSON object")
+    meta = header.pop("__metadata__", None) or {}
+    if not isinstance(meta, dict):
+        raise SafetensorsError(f"{where}: __metadata__ must be an object")
+    data_size = size - 8 - n
+    entries = {}
+    for name, info in header.items():
+        try:
+            code = info["dtype"]
+            shape = tuple(int(v) for v in info["shape"])
+            a, b = (int(v) for v in info["data_offsets"])
+        except (KeyError, TypeError, ValueError):
+            raise SafetensorsError(f"{where}: tensor {name!r} has a bad header entry "
+                                   f"{info!r:.200}") from None
+        if min(shape, default=0) < 0 or a < 0:
+            raise SafetensorsError(f"{where}: tensor {name!r} has a negative size or offset")
+        nbytes = int(np.prod(shape, dtype=object)) * _ITEMSIZE.get(code, 0)
+        if (code in _ITEMSIZE and b - a != nbytes) or b < a or b > data_size:
+            raise SafetensorsError(
+                f"{where}: tensor {name!r} ({code}, shape {list(shape)}) needs {nbytes} bytes "
+                f"at [{a}, {b}) of a {data_size}-byte data section (truncated or corrupted)")
+        entries[name] = (code, shape, a, b)
+    return entries, meta, 8 + n
+
+
+def read_metadata(path) -> dict:
+    """The __metadata__ of a safetensors file (its header fully checked)."""
+    with open(path, "rb") as f:
+        return read_entries(f, os.path.getsize(path), str(path))[1]
 
 
 def is_safetensors(path) -> bool:
@@ -64,36 +101,21 @@ def is_safetensors(path) -> bool:
 
 def load(path, mmap: bool = True):
     """{name: array} and the metadata dict. Arrays are read-only views of a memory map
-    (no copy) when `mmap`; BF16 tensors come as uint16 bit patterns (see bf16_to_f32)."""
-    header, start, size = read_header(path)
-    meta = header.pop("__metadata__", None) or {}
-    if not isinstance(meta, dict):
-        raise SafetensorsError(f"{path}: __metadata__ must be an object")
+    (no copy) when `mmap`; BF16 tensors come as uint16 bit patterns
+    (lstm_infer.quantize.bf16_bits_to_f32 converts them)."""
+    with open(path, "rb") as f:
+        entries, meta, start = read_entries(f, os.path.getsize(path), str(path))
     data = np.memmap(path, dtype=np.uint8, mode="r") if mmap else np.fromfile(path, np.uint8)
     out = {}
-    for name, info in header.items():
-        try:
-            dt = np.dtype(_DTYPES[info["dtype"]])
-            shape = tuple(int(s) for s in info["shape"])
-            a, b = (int(v) for v in info["data_offsets"])
-        except (KeyError, TypeError, ValueError):
-            raise SafetensorsError(f"{path}: tensor {name!r} has a bad header entry {info!r}") \
-                from None
-        nbytes = int(np.prod(shape, dtype=np.int64)) * dt.itemsize
-        if b - a != nbytes or a < 0 or start + b > size:
-            raise SafetensorsError(
-                f"{path}: tensor {name!r} {info['dtype']}{list(shape)} needs {nbytes} bytes at "
-                f"[{a}, {b}) of a {size - start}-byte data section (truncated or corrupted)")
-        arr = data[start + a:start + b].view(dt).reshape(shape)
+    for name, (code, shape, a, b) in entries.items():
+        if code not in _DTYPES:
+            raise SafetensorsError(f"{path}: tensor {name!r} has dtype {code}, which numpy "
+                                   f"cannot hold")
+        arr = data[start + a:start + b].view(np.dtype(_DTYPES[code])).reshape(shape)
         if not mmap:
             arr.setflags(write=False)
         out[name] = arr
     return out, meta
-
-
-def bf16_to_f32(bits: np.ndarray) -> np.ndarray:
-    """bfloat16 bit patterns (uint16) -> float32, exactly."""
-    return (np.asarray(bits, dtype=np.uint16).astype(np.uint32) << 16).view(np.float32)
 
 
 def save(path, tensors: dict, metadata: dict = None, dtypes: dict = None) -> None:

@@ -38,7 +38,6 @@ Errors are `TorchFileError` (a ValueError) naming the file and what is wrong.
 from __future__ import annotations
 
 import io
-import json
 import os
 import pickle
 import pickletools
@@ -48,6 +47,9 @@ import zlib
 from collections import OrderedDict
 
 import numpy as np
+
+from ..quantize import bf16_bits_to_f32
+from . import safetensors_io
 
 __all__ = ["TorchFileError", "UnsafePickleError", "PickledModuleError", "TorchTensor",
            "TorchFile", "load", "sniff"]
@@ -107,7 +109,6 @@ _SAFETENSORS_DTYPES = {
 _MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER (legacy format)
 _MAGIC_BYTES = b"\x8a\x0a" + _MAGIC.to_bytes(10, "little")  # as a LONG1 opcode
 _MAX_NESTING = 100  # tuple depth; torch pickles need < 10 (hash() of deep tuples recurses in C)
-_MAX_SAFETENSORS_HEADER = 100 << 20  # the safetensors library's own limit
 
 
 def _dtype_name(obj, what):
@@ -150,9 +151,7 @@ class TorchTensor:
                 flat[self._offset:], shape, [s * isz for s in self._stride], writeable=False)
             a = np.ascontiguousarray(a)
         if self.dtype == "bfloat16":
-            bits = a.astype(np.uint32)
-            bits <<= 16
-            a = bits.view(np.float32)
+            a = bf16_bits_to_f32(a)
         elif not a.dtype.isnative:
             a = a.astype(a.dtype.newbyteorder("="))
         return a
@@ -989,41 +988,17 @@ class TorchFile:
 
     # -- safetensors
     def _load_safetensors(self):
-        f = self._file
-        f.seek(0)
-        n = struct.unpack("<Q", f.read(8))[0]
-        if n > min(self.size - 8, _MAX_SAFETENSORS_HEADER):
-            raise TorchFileError(f"{self.path}: safetensors header of {n} bytes does not fit "
-                                 f"a {self.size}-byte file (truncated or corrupted)")
-        try:
-            header = json.loads(f.read(n).decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as e:
-            raise TorchFileError(f"{self.path}: corrupted safetensors header: {e}") from e
-        if not isinstance(header, dict):
-            raise TorchFileError(f"{self.path}: safetensors header is not a JSON object")
-        base, data_size = 8 + n, self.size - 8 - n
+        try:  # the header is parsed and checked by the one safetensors parser
+            entries, _, base = safetensors_io.read_entries(self._file, self.size, self.path)
+        except safetensors_io.SafetensorsError as e:
+            raise TorchFileError(str(e)) from None
         src, out = _RangeSource(self), OrderedDict()
-        for name, e in header.items():
-            if name == "__metadata__":
-                continue
-            try:
-                code, shape, (b, end) = e["dtype"], e["shape"], e["data_offsets"]
-            except (TypeError, KeyError, ValueError) as err:
-                raise TorchFileError(f"{self.path}: bad safetensors entry for {name!r}: "
-                                     f"{_describe(e)}") from err
-            shape = _check_ints(shape, f"{self.path}: {name} shape")
-            b, end = _check_int(b, "data offset"), _check_int(end, "data offset")
+        for name, (code, shape, b, end) in entries.items():
             dtype = _SAFETENSORS_DTYPES.get(code)
             if dtype is None:
                 out[name] = _Unsupported(f"safetensors dtype {code}")
                 continue
-            nbytes = int(np.prod(shape, dtype=object)) * _ITEMSIZE[dtype]
-            if end - b != nbytes or end > data_size:
-                raise TorchFileError(
-                    f"{self.path}: tensor {name!r} ({code}, shape {list(shape)}) needs {nbytes} "
-                    f"bytes at [{b}, {end}) of a {data_size}-byte data section (truncated or "
-                    "corrupted file?)")
-            st = _Storage(src, f"{self.path}: {name}", dtype, nbytes, "little", base + b)
+            st = _Storage(src, f"{self.path}: {name}", dtype, end - b, "little", base + b)
             out[name] = TorchTensor(st, 0, shape, _c_strides(shape), dtype)
         return out
 
