@@ -6,12 +6,13 @@ import zipfile
 
 from . import native
 from . import safetensors_io as st
+from .errors import FormatError
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 FORMATS = ("native", "pytorch", "pytorch-safetensors", "keras", "keras-h5", "onnx")
 
 
-class UnknownFormatError(ValueError):
+class UnknownFormatError(FormatError):
     """The file is none of the formats lstm_infer reads."""
 
 

@@ -113,6 +113,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .errors import FormatError
 from ..model import LSTM
 from .gate_orders import to_canonical
 
@@ -133,7 +134,7 @@ _HARD_SIGMOID = {2: ("hard_sigmoid", 0.2, 0.5),       # Keras <= 2: clip(0.2 x +
                  3: ("hard_sigmoid", 1.0 / 6.0, 0.5)}  # Keras 3: relu6(x + 3) / 6
 
 
-class KerasFileError(ValueError):
+class KerasFileError(FormatError):
     """A Keras file that cannot be read: corrupted, truncated, or inconsistent."""
 
 

@@ -18,6 +18,7 @@ import json
 
 import numpy as np
 
+from .errors import FormatError
 from . import safetensors_io as st
 
 FORMAT = "lstm_infer"
@@ -26,7 +27,7 @@ _DIR_NAMES = ("forward", "reverse")
 _WEIGHTS = ("w_ih", "w_hh", "b", "w_hr", "p_i", "p_f", "p_o", "w_ih_scale", "w_hh_scale")
 
 
-class NativeFormatError(ValueError):
+class NativeFormatError(FormatError):
     """A native lstm_infer file that cannot be loaded (names the problem)."""
 
 

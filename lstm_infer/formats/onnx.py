@@ -92,12 +92,13 @@ from typing import Dict, Optional
 
 import numpy as np
 
+from .errors import FormatError
 from ..config import Activation
 from ..model import LSTM
 from .gate_orders import to_canonical
 
 
-class ONNXFormatError(ValueError):
+class ONNXFormatError(FormatError):
     """An ONNX model that cannot be loaded as an LSTM (the message names the problem)."""
 
 

@@ -14,6 +14,8 @@ import struct
 
 import numpy as np
 
+from .errors import FormatError
+
 # safetensors dtype names <-> numpy. BF16 has no numpy dtype: read as uint16 bits.
 _DTYPES = {"F64": "<f8", "F32": "<f4", "F16": "<f2", "BF16": "<u2", "I64": "<i8", "I32": "<i4",
            "I16": "<i2", "I8": "i1", "U8": "u1", "U16": "<u2", "U32": "<u4", "U64": "<u8",
@@ -25,7 +27,7 @@ _NAMES = {np.dtype("<f8"): "F64", np.dtype("<f4"): "F32", np.dtype("<f2"): "F16"
 _MAX_HEADER = 100 * 1024 * 1024
 
 
-class SafetensorsError(ValueError):
+class SafetensorsError(FormatError):
     """A file that is not valid safetensors (truncated, corrupted, inconsistent)."""
 
 

@@ -50,12 +50,13 @@ import numpy as np
 
 from ..quantize import bf16_bits_to_f32
 from . import safetensors_io
+from .errors import FormatError
 
 __all__ = ["TorchFileError", "UnsafePickleError", "PickledModuleError", "TorchTensor",
            "TorchFile", "load", "sniff"]
 
 
-class TorchFileError(ValueError):
+class TorchFileError(FormatError):
     """A PyTorch / safetensors file that cannot be read: corrupted, truncated, unsupported."""
 
 
