@@ -51,6 +51,7 @@ is reversed within its own span.
 from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
+from libc.limits cimport INT_MAX
 cimport scipy.linalg.cython_blas as blas
 cimport numpy as cnp
 
@@ -352,7 +353,10 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
             else:
                 _k32.gemm[w.wt_ih](tb * Bs, ng, In, xblk, ldx, w_ih_pan, sc_ih, G + g0 * 64, G4)
         else:
-            if Bs == 1 and (reverse or ldx < In):  # BLAS needs lda >= K > 0
+            # BLAS needs lda >= K > 0 and takes lda as a C int: a reversed walk, a stride
+            # below a row, or one above INT_MAX elements (a strided view of a >= 16 GiB
+            # map) is gathered into contiguous rows first
+            if Bs == 1 and (reverse or ldx < In or ldx > INT_MAX):
                 for s in range(tb):
                     memcpy(Xg + <long>s * In, xblk + s * ldx, In * sizeof(floating))
                 xblk = Xg
@@ -533,6 +537,10 @@ cdef long _stride(object a, int axis, int itemsize):
 
 cdef void _set_acts(li_acts* a, tuple p):
     (a.kf, a.af, a.bf, a.kg, a.ag, a.bg, a.kh, a.ah, a.bh, a.clip, a.cell_clip, a.cifg) = p
+
+
+# the kernels' limits, for the Python validation (model.py)
+MAX_NUM_LAYERS = MAX_LAYERS
 
 
 def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import ctypes
 import glob
+import operator
 import os
 import threading
 
@@ -41,18 +42,44 @@ def _available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def set_num_threads(n: int) -> None:
+# Threads per call beyond this many per available core never help (every task of a
+# call is compute- or bandwidth-bound) and only grow OpenMP's pool, which libgomp
+# keeps for the life of the process: a request for more is capped here. Without the
+# cap, num_threads=2**31-1 made libgomp exit the interpreter (it could not allocate
+# the team), and 1000 left 1,002 OS threads behind.
+THREADS_PER_CORE_CAP = 4
+
+
+def max_threads() -> int:
+    """The most threads one call uses: THREADS_PER_CORE_CAP x the available cores."""
+    return THREADS_PER_CORE_CAP * _available_cores()
+
+
+def check_num_threads(n, name: str = "num_threads") -> int:
+    """A thread count as a positive int (numpy integers accepted), capped at max_threads()."""
+    if isinstance(n, bool):
+        raise TypeError(f"{name} must be a positive integer; got {n!r}")
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise TypeError(f"{name} must be a positive integer; got {n!r} "
+                        f"({type(n).__name__})") from None
+    if n < 1:
+        raise ValueError(f"{name} must be a positive integer; got {n}")
+    return min(n, max_threads())
+
+
+def set_num_threads(n) -> None:
     """Set the default number of threads one forward call may use.
 
-    ``n=None`` or ``0`` restores the default (all available cores).
+    ``n=None`` or ``0`` restores the default (all available cores). Values above
+    ``max_threads()`` (4 per available core) are capped there.
     """
     global _num_threads
-    if n is None or n == 0:
+    if n is None or (not isinstance(n, bool) and isinstance(n, int) and n == 0):
         _num_threads = None
         return
-    if not isinstance(n, (int,)) or isinstance(n, bool) or n < 0:
-        raise ValueError(f"num_threads must be a positive integer or None; got {n!r}")
-    _num_threads = int(n)
+    _num_threads = check_num_threads(n)
 
 
 def get_num_threads() -> int:
@@ -105,9 +132,7 @@ def enter_call(num_threads, uses_blas: bool = True) -> int:
     float32 models, which use only our own kernels, leave it alone."""
     global _active_calls, _saved_blas_threads
     if num_threads is not None:
-        if isinstance(num_threads, bool) or not isinstance(num_threads, int) or num_threads < 1:
-            raise ValueError(f"num_threads must be a positive integer; got {num_threads!r}")
-        wanted = num_threads
+        wanted = num_threads = check_num_threads(num_threads)
     else:
         wanted = get_num_threads()
     with _lock:

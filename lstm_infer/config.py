@@ -13,6 +13,7 @@ from typing import Optional, Tuple
 
 # name -> kernel code (must match LI_ACT_* in _simd/lstm_cell.h)
 ACTIVATION_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "linear": 3, "hard_sigmoid": 4}
+_FLT_MAX = 3.4028234663852886e38  # largest finite float32
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,11 @@ class Activation:
             object.__setattr__(self, "alpha", 0.2)
             object.__setattr__(self, "beta", 0.5)
         for v, n in ((self.alpha, "alpha"), (self.beta, "beta")):
-            if not math.isfinite(v):
-                raise ValueError(f"activation {self.name} {n} must be finite; got {v}")
+            # float32 kernels hold alpha/beta as floats: beyond FLT_MAX they become inf
+            # (and inf * 0 a NaN), so the bound is float32's, not float64's
+            if not math.isfinite(v) or abs(v) > _FLT_MAX:
+                raise ValueError(f"activation {self.name} {n} must be finite and at most "
+                                 f"{_FLT_MAX:.6g} in magnitude (float32); got {v}")
 
     @classmethod
     def parse(cls, spec) -> "Activation":

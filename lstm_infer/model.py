@@ -20,6 +20,7 @@ the Design block at the top of _kernels.pyx.
 from __future__ import annotations
 
 import dataclasses
+import operator
 import threading
 from typing import List, Optional, Sequence
 
@@ -27,6 +28,7 @@ import numpy as np
 
 from . import _kernels, _threads
 from . import quantize as quantize_mod
+from ._validate import MAX_DIM, all_finite, check_allocation
 from .config import DEFAULT_ACTIVATIONS, MERGE_MODES, Activation, LayerSpec, LSTMConfig
 
 GROUP = 16  # hidden units per interleaved gate group (one 512-bit float32 vector)
@@ -46,7 +48,7 @@ def _as_weight(a, name, dtype):
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real numeric array; got dtype {a.dtype}")
     a = np.asarray(a, dtype=dtype)
-    if not np.isfinite(a).all():
+    if not all_finite(a):
         raise ValueError(f"{name} contains NaN or infinity")
     return a
 
@@ -298,6 +300,9 @@ class LSTM:
                     "input_forget": bool(input_forget),
                     "activations": DEFAULT_ACTIVATIONS if activations is None
                     else _parse_activations(activations, "activations")}
+        if len(layers) > _kernels.MAX_NUM_LAYERS:
+            raise ValueError(f"at most {_kernels.MAX_NUM_LAYERS} layers are supported; got "
+                             f"{len(layers)}")
         if layer_options is None:
             layer_options = [{}] * len(layers)
         if not isinstance(layer_options, (list, tuple)) or len(layer_options) != len(layers):
@@ -310,6 +315,12 @@ class LSTM:
             if not isinstance(dirs, (list, tuple)) or len(dirs) not in (1, 2):
                 raise ValueError(f"layer {k} must be a list of 1 or 2 direction dicts; got {dirs!r:.80}")
             stored = None
+            for d, w in enumerate(dirs):  # before quantization reads them
+                if isinstance(w, dict):
+                    for req in ("w_ih", "w_hh"):
+                        if w.get(req) is None:
+                            raise ValueError(f"layer {k} {'reverse' if d else 'forward'}: "
+                                             f"missing {req}")
             if quantization is not None:
                 stored = [quantize_mod.stored_form(w, quantization, f"layer {k} direction {d}",
                                                    quantize_input_weights)
@@ -356,9 +367,6 @@ class LSTM:
             unknown = set(w) - {"w_ih", "w_hh", "b", "w_hr", "p_i", "p_f", "p_o"}
             if unknown:
                 raise ValueError(f"{where}: unknown weight names {sorted(unknown)}")
-            for req in ("w_ih", "w_hh"):
-                if req not in w:
-                    raise ValueError(f"{where}: missing {req}")
             w_ih = _as_weight(w["w_ih"], f"{where} w_ih", npdt)
             if w_ih.ndim != 2 or w_ih.shape[0] % 4 or w_ih.shape[0] == 0 or w_ih.shape[1] == 0:
                 raise ValueError(f"{where}: w_ih must have shape (4*H, I) with H, I >= 1; "
@@ -506,6 +514,12 @@ class LSTM:
         """
         cfg = self._config
         specs = cfg.layers
+        if num_threads is not None:  # checked before anything is allocated
+            num_threads = _threads.check_num_threads(num_threads)
+        if isinstance(x, np.ma.MaskedArray):
+            raise TypeError("x is a numpy masked array, and its mask would be ignored: pass "
+                            "x.filled(0) and give the valid span of each sequence as lengths= "
+                            "(lstm_infer.formats.keras.lengths_from_mask builds them)")
         x = np.asarray(x)
         if x.dtype.kind not in "fiub":
             raise TypeError(f"x must be a real numeric array; got dtype {x.dtype}")
@@ -521,9 +535,16 @@ class LSTM:
         if I != cfg.input_size:
             raise ValueError(f"x must have {cfg.input_size} features (input_size) in its last "
                              f"axis; got shape {given_shape}")
-        if x_tb.dtype != self._dtype or not _kernel_friendly(x_tb):
+        if T > MAX_DIM or B > MAX_DIM:
+            raise ValueError(f"x has shape {given_shape}: at most {MAX_DIM} time steps and "
+                             f"sequences per call are supported (32-bit indices)")
+        copy = x_tb.dtype != self._dtype or not _kernel_friendly(x_tb)
+        check_allocation(self._call_bytes(T, B, copy), f"a call on x of shape {given_shape}")
+        if copy:
             x_tb = np.ascontiguousarray(x_tb, dtype=self._dtype)
-        if x.dtype.kind == "f" and x_tb.size and not np.isfinite(x_tb).all():
+        # every position is checked, also those past a sequence's length (never read):
+        # a NaN in padding is as likely a bug upstream as in the data
+        if x.dtype.kind == "f" and x_tb.size and not all_finite(x_tb):
             raise ValueError("x contains NaN or infinity")
 
         lens = self._check_lengths(lengths, B, T, unbatched)
@@ -587,12 +608,28 @@ class LSTM:
             out_user[0] if unbatched else out_user)
         return out, (h_n, c_n)
 
+    def _call_bytes(self, T: int, B: int, copy_x: bool) -> int:
+        """Bytes a call allocates beyond the workspace: x's copy, the layer outputs
+        (and merge scratch), the states."""
+        item = np.dtype(self._dtype).itemsize
+        feats = sum(D * Hout + (Hout if s.merge != "concat" else 0)
+                    for (D, Hout, _), s in zip(self._dims, self._config.layers))
+        feats += self._config.input_size if copy_x else 0
+        states = sum(D * (Hout + H) for D, Hout, H in self._dims)
+        return (T * B * feats + 2 * B * states) * item
+
     def _check_lengths(self, lengths, B, T, unbatched):
         if lengths is None:
             return None
         lens = np.asarray(lengths)
         if unbatched and lens.ndim == 0:
             lens = lens.reshape(1)
+        if lens.dtype == object:  # e.g. a list mixing Python ints and numpy integers
+            try:
+                lens = np.array([operator.index(v) for v in lens.ravel()],
+                                dtype=np.int64).reshape(lens.shape)
+            except TypeError:
+                raise TypeError(f"lengths must be integers; got {lengths!r:.80}") from None
         if lens.dtype.kind not in "iu" and not (
                 lens.dtype.kind == "f" and np.all(np.mod(lens, 1) == 0)):
             raise TypeError(f"lengths must be integers; got dtype {lens.dtype}")
