@@ -2,8 +2,12 @@
 
 Environment switches (read at build time):
   LSTM_INFER_DEBUG=1   Cython bounds/wraparound checks on, -O0 -g (for hunting segfaults).
+  LSTM_INFER_ASAN=1    AddressSanitizer (-fsanitize=address, -O1 -g); run the tests with
+                       LD_PRELOAD=$(gcc -print-file-name=libasan.so) ASAN_OPTIONS=detect_leaks=0
+                       (.ci/run does, on the kernel tests).
   LSTM_INFER_NATIVE=1  add -march=native (NOT the default: wheels must run on any x86-64;
-                       SIMD paths are picked at run time with GCC target_clones instead).
+                       the SIMD kernels are compiled per ISA with target attributes and
+                       picked at run time from the CPU features).
 """
 import os
 import sys
@@ -15,13 +19,17 @@ from setuptools import Extension, setup
 
 debug = os.environ.get("LSTM_INFER_DEBUG", "") not in ("", "0")
 native = os.environ.get("LSTM_INFER_NATIVE", "") not in ("", "0")
+asan = os.environ.get("LSTM_INFER_ASAN", "") not in ("", "0")
 
-compile_args = ["-O0", "-g"] if debug else ["-O3"]
+compile_args = ["-O0", "-g"] if debug else ["-O1", "-g"] if asan else ["-O3"]
 # No -ffast-math: it would let the compiler break the NaN checks and the exp range reduction.
 compile_args += ["-fopenmp", "-fno-math-errno", "-Wno-unused-function"]
 if native:
     compile_args.append("-march=native")
 link_args = ["-fopenmp"]
+if asan:
+    compile_args += ["-fsanitize=address", "-fno-omit-frame-pointer"]
+    link_args += ["-fsanitize=address"]
 if sys.platform == "darwin":  # Apple clang has no -fopenmp; the library then runs one thread per call
     compile_args = [a for a in compile_args if a != "-fopenmp"]
     link_args = []
