@@ -9,6 +9,7 @@ Environment switches (read at build time):
                        the SIMD kernels are compiled per ISA with target attributes and
                        picked at run time from the CPU features).
 """
+import glob
 import os
 import sys
 
@@ -39,8 +40,7 @@ ext = Extension(
     ["lstm_infer/_kernels.pyx"],
     include_dirs=["lstm_infer/_simd", numpy.get_include()],
     # the C kernels live in headers: changing them must rebuild the extension
-    depends=["lstm_infer/_simd/lstm_cell.h", "lstm_infer/_simd/lstm_cell_impl.h",
-             "lstm_infer/_simd/lstm_int8.h"],
+    depends=sorted(glob.glob("lstm_infer/_simd/*.h")) + ["lstm_infer/_kernels.pxd"],
     define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
     extra_compile_args=compile_args,
     extra_link_args=link_args,

@@ -59,90 +59,74 @@ cnp.import_array()
 
 import os
 
-cdef extern from "lstm_cell.h" nogil:
-    ctypedef struct li_acts:
-        int kf, kg, kh
-        double af, bf, ag, bg, ah, bh
-        double clip, cell_clip
-        int cifg
-    ctypedef void (*li_step_fn)(int, int, int, int, float *, long, const void *, const float *,
-                                const float *, long, const float *, const float *, float *,
-                                long, float *, long, const li_acts *, int) noexcept nogil
-    ctypedef void (*li_gemm_fn)(int, int, int, const float *, long, const void *,
-                                const float *, float *, long) noexcept nogil
-    ctypedef struct li_kernels_f32:
-        li_step_fn step[4]
-        li_gemm_fn gemm[4]
-        void (*gemv_pan16)(int, int, int, const float *, const float *, long, float *, long) noexcept nogil
-    void* li_alloc64(size_t nbytes)
-    ctypedef struct li_barrier:
-        int count, sense, n
-    void li_barrier_wait(li_barrier* b, int* local_sense)
-    int li_team_size()
-    ctypedef void (*li_q8_mm_fn)(int, int, int, const unsigned char *, long, const float *,
-                                 const signed char *, const int *, const float *, float *, long,
-                                 int, int, const float *, const float *, int, float *, long,
-                                 float *, long, const li_acts *, int) noexcept nogil
-    void li_quant_rows_u8(int M, int K, const float *X, long ldx, unsigned char *Q, long ldq,
-                          float *scale)
-    li_q8_mm_fn li_select_q8(int level)
-    int li_set_amx(int on)
-    ctypedef void (*li_quant_fn)(int, int, const float *, long, unsigned char *, long,
-                                 float *) noexcept nogil
-    li_quant_fn li_select_quant(int level)
-    int li_cpu_level()
-    li_kernels_f32 li_select_f32(int level)
-    void li_gates_rows_f64(int nb, int Hp, const double *Z, long ldz, const double *bias,
-                           const double *peep, double *C, long ldc, double *Hc, long ldh,
-                           const li_acts *a)
-
 ctypedef fused floating:
     float
     double
 
+# ---------------------------------------------------------------- the Python/C contract
+# (values from _simd/lstm_abi.h, declared in _kernels.pxd; _packing.py packs with them)
+GROUP = LI_GROUP                  # hidden units per interleaved gate group
+PANEL = LI_PANEL                  # gate rows per group = columns of a weight panel
+Q8_KPAD = LI_Q8_KPAD              # int8 mode: K padded to a multiple of this
+ALIGN = LI_ALIGN                  # bytes: alignment of packed arrays and workspaces
+MAX_NUM_LAYERS = LI_MAX_LAYERS
+# weight type of a float32-kernel panel; "int8" is the int8 compute mode
+WEIGHT_TYPES = {"float32": LI_WT_F32, "int8-weights": LI_WT_I8, "float16": LI_WT_F16,
+                "bfloat16": LI_WT_BF16, "int8": LI_WT_Q8}
+ACTIVATION_CODES = {"sigmoid": LI_ACT_SIGMOID, "tanh": LI_ACT_TANH, "relu": LI_ACT_RELU,
+                    "linear": LI_ACT_LINEAR, "hard_sigmoid": LI_ACT_HARD_SIGMOID}
+
 # ---------------------------------------------------------------- SIMD dispatch
+# platform.h probes the CPU once and fills the table; this module only keeps it
 _LEVEL_NAMES = ("generic", "avx2", "avx512")
-cdef int _cpu_level = li_cpu_level()
-cdef li_kernels_f32 _k32
-cdef li_q8_mm_fn _q8
-cdef li_quant_fn _quant
+cdef li_cpu_features _cpu = li_probe_cpu()
+cdef li_platform _plat
+cdef bint _amx_wanted = True
 
 
 def cpu_simd_level():
     """Best SIMD path this CPU supports: 'generic', 'avx2' or 'avx512'."""
-    return _LEVEL_NAMES[_cpu_level]
+    return _LEVEL_NAMES[li_best_level(&_cpu)]
+
+
+def cpu_features():
+    """What the CPU probe found (instruction sets the OS also enables)."""
+    return {"avx2": bool(_cpu.avx2), "avx512": bool(_cpu.avx512),
+            "avx512_vnni": bool(_cpu.avx512_vnni), "avx512_bf16": bool(_cpu.avx512_bf16),
+            "amx_int8": bool(_cpu.amx_int8), "amx_bf16": bool(_cpu.amx_bf16)}
 
 
 def set_simd_level(name):
-    """Use the SIMD path `name` (capped to what the CPU supports); returns the one in use.
+    """Use the SIMD path `name` ('auto' = the best; capped to what the CPU supports);
+    returns the one in use.
 
     The LSTM_INFER_SIMD environment variable sets it at import (tests force
     each path with it)."""
-    global _k32, _q8, _quant, _active_level
+    global _plat
+    if name == "auto":
+        name = cpu_simd_level()
     if name not in _LEVEL_NAMES:
-        raise ValueError(f"SIMD level must be one of {_LEVEL_NAMES}; got {name!r}")
-    lvl = min(_LEVEL_NAMES.index(name), _cpu_level)
-    _k32 = li_select_f32(lvl)
-    _q8 = li_select_q8(lvl)
-    _quant = li_select_quant(lvl)
-    _active_level = lvl
-    return _LEVEL_NAMES[lvl]
+        raise ValueError(f"SIMD level must be 'auto' or one of {_LEVEL_NAMES}; got {name!r}")
+    _plat = li_platform_for(&_cpu, _LEVEL_NAMES.index(name), _amx_wanted)
+    return _LEVEL_NAMES[_plat.level]
 
 
 def set_amx(on):
     """Use Intel AMX tiles for int8 models at >= 8 rows (default on when the CPU has
     AMX and Linux grants it); returns whether AMX will be used. Tests compare it with
     the AVX-512 VNNI path."""
-    return bool(li_set_amx(1 if on else 0))
+    global _amx_wanted
+    _amx_wanted = bool(on)
+    set_simd_level(simd_level())
+    return bool(_plat.amx)
 
 
 def simd_level():
     """The SIMD path in use."""
-    return _LEVEL_NAMES[_active_level]
+    return _LEVEL_NAMES[_plat.level]
 
 
-_active_level = 0
-set_simd_level(os.environ.get("LSTM_INFER_SIMD", "avx512").strip().lower() or "avx512")
+set_simd_level(os.environ.get("LSTM_INFER_SIMD", "auto").strip().lower() or "auto")
 
 # ---------------------------------------------------------------- BLAS (row-major)
 cdef inline void _gemm_nt(int M, int N, int K, floating alpha, const floating* A, int lda,
@@ -162,16 +146,14 @@ cdef inline void _gemm_nt(int M, int N, int K, floating alpha, const floating* A
 # ---------------------------------------------------------------- driver
 cdef enum:
     SMALL_BATCH = 8      # float32: own GEMV for the projection up to this many rows
-    WT_Q8 = 4            # "int8" mode (dynamic activations): LI_WT_* + 1
     SPLIT_MIN_WEIGHTS = 131072  # W_hh elements from which a batch-1 step is split across threads
-    MAX_LAYERS = 64
 
 cdef struct DirW:
     int wt_ih, wt_hh         # weight types of the float32 panels (LI_WT_*: f32, i8, f16, bf16)
     const float* w_ih_scale  # per-column scales (int8), else NULL
     const float* w_hh_scale
-    const int* w_ih_colsum   # int8 mode: column sums for the zero-point correction
-    const int* w_hh_colsum
+    const int32_t* w_ih_colsum   # int8 mode: column sums for the zero-point correction
+    const int32_t* w_hh_colsum
     const void* w_ih
     const void* w_hh
     const void* w_ih_pan
@@ -211,7 +193,7 @@ cdef inline long _round16(long n) noexcept nogil:
 
 cdef inline long _wsize(int wt) noexcept nogil:
     """Bytes per weight of a float32-kernel panel type (LI_WT_*)."""
-    return 4 if wt == 0 else (1 if wt == 1 or wt == WT_Q8 else 2)
+    return 4 if wt == 0 else (1 if wt == 1 or wt == LI_WT_Q8 else 2)
 
 
 cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int nparts,
@@ -274,7 +256,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
     cdef long n_c = _round16(<long>Bs * Hp)
     # int8 mode: u8 activations (rows rounded up to 16 and K to 64 for AMX tiles; the pad
     # is zero-point filled by the quantizer, pad rows are computed and discarded) + scales
-    cdef bint q8 = w.wt_hh == WT_Q8
+    cdef bint q8 = w.wt_hh == LI_WT_Q8
     cdef long ldq_x = ((In + 63) // 64) * 64
     cdef long ldq_h = ((Kh + 63) // 64) * 64
     cdef long n_q = _round16(_round16(<long>Tb * Bs) * (ldq_x if ldq_x > ldq_h else ldq_h) // 4 + 1) if q8 else 0
@@ -293,7 +275,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
     cdef floating* hbuf1 = hbuf0 + n_h
     cdef floating* C = hbuf1 + n_h
     cdef floating* Hc = C + n_c
-    cdef unsigned char* Qb = <unsigned char*>(Hc + n_c)
+    cdef uint8_t* Qb = <uint8_t*>(Hc + n_c)
     cdef float* Qs = <float*>(Hc + n_c + n_q)
     cdef floating* hp
     cdef floating* hnx
@@ -346,12 +328,12 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
             ldx = In
         if floating is float:
             if q8:
-                _quant(tb * Bs, In, xblk, ldx, Qb, ldq_x, Qs)
-                _q8(tb * Bs, Hp // 16, <int>(ldq_x // 4), Qb, ldq_x, Qs,
-                    <const signed char*>w.w_ih_pan, w.w_ih_colsum, w.w_ih_scale, G, G4, 1, 0,
+                _plat.quant(tb * Bs, In, xblk, ldx, Qb, ldq_x, Qs)
+                _plat.q8(tb * Bs, Hp // 16, <int>(ldq_x // 4), Qb, ldq_x, Qs,
+                    <const int8_t*>w.w_ih_pan, w.w_ih_colsum, w.w_ih_scale, G, G4, 1, 0,
                     NULL, NULL, 0, NULL, 0, NULL, 0, NULL, 0)
             else:
-                _k32.gemm[w.wt_ih](tb * Bs, ng, In, xblk, ldx, w_ih_pan, sc_ih, G + g0 * 64, G4)
+                _plat.f32.gemm[w.wt_ih](tb * Bs, ng, In, xblk, ldx, w_ih_pan, sc_ih, G + g0 * 64, G4)
         else:
             # BLAS needs lda >= K > 0 and takes lda as a C int: a reversed walk, a stride
             # below a row, or one above INT_MAX elements (a strided view of a >= 16 GiB
@@ -368,17 +350,17 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
             Gs = G + <long>(s - s0) * Bs * G4
             if floating is float:
                 if q8:
-                    _quant(na, Kh, hp, Kh, Qb, ldq_h, Qs)
-                    _q8(na, Hp // 16, <int>(ldq_h // 4), Qb, ldq_h, Qs,
-                        <const signed char*>w.w_hh_pan, w.w_hh_colsum, w.w_hh_scale, <float*>Gs,
+                    _plat.quant(na, Kh, hp, Kh, Qb, ldq_h, Qs)
+                    _plat.q8(na, Hp // 16, <int>(ldq_h // 4), Qb, ldq_h, Qs,
+                        <const int8_t*>w.w_hh_pan, w.w_hh_colsum, w.w_hh_scale, <float*>Gs,
                         G4, 0, 1, bias, peep, Hp, C, Hp, hcell, Hp, acts, s & 1)
                 else:
-                    _k32.step[w.wt_hh](na, ng, Hp, Kh, <float*>Gs + g0 * 64, G4, w_hh_pan, sc_hh,
+                    _plat.f32.step[w.wt_hh](na, ng, Hp, Kh, <float*>Gs + g0 * 64, G4, w_hh_pan, sc_hh,
                                        hp, Kh, bias + g0 * 64, peep_g, C + g0 * 16, Hp,
                                        hcell + g0 * 16, Hp, acts, s & 1)
                 if proj:
                     if na <= SMALL_BATCH:
-                        _k32.gemv_pan16(na, Pp // 16, Hp, <const float*>w.w_hr_pan, Hc, Hp,
+                        _plat.f32.gemv_pan16(na, Pp // 16, Hp, <const float*>w.w_hr_pan, Hc, Hp,
                                         hnx, Kh)
                     else:
                         _gemm_nt(na, Pp, Hp, <floating>1.0, Hc, Hp, w_hr, Hp, <floating>0.0,
@@ -439,7 +421,7 @@ cdef int _run_layer(const Layer* L, const Shared* S, int nthreads, floating dumm
     # what the split saves (measured: kws, H=128, 0.243 -> 0.255 ms with 2 threads).
     nparts = min(nthreads, L.Hp // 16)
     if (floating is float and ntasks == 1 and S.B == 1 and nparts > 1 and L.P == 0
-            and L.w[0].wt_hh != WT_Q8 and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
+            and L.w[0].wt_hh != LI_WT_Q8 and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
         n = _task_ws_elems(L, S)
         ws = <floating*>li_alloc64(n * sizeof(floating))
         if ws == NULL:
@@ -501,10 +483,101 @@ cdef int _run_stack(Layer* layers, int nlayers, Shared* S, int nthreads,
 
 
 cdef inline char* _ptr(object a):
-    """Data pointer of a numpy array (or NULL for None)."""
+    """Data pointer of a numpy array (or NULL for None); a TypeError for anything else."""
     if a is None:
         return NULL
-    return <char*>cnp.PyArray_DATA(<cnp.ndarray>a)
+    return <char*>cnp.PyArray_DATA(<cnp.ndarray?>a)
+
+
+cdef class PackedDirection:
+    """Kernel-ready weights of one layer direction (built by _packing.pack).
+
+    The constructor checks every array against the layout the kernels will read --
+    dtype, C order, LI_ALIGN-byte alignment and exact size, from the dimensions and
+    weight types -- and keeps the pointers in a DirW struct; the arrays are kept
+    (read-only) for as long as the object lives, and for _packing.canonical."""
+    cdef readonly int In, H, Hp, P, Pp, Kh, wt_ih, wt_hh, itemsize  # In: I is a C macro
+    cdef readonly dict arrays      # name -> read-only ndarray
+    cdef readonly object quant     # quantization mode or None
+    cdef readonly object stored    # quantized models: the stored (int8 / half) weights
+    cdef DirW w
+
+    def __init__(self, int In, int H, int P, int wt_ih, int wt_hh, int itemsize, dict arrays,
+                 quant=None, stored=None):
+        if In < 1 or H < 1 or P < 0 or P >= H or itemsize not in (4, 8):
+            raise ValueError(f"bad packed dimensions I={In}, H={H}, P={P}, itemsize={itemsize}")
+        for wt in (wt_ih, wt_hh):
+            if not 0 <= wt <= LI_WT_Q8 or (itemsize == 8 and wt != LI_WT_F32):
+                raise ValueError(f"bad weight type {wt} for itemsize {itemsize}")
+        self.In, self.H, self.P = In, H, P
+        self.Hp = _round_group(H)
+        self.Pp = _round_group(P)
+        self.Kh = self.Pp or self.Hp
+        self.wt_ih, self.wt_hh, self.itemsize = wt_ih, wt_hh, itemsize
+        self.arrays, self.quant, self.stored = arrays, quant, stored
+        cdef long NG = self.Hp // LI_GROUP, G4 = 4 * self.Hp
+        fdt = "float32" if itemsize == 4 else "float64"
+        f32 = itemsize == 4
+        # name -> (dtype(s), elements) the kernels will read; None: must be absent
+        want = {"bias": (fdt, G4),
+                "peep": (fdt, 3 * self.Hp) if "peep" in arrays else None,
+                "w_hr": (fdt, <long>self.Pp * self.Hp) if P else None,
+                "w_hr_pan": ("float32", <long>self.Pp * self.Hp) if P and f32 else None,
+                "w_ih": None if f32 else (fdt, G4 * In),
+                "w_hh": None if f32 else (fdt, G4 * self.Kh),
+                "w_ih_pan": _panel_spec(wt_ih, NG, In) if f32 else None,
+                "w_hh_pan": _panel_spec(wt_hh, NG, self.Kh) if f32 else None,
+                "w_ih_scale": ("float32", G4) if wt_ih in (LI_WT_I8, LI_WT_Q8) else None,
+                "w_hh_scale": ("float32", G4) if wt_hh in (LI_WT_I8, LI_WT_Q8) else None,
+                "w_ih_colsum": ("int32", G4) if wt_ih == LI_WT_Q8 else None,
+                "w_hh_colsum": ("int32", G4) if wt_hh == LI_WT_Q8 else None}
+        unknown = set(arrays) - set(want)
+        if unknown:
+            raise ValueError(f"unknown packed arrays {sorted(unknown)}")
+        for name, spec in want.items():
+            a = arrays.get(name)
+            if spec is None:
+                if a is not None:
+                    raise ValueError(f"packed array {name} is not used by this layout")
+                continue
+            if not isinstance(a, cnp.ndarray):
+                raise TypeError(f"packed array {name} must be a numpy array; got {type(a).__name__}")
+            dtypes, n = spec
+            if a.dtype.name not in dtypes.split("|") or a.size != n:
+                raise ValueError(f"packed array {name} must be {n} elements of {dtypes}; got "
+                                 f"{a.size} of {a.dtype}")
+            if not a.flags.c_contiguous or a.ctypes.data % LI_ALIGN:
+                raise ValueError(f"packed array {name} must be C-contiguous and "
+                                 f"{LI_ALIGN}-byte aligned")
+        self.w.wt_ih, self.w.wt_hh = wt_ih, wt_hh
+        self.w.w_ih = _ptr(arrays.get("w_ih"))
+        self.w.w_hh = _ptr(arrays.get("w_hh"))
+        self.w.w_ih_pan = _ptr(arrays.get("w_ih_pan"))
+        self.w.w_hh_pan = _ptr(arrays.get("w_hh_pan"))
+        self.w.w_ih_scale = <const float*>_ptr(arrays.get("w_ih_scale"))
+        self.w.w_hh_scale = <const float*>_ptr(arrays.get("w_hh_scale"))
+        self.w.w_ih_colsum = <const int32_t*>_ptr(arrays.get("w_ih_colsum"))
+        self.w.w_hh_colsum = <const int32_t*>_ptr(arrays.get("w_hh_colsum"))
+        self.w.bias = _ptr(arrays["bias"])
+        self.w.peep = _ptr(arrays.get("peep"))
+        self.w.w_hr = _ptr(arrays.get("w_hr"))
+        self.w.w_hr_pan = _ptr(arrays.get("w_hr_pan"))
+
+    def __reduce__(self):  # models pickle through their canonical weights instead
+        raise TypeError("PackedDirection does not pickle; pickle the LSTM model")
+
+
+cdef long _round_group(long n):
+    return (n + LI_GROUP - 1) // LI_GROUP * LI_GROUP
+
+
+cdef tuple _panel_spec(int wt, long NG, long K):
+    """(dtype names, elements) of a weight panel of type wt over K inputs."""
+    if wt == LI_WT_Q8:
+        return ("int8", NG * ((K + LI_Q8_KPAD - 1) // LI_Q8_KPAD * LI_Q8_KPAD) * LI_PANEL)
+    names = {LI_WT_F32: "float32", LI_WT_I8: "int8", LI_WT_F16: "float16",
+             LI_WT_BF16: "uint16"}
+    return (names[wt], NG * K * LI_PANEL)
 
 
 def _block_steps(int T, int B, int nslices, int G4, int In, int itemsize, long wbytes):
@@ -539,21 +612,18 @@ cdef void _set_acts(li_acts* a, tuple p):
     (a.kf, a.af, a.bf, a.kg, a.ag, a.bg, a.kh, a.ah, a.bh, a.clip, a.cell_clip, a.cifg) = p
 
 
-# the kernels' limits, for the Python validation (model.py)
-MAX_NUM_LAYERS = MAX_LAYERS
-
-
 def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
             int[::1] lens, int[::1] perm, list layer_params, int nthreads):
     """Run a validated stack. All arrays come from model.LSTM.forward, which
     checked every shape, dtype and stride; nothing is checked here."""
     cdef int nlayers = len(packed)
-    if nlayers > MAX_LAYERS:
-        raise ValueError(f"at most {MAX_LAYERS} layers are supported; got {nlayers}")
-    cdef Layer layers[MAX_LAYERS]
+    if nlayers > LI_MAX_LAYERS:
+        raise ValueError(f"at most {LI_MAX_LAYERS} layers are supported; got {nlayers}")
+    cdef Layer layers[LI_MAX_LAYERS]
     cdef Shared S
     cdef int k, d, itemsize, status
     cdef Layer* L
+    cdef PackedDirection p, pd
     x0 = bufs[0][0]
     itemsize = x0.itemsize
     S.T = x0.shape[0]
@@ -580,11 +650,13 @@ def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
             L.ms_t = _stride(xmerged, 0, itemsize)
             L.ms_b = _stride(xmerged, 1, itemsize)
         p = dirs[0]
-        L.In, L.H, L.Hp, L.P, L.Pp, L.Kh = p.I, p.H, p.Hp, p.P, p.Pp, p.Kh
+        if p.itemsize != itemsize:
+            raise TypeError(f"layer {k}: packed for itemsize {p.itemsize}, input has {itemsize}")
+        L.In, L.H, L.Hp, L.P, L.Pp, L.Kh = p.In, p.H, p.Hp, p.P, p.Pp, p.Kh
         L.Hout = p.P or p.H
         maxG4 = max(maxG4, 4 * p.Hp)
-        maxI = max(maxI, p.I)
-        wbytes = max(wbytes, <long>4 * p.Hp * (p.I + p.Kh) * itemsize)
+        maxI = max(maxI, p.In)
+        wbytes = max(wbytes, <long>4 * p.Hp * (p.In + p.Kh) * itemsize)
         L.x = _ptr(xin)
         L.xs_t = _stride(xin, 0, itemsize)
         L.xs_b = _stride(xin, 1, itemsize)
@@ -596,21 +668,8 @@ def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
         L.hn = _ptr(hns[k])
         L.cn = _ptr(cns[k])
         for d in range(L.D):
-            p = dirs[d]
-            L.w[d].w_ih = _ptr(p.w_ih)
-            L.w[d].w_hh = _ptr(p.w_hh)
-            L.w[d].w_ih_pan = _ptr(p.w_ih_pan)
-            L.w[d].wt_ih = p.wt_ih
-            L.w[d].wt_hh = p.wt_hh
-            L.w[d].w_ih_scale = <const float*>_ptr(p.w_ih_scale)
-            L.w[d].w_hh_scale = <const float*>_ptr(p.w_hh_scale)
-            L.w[d].w_ih_colsum = <const int*>_ptr(p.w_ih_colsum)
-            L.w[d].w_hh_colsum = <const int*>_ptr(p.w_hh_colsum)
-            L.w[d].w_hh_pan = _ptr(p.w_hh_pan)
-            L.w[d].bias = _ptr(p.bias)
-            L.w[d].peep = _ptr(p.peep)
-            L.w[d].w_hr = _ptr(p.w_hr)
-            L.w[d].w_hr_pan = _ptr(p.w_hr_pan)
+            pd = dirs[d]
+            L.w[d] = pd.w
     S.block_t = _block_steps(S.T, S.B, S.nslices, maxG4, maxI, itemsize, wbytes)
     if itemsize == 4:
         with nogil:

@@ -11,8 +11,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
 
-# name -> kernel code (must match LI_ACT_* in _simd/lstm_cell.h)
-ACTIVATION_CODES = {"sigmoid": 0, "tanh": 1, "relu": 2, "linear": 3, "hard_sigmoid": 4}
+from ._kernels import ACTIVATION_CODES  # name -> kernel code (LI_ACT_* of _simd/lstm_abi.h)
+
 _FLT_MAX = 3.4028234663852886e38  # largest finite float32
 
 

@@ -26,19 +26,12 @@ from typing import List, Optional, Sequence
 
 import numpy as np
 
-from . import _kernels, _threads
+from . import _kernels, _packing, _threads
 from . import quantize as quantize_mod
 from ._validate import MAX_DIM, all_finite, check_allocation
 from .config import DEFAULT_ACTIVATIONS, MERGE_MODES, Activation, LayerSpec, LSTMConfig
 
-GROUP = 16  # hidden units per interleaved gate group (one 512-bit float32 vector)
-# weight types of the float32 kernels (LI_WT_* in _simd/lstm_cell.h)
-_WT = {"float32": 0, "int8-weights": 1, "float16": 2, "bfloat16": 3, "int8": 4}
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-
-
-def _round_up(n: int, m: int) -> int:
-    return -(-n // m) * m
 
 
 def _as_weight(a, name, dtype):
@@ -65,181 +58,6 @@ def _to_array(a):
 def _check_shape(a, shape, name):
     if a.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {tuple(shape)}; got {a.shape}")
-
-
-def _aligned(a: np.ndarray, align: int = 64) -> np.ndarray:
-    """A C-contiguous copy of `a` whose data starts on an `align`-byte boundary.
-
-    numpy only guarantees 16 bytes; a 64-byte vector load that straddles two
-    cache lines makes the batch-1 GEMV ~3x slower (measured). Arrays that are
-    already aligned (large ones usually are: page-aligned) are kept, not copied."""
-    if a.flags.c_contiguous and a.flags.owndata and a.ctypes.data % align == 0:
-        return a
-    buf = np.empty(a.nbytes + align, dtype=np.uint8)
-    off = (-buf.ctypes.data) % align
-    out = buf[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
-    out[...] = a
-    return out
-
-
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a
-
-
-def _deinterleave_rows(wi: np.ndarray, H: int) -> np.ndarray:
-    """Inverse of _interleave_rows: (4Hp, ...) grouped -> (4H, ...) in gate order i,f,g,o."""
-    rest = wi.shape[1:]
-    Hp = wi.shape[0] // 4
-    g = np.moveaxis(wi.reshape((Hp // GROUP, 4, GROUP) + rest), 1, 0)
-    return np.ascontiguousarray(g.reshape((4, Hp) + rest)[:, :H].reshape((4 * H,) + rest))
-
-
-def _interleave_rows(w4: np.ndarray, H: int, Hp: int) -> np.ndarray:
-    """(4H, ...) in gate order i,f,g,o -> (4Hp, ...) grouped as
-    [group 0: i(16) f(16) g(16) o(16)][group 1: ...], zero rows for padding."""
-    rest = w4.shape[1:]
-    gates = np.zeros((4, Hp) + rest, dtype=w4.dtype)
-    gates[:, :H] = w4.reshape((4, H) + rest)
-    g = gates.reshape((4, Hp // GROUP, GROUP) + rest)
-    return np.ascontiguousarray(np.moveaxis(g, 0, 1).reshape((4 * Hp,) + rest))
-
-
-class _PackedDirection:
-    """Kernel-ready weights of one layer direction (read by _kernels.forward).
-
-    float32 keeps only the panel layouts of our own kernels; float64 (BLAS
-    path) keeps only row-major matrices, so no weight is stored twice."""
-
-    __slots__ = ("I", "H", "Hp", "P", "Pp", "Kh", "wt_ih", "wt_hh", "quant", "stored", "w_ih", "w_hh",
-                 "w_ih_pan", "w_hh_pan", "w_ih_scale", "w_hh_scale", "w_ih_colsum",
-                 "w_hh_colsum", "bias", "peep", "w_hr", "w_hr_pan")
-
-    def __init__(self, w: dict, H: int, P: int, quant: Optional[str] = None,
-                 stored: Optional[dict] = None):
-        dtype = w["w_ih"].dtype
-        self.I = w["w_ih"].shape[1]
-        self.H, self.P = H, P
-        self.Hp = _round_up(H, GROUP)
-        self.Pp = _round_up(P, GROUP) if P else 0
-        self.Kh = self.Pp or self.Hp
-        Hout = P or H
-        w_ih = _interleave_rows(w["w_ih"], H, self.Hp)
-        w_hh = np.zeros((4 * H, self.Kh), dtype=dtype)
-        w_hh[:, :Hout] = w["w_hh"]
-        w_hh = _interleave_rows(w_hh, H, self.Hp)
-        self.w_ih = self.w_hh = self.w_ih_pan = self.w_hh_pan = None
-        self.w_ih_scale = self.w_hh_scale = self.w_ih_colsum = self.w_hh_colsum = None
-        self.quant, self.stored = quant, None
-        self.wt_ih = self.wt_hh = _WT["float32"]
-        if quant is not None:
-            # panels of the stored (int8 / half) weights; scales follow their rows
-            self.stored = {k: _readonly(np.array(stored[k], copy=True))
-                           for k in ("w_ih", "w_hh", "w_ih_scale", "w_hh_scale") if k in stored}
-            q_ih = stored["w_ih"] if quantize_mod.is_stored(stored["w_ih"], quant) else w["w_ih"]
-            if quantize_mod.is_stored(q_ih, quant):
-                self.wt_ih = _WT[quant]
-            self.wt_hh = _WT[quant]
-            q_hh = np.zeros((4 * H, self.Kh), dtype=stored["w_hh"].dtype)
-            q_hh[:, :Hout] = stored["w_hh"]
-            if quant == "int8":  # k-quad panels for vpdpbusd, and column sums
-                self.w_ih_pan, self.w_ih_colsum = _quad_panels(_interleave_rows(q_ih, H, self.Hp))
-                self.w_hh_pan, self.w_hh_colsum = _quad_panels(_interleave_rows(q_hh, H, self.Hp))
-            else:
-                self.w_ih_pan = _panels(_interleave_rows(q_ih, H, self.Hp), 4 * GROUP)
-                self.w_hh_pan = _panels(_interleave_rows(q_hh, H, self.Hp), 4 * GROUP)
-                if quant == "bfloat16":  # pair columns c, c + 16 per 32-bit word (see ldw_bf16)
-                    if self.wt_ih == _WT[quant]:
-                        self.w_ih_pan = _pair_bf16_columns(self.w_ih_pan)
-                    self.w_hh_pan = _pair_bf16_columns(self.w_hh_pan)
-            if quant in ("int8", "int8-weights"):
-                if self.wt_ih != _WT["float32"]:
-                    self.w_ih_scale = _interleave_rows(stored["w_ih_scale"], H, self.Hp)
-                self.w_hh_scale = _interleave_rows(stored["w_hh_scale"], H, self.Hp)
-        elif dtype == np.float32:
-            # (Hp/16, K, 64): per gate group, W^T, so the kernels stream it row by row
-            self.w_ih_pan = _panels(w_ih, 4 * GROUP)
-            self.w_hh_pan = _panels(w_hh, 4 * GROUP)
-        else:
-            self.w_ih, self.w_hh = w_ih, w_hh
-        self.bias = _interleave_rows(w["b"], H, self.Hp)
-        if "p_i" in w:
-            peep = np.zeros((3, self.Hp), dtype=dtype)
-            peep[0, :H], peep[1, :H], peep[2, :H] = w["p_i"], w["p_f"], w["p_o"]
-            self.peep = peep
-        else:
-            self.peep = None
-        self.w_hr = self.w_hr_pan = None
-        if P:
-            w_hr = np.zeros((self.Pp, self.Hp), dtype=dtype)
-            w_hr[:P, :H] = w["w_hr"]
-            self.w_hr = w_hr  # BLAS GEMM for large batches (both dtypes)
-            if dtype == np.float32:
-                self.w_hr_pan = _panels(w_hr, GROUP)  # (Pp/16, Hp, 16) GEMV for small batches
-        for name in self.__slots__[10:]:  # the arrays
-            a = getattr(self, name)
-            if a is not None:
-                a = _aligned(a)
-                a.setflags(write=False)
-                setattr(self, name, a)
-
-    def canonical(self) -> dict:
-        """The canonical weights back from the packed layout (exact: a permutation)."""
-        H, P = self.H, self.P
-        Hout = P or H
-        if self.quant is not None:
-            w = dict(self.stored)
-            w["b"] = _deinterleave_rows(self.bias, H)
-            if P:
-                w["w_hr"] = np.ascontiguousarray(self.w_hr[:P, :H])
-            if self.peep is not None:
-                w["p_i"], w["p_f"], w["p_o"] = (np.ascontiguousarray(self.peep[j, :H])
-                                                for j in range(3))
-            return w
-        w_ih = self.w_ih if self.w_ih is not None else _unpanel(self.w_ih_pan)
-        w_hh = self.w_hh if self.w_hh is not None else _unpanel(self.w_hh_pan)
-        w = {"w_ih": _deinterleave_rows(w_ih, H),
-             "w_hh": np.ascontiguousarray(_deinterleave_rows(w_hh, H)[:, :Hout]),
-             "b": _deinterleave_rows(self.bias, H)}
-        if P:
-            w["w_hr"] = np.ascontiguousarray(self.w_hr[:P, :H])
-        if self.peep is not None:
-            w["p_i"], w["p_f"], w["p_o"] = (np.ascontiguousarray(self.peep[j, :H]) for j in range(3))
-        for a in w.values():
-            a.setflags(write=False)
-        return w
-
-
-def _panels(w: np.ndarray, width: int) -> np.ndarray:
-    """(N, K) row-major -> (N/width, K, width): W^T cut into column panels."""
-    N, K = w.shape
-    return np.ascontiguousarray(w.reshape(N // width, width, K).transpose(0, 2, 1))
-
-
-def _quad_panels(w: np.ndarray):
-    """(N, K) int8 -> ((N/64, K4, 64, 4) panels for vpdpbusd / AMX tiles, (N,) int32
-    zero-point corrections 128 * column sum); K is zero-padded to a multiple of 64
-    (one AMX tile row of activations)."""
-    N, K = w.shape
-    K4 = -(-K // 64) * 16
-    padded = np.zeros((N, K4 * 4), dtype=np.int8)
-    padded[:, :K] = w
-    pan = padded.reshape(N // 64, 64, K4, 4).transpose(0, 2, 1, 3)
-    return np.ascontiguousarray(pan), 128 * padded.sum(axis=1, dtype=np.int32)
-
-
-def _pair_bf16_columns(pan: np.ndarray) -> np.ndarray:
-    """bf16 panels (..., 64): per 32 columns, order [c0, c16, c1, c17, ..., c15, c31], so
-    one 32-bit word holds columns l (low half) and 16 + l (high half)."""
-    order = np.concatenate([np.stack([np.arange(16), 16 + np.arange(16)], 1).ravel() + base
-                            for base in (0, 32)])
-    return np.ascontiguousarray(pan[..., order])
-
-
-def _unpanel(p: np.ndarray) -> np.ndarray:
-    """Inverse of _panels."""
-    n, K, width = p.shape
-    return p.transpose(0, 2, 1).reshape(n * width, K)
 
 
 class LSTM:
@@ -330,8 +148,8 @@ class LSTM:
             spec, cw = self._check_layer(k, dirs, in_size, npdt)
             spec = _layer_spec(k, spec, layer_options[k], defaults)
             specs.append(spec)
-            packed.append([_PackedDirection(w, spec.hidden_size, spec.proj_size, quantization,
-                                            stored[d] if stored else None)
+            packed.append([_packing.pack(w, spec.hidden_size, spec.proj_size, quantization,
+                                         stored[d] if stored else None)
                            for d, w in enumerate(cw)])
             in_size = spec.out_features
         first = specs[0]
@@ -464,7 +282,7 @@ class LSTM:
     @property
     def weights(self) -> List[List[dict]]:
         """Canonical weights (read-only arrays), as taken by the constructor."""
-        return [[p.canonical() for p in layer] for layer in self._packed]
+        return [[_packing.canonical(p) for p in layer] for layer in self._packed]
 
     @property
     def dtype(self) -> np.dtype:

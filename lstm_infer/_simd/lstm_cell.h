@@ -17,27 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LI_ACT_SIGMOID 0
-#define LI_ACT_TANH 1
-#define LI_ACT_RELU 2
-#define LI_ACT_LINEAR 3
-#define LI_ACT_HARD_SIGMOID 4
+#include "lstm_abi.h" /* layout constants, codes, li_acts, kernel types */
 
-/* weight element types of the packed panels */
-#define LI_WT_F32 0
-#define LI_WT_I8 1
-#define LI_WT_F16 2
-#define LI_WT_BF16 3
-#define LI_NWT 4
-
-typedef struct {
-    int kf, kg, kh;     /* activation kinds: gates (i, f, o), cell input g, output h */
-    /* double so float64 models see the exact constants; float kernels round once */
-    double af, bf, ag, bg, ah, bh; /* hard_sigmoid alpha/beta per activation */
-    double clip;        /* gate pre-activation clip (ONNX), +inf if none */
-    double cell_clip;   /* cell state clip (TF1), +inf if none */
-    int cifg;           /* input_forget: f = 1 - i */
-} li_acts;
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define LI_X86 1
+#include <immintrin.h> /* intrinsics are usable inside the target regions below */
+#endif
 
 /* IEEE half -> float for the baseline path (no F16C): exact, incl. subnormals. */
 static inline float li_half_to_float(uint16_t h)
@@ -67,8 +52,11 @@ static inline int li_team_size(void) { return 1; }
 #endif
 
 /* A spin barrier for the threads that split one sequence's steps (sense
- * reversing; after a while it yields, so an oversubscribed machine still moves). */
+ * reversing). A waiter spins with `pause` (which also yields the core to a
+ * hyperthread sibling) for LI_SPIN_BEFORE_YIELD rounds, about a step of a small
+ * layer, then calls sched_yield, so an oversubscribed machine still moves. */
 #include <sched.h>
+#define LI_SPIN_BEFORE_YIELD 20000
 typedef struct {
     int count, sense, n;
 } li_barrier;
@@ -86,7 +74,7 @@ static inline void li_barrier_wait(li_barrier *b, int *local_sense)
 #ifdef LI_X86
         __builtin_ia32_pause();
 #endif
-        if (spin > 20000) sched_yield();
+        if (spin > LI_SPIN_BEFORE_YIELD) sched_yield();
     }
 }
 
@@ -99,10 +87,6 @@ static inline void *li_alloc64(size_t nbytes)
 }
 
 /* ------------------------------------------------------------ float32, per ISA */
-#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
-#define LI_X86 1
-#include <immintrin.h> /* intrinsics are usable inside the target regions below */
-#endif
 
 #define LI_SFX generic
 #define LI_MB 1
@@ -136,65 +120,6 @@ static inline void *li_alloc64(size_t nbytes)
 #pragma GCC pop_options
 #endif
 
-typedef void (*li_step_fn)(int, int, int, int, float *, long, const void *, const float *,
-                           const float *, long, const float *, const float *, float *, long,
-                           float *, long, const li_acts *, int);
-typedef void (*li_gemm_fn)(int, int, int, const float *, long, const void *, const float *,
-                           float *, long);
-typedef void (*li_gemv_pan16_fn)(int, int, int, const float *, const float *, long, float *,
-                                 long);
-
-/* one SIMD level's kernels; step/gemm indexed by weight type LI_WT_* */
-typedef struct {
-    li_step_fn step[LI_NWT];
-    li_gemm_fn gemm[LI_NWT];
-    li_gemv_pan16_fn gemv_pan16;
-} li_kernels_f32;
-
-#define LI_LEVEL_GENERIC 0
-#define LI_LEVEL_AVX2 1
-#define LI_LEVEL_AVX512 2
-
-/* Highest level this CPU (and OS) supports. */
-static int li_cpu_level(void)
-{
-#ifdef LI_X86
-    __builtin_cpu_init();
-    if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vl") &&
-        __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512dq"))
-        return LI_LEVEL_AVX512;
-    if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"))
-        return LI_LEVEL_AVX2;
-#endif
-    return LI_LEVEL_GENERIC;
-}
-
-#define LI_TABLE(SFX)                                                               \
-    do {                                                                            \
-        k.step[LI_WT_F32] = li_step_f32_##SFX; k.step[LI_WT_I8] = li_step_i8_##SFX;  \
-        k.step[LI_WT_F16] = li_step_f16_##SFX; k.step[LI_WT_BF16] = li_step_bf16_##SFX; \
-        k.gemm[LI_WT_F32] = li_gemm_f32_##SFX; k.gemm[LI_WT_I8] = li_gemm_i8_##SFX;  \
-        k.gemm[LI_WT_F16] = li_gemm_f16_##SFX; k.gemm[LI_WT_BF16] = li_gemm_bf16_##SFX; \
-        k.gemv_pan16 = li_gemv_pan16_f32_##SFX;                                     \
-    } while (0)
-
-static li_kernels_f32 li_select_f32(int level)
-{
-    li_kernels_f32 k;
-#ifdef LI_X86
-    if (level >= LI_LEVEL_AVX512) {
-        LI_TABLE(avx512);
-        return k;
-    }
-    if (level >= LI_LEVEL_AVX2) {
-        LI_TABLE(avx2);
-        return k;
-    }
-#endif
-    LI_TABLE(generic);
-    return k;
-}
-#undef LI_TABLE
 
 #include "lstm_int8.h"
 
@@ -230,7 +155,7 @@ static void li_gates_rows_f64(int nb, int Hp, const double *Z, long ldz, const d
     const double clip = a->clip, cclip = a->cell_clip;
     for (int b = 0; b < nb; b++)
         for (int j = 0; j < Hp; j++) {
-            const long zg = (j / 16) * 64 + (j % 16);
+            const long zg = (j / LI_GROUP) * LI_PANEL + (j % LI_GROUP);
             const double *z = Z + b * ldz;
             double *c = C + b * ldc + j;
             double pi = peep ? peep[j] : 0.0, pf = peep ? peep[Hp + j] : 0.0;

@@ -385,18 +385,6 @@ static void li_q8_mm_avx2(int M, int NG, int K4, const uint8_t *Q, long ldq, con
 #pragma GCC pop_options
 #endif
 
-/* 1 if the CPU has AVX-512 VNNI (vpdpbusd on zmm). */
-static int li_has_vnni_cpu(void)
-{
-#ifdef LI_X86
-    __builtin_cpu_init();
-    return __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") &&
-           __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-#else
-    return 0;
-#endif
-}
-
 /* ------------------------------------------------------------ AMX (Sapphire Rapids+) */
 #if defined(LI_X86) && defined(__linux__)
 #include <sys/syscall.h>
@@ -404,19 +392,6 @@ static int li_has_vnni_cpu(void)
 #define LI_HAVE_AMX_BUILD 1
 #define LI_AMX_MIN_ROWS 8 /* below this the VNNI tiles win (measured) */
 
-static int li_amx_ok = -1; /* -1 unknown, 0 no, 1 yes (CPU has it and Linux granted it) */
-static int li_amx_enabled = 1;
-
-/* Ask Linux for the AMX tile state once per process (ARCH_REQ_XCOMP_PERM). */
-static int li_amx_available(void)
-{
-    if (li_amx_ok < 0) {
-        __builtin_cpu_init();
-        li_amx_ok = __builtin_cpu_supports("amx-int8") && __builtin_cpu_supports("amx-tile") &&
-                    li_has_vnni_cpu() && syscall(SYS_arch_prctl, 0x1023, 18) == 0;
-    }
-    return li_amx_ok;
-}
 
 typedef struct {
     uint8_t palette_id, start_row, reserved[14];
@@ -505,14 +480,15 @@ static void li_q8_mm_amx(int M, int NG, int K4, const uint8_t *Q, long ldq, cons
 }
 #pragma GCC pop_options
 
-/* AMX for >= LI_AMX_MIN_ROWS rows when available and enabled, else VNNI. */
-static void li_q8_mm_avx512(int M, int NG, int K4, const uint8_t *Q, long ldq, const float *sx,
+/* AMX for >= LI_AMX_MIN_ROWS rows, else VNNI (platform.h picks this one only when the
+ * CPU has AMX, Linux granted it, and it is enabled). */
+static void li_q8_mm_amx_or_vnni(int M, int NG, int K4, const uint8_t *Q, long ldq, const float *sx,
                             const int8_t *Wq, const int32_t *colsum, const float *sw, float *Y,
                             long ldy, int zero_init, int gated, const float *bias,
                             const float *peep, int Hp, float *C, long ldc, float *Hc, long ldh,
                             const li_acts *a, int flip)
 {
-    if (M >= LI_AMX_MIN_ROWS && li_amx_enabled && li_amx_available())
+    if (M >= LI_AMX_MIN_ROWS)
         li_q8_mm_amx(M, NG, K4, Q, ldq, sx, Wq, colsum, sw, Y, ldy, zero_init, gated, bias,
                      peep, Hp, C, ldc, Hc, ldh, a, flip);
     else
@@ -520,23 +496,6 @@ static void li_q8_mm_avx512(int M, int NG, int K4, const uint8_t *Q, long ldq, c
                       peep, Hp, C, ldc, Hc, ldh, a, flip);
 }
 #endif
-
-/* AMX on/off (tests compare it with VNNI); returns whether AMX will be used. */
-static int li_set_amx(int on)
-{
-#ifdef LI_HAVE_AMX_BUILD
-    li_amx_enabled = on;
-    return on && li_amx_available();
-#else
-    (void)on;
-    return 0;
-#endif
-}
-
-typedef void (*li_q8_mm_fn)(int, int, int, const uint8_t *, long, const float *, const int8_t *,
-                            const int32_t *, const float *, float *, long, int, int,
-                            const float *, const float *, int, float *, long, float *, long,
-                            const li_acts *, int);
 
 static void li_q8_mm_generic_flip(int M, int NG, int K4, const uint8_t *Q, long ldq,
                                   const float *sx, const int8_t *Wq, const int32_t *colsum,
@@ -550,31 +509,5 @@ static void li_q8_mm_generic_flip(int M, int NG, int K4, const uint8_t *Q, long 
 }
 
 
-typedef void (*li_quant_fn)(int, int, const float *, long, uint8_t *, long, float *);
-
-/* The activation quantizer for a SIMD level (same bytes on every path). */
-static li_quant_fn li_select_quant(int level)
-{
-#ifdef LI_X86
-    if (level >= LI_LEVEL_AVX512) return li_quant_rows_u8_avx512;
-#endif
-    (void)level;
-    return li_quant_rows_u8;
-}
-
-/* The int8 kernel for a SIMD level: AVX-512 VNNI (needs the CPU feature), AVX2
- * (exact int16 multiply-adds), portable C. */
-static li_q8_mm_fn li_select_q8(int level)
-{
-#ifdef LI_HAVE_AMX_BUILD
-    if (level >= LI_LEVEL_AVX512 && li_has_vnni_cpu()) return li_q8_mm_avx512;
-#endif
-#ifdef LI_X86
-    if (level >= LI_LEVEL_AVX512 && li_has_vnni_cpu()) return li_q8_mm_vnni;
-    if (level >= LI_LEVEL_AVX2) return li_q8_mm_avx2;
-#endif
-    (void)level;
-    return li_q8_mm_generic_flip;
-}
 
 #endif
