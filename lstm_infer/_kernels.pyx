@@ -148,15 +148,28 @@ cdef enum:
     SMALL_BATCH = 8      # float32: own GEMV for the projection up to this many rows
     SPLIT_MIN_WEIGHTS = 131072  # W_hh elements from which a batch-1 step is split across threads
 
+# what a task's block projection and step compute with
+cdef enum:
+    MODE_F32 = 0         # float32 maths on our panels (float32, int8 / half weight storage)
+    MODE_Q8 = 1          # int8 mode: quantized activations x int8 quad panels
+    MODE_F64 = 2         # float64: BLAS GEMMs + li_gates_rows_f64
+
+# how a layer's tasks run (the plan)
+cdef enum:
+    SCHED_SERIAL = 0     # tasks one after another on the calling thread
+    SCHED_TASKS = 1      # tasks (direction x batch slice) on OpenMP threads, no per-step sync
+    SCHED_SPLIT = 2      # one batch-1 sequence: gate groups across threads, barrier per step
+_SCHEDULES = ("serial", "tasks", "split")
+
 cdef struct DirW:
-    int wt_ih, wt_hh         # weight types of the float32 panels (LI_WT_*: f32, i8, f16, bf16)
-    const float* w_ih_scale  # per-column scales (int8), else NULL
+    int wt_ih, wt_hh         # weight types of the float32 panels (LI_WT_*), LI_WT_Q8: int8 mode
+    const float* w_ih_scale  # per-row scales (int8), else NULL
     const float* w_hh_scale
     const int32_t* w_ih_colsum   # int8 mode: column sums for the zero-point correction
     const int32_t* w_hh_colsum
-    const void* w_ih
-    const void* w_hh
-    const void* w_ih_pan
+    const void* w_ih         # float64: row-major (4Hp, In)
+    const void* w_hh         # float64: row-major (4Hp, Kh)
+    const void* w_ih_pan     # float32 kernels: panels (see _packing.py)
     const void* w_hh_pan
     const void* bias
     const void* peep
@@ -168,6 +181,7 @@ cdef struct Layer:
     int rev                  # unidirectional layer reading sequences backwards
     int out_proc             # outputs in processing order (Keras go_backwards)
     int merge                # 0 concat; 1 sum, 2 mul, 3 ave of the two directions into mout
+    int schedule, nparts     # the plan: SCHED_*, threads of a split step
     char* mout               # merged output (T, B, Hout), strides ms_t, ms_b
     long ms_t, ms_b
     li_acts acts[2]          # per direction
@@ -185,215 +199,282 @@ cdef struct Shared:
     int T, B, nslices, block_t
     const int* lens          # (B,) sorted descending
     const int* perm          # sorted row -> original row
+    li_platform plat         # the kernels of this call (a copy: set_simd_level may run meanwhile)
+
+cdef struct Task:            # one direction x batch slice (x gate-group part) of a layer
+    int d, Bs, reverse
+    int g0, ng               # gate groups [g0, g0 + ng) computed by this part
+    int uh0, uh1, uc1        # units of h (and c, up to uc1) this part writes
+    const int* lens          # the slice's rows, sorted by length, descending
+    const int* perm
+
+cdef struct Kernels:         # a task's kernels, chosen once from the platform table
+    int mode
+    li_step_fn step
+    li_gemm_fn gemm
+    li_gemv_pan16_fn gemv_proj
+    li_q8_mm_fn q8
+    li_quant_fn quant
+
+cdef struct WsLayout:        # a task's workspace: offsets in elements, each 64-byte aligned
+    long xg                  # gathered input rows (Tb*Bs, In)
+    long g                   # block projection G (Tb*Bs, 4Hp)
+    long h0, h1              # h ping-pong (Bs, Kh) x 2
+    long c                   # cell state (Bs, Hp)
+    long hc                  # o * act(c) before the projection (Bs, Hp)
+    long q                   # int8 mode: u8 activations (rows to 16, K to LI_Q8_KPAD)
+    long qs                  # int8 mode: their per-row scales
+    long total
 
 
 cdef inline long _round16(long n) noexcept nogil:
     return (n + 15) & ~15
 
 
+cdef inline long _round_up(long n, long m) noexcept nogil:
+    return (n + m - 1) // m * m
+
+
 cdef inline long _wsize(int wt) noexcept nogil:
     """Bytes per weight of a float32-kernel panel type (LI_WT_*)."""
-    return 4 if wt == 0 else (1 if wt == 1 or wt == LI_WT_Q8 else 2)
+    return 4 if wt == LI_WT_F32 else (1 if wt == LI_WT_I8 or wt == LI_WT_Q8 else 2)
+
+
+cdef WsLayout _ws_layout(const Layer* L, long Tb, long Bs, bint q8) noexcept nogil:
+    """The one workspace layout of a task (sizes rounded to 16 elements: 64 bytes)."""
+    cdef WsLayout w
+    cdef long rows = Tb * Bs
+    cdef long ldq = _round_up(L.In if L.In > L.Kh else L.Kh, LI_Q8_KPAD)
+    w.xg = 0
+    w.g = w.xg + _round16(rows * L.In)
+    w.h0 = w.g + _round16(rows * 4 * L.Hp)
+    w.h1 = w.h0 + _round16(Bs * L.Kh)
+    w.c = w.h1 + _round16(Bs * L.Kh)
+    w.hc = w.c + _round16(Bs * L.Hp)
+    w.q = w.hc + _round16(Bs * L.Hp)
+    # the u8 rows are counted in 4-byte elements (q8 is float32 only)
+    w.qs = w.q + (_round16(_round16(rows) * ldq // 4 + 1) if q8 else 0)
+    w.total = w.qs + (_round16(rows) if q8 else 0)
+    return w
+
+
+cdef bint _task_bounds(const Layer* L, const Shared* S, int task, int part, int nparts,
+                       Task* t) noexcept nogil:
+    """The rows, direction and gate groups of one task; False if its slice is empty."""
+    cdef int sl = task // L.D
+    cdef int j0 = <int>((<long>sl * S.B) // S.nslices)
+    cdef int j1 = <int>((<long>(sl + 1) * S.B) // S.nslices)
+    cdef int ng_all = L.Hp // LI_GROUP
+    cdef int g1
+    t.d = task % L.D
+    t.Bs = j1 - j0
+    t.reverse = t.d == 1 or L.rev
+    t.lens = S.lens + j0
+    t.perm = S.perm + j0
+    t.g0 = part * ng_all // nparts
+    g1 = (part + 1) * ng_all // nparts
+    t.ng = g1 - t.g0
+    t.uh0 = 0 if nparts == 1 else t.g0 * LI_GROUP
+    t.uh1 = L.Hout if nparts == 1 else min(g1 * LI_GROUP, L.Hout)
+    t.uc1 = L.H if nparts == 1 else min(g1 * LI_GROUP, L.H)
+    return t.Bs > 0
+
+
+cdef Kernels _choose_kernels(const Shared* S, const DirW* w, floating dummy) noexcept nogil:
+    cdef Kernels k
+    k.mode = MODE_F64 if floating is double else (MODE_Q8 if w.wt_hh == LI_WT_Q8 else MODE_F32)
+    k.step = S.plat.f32.step[w.wt_hh] if k.mode == MODE_F32 else NULL
+    k.gemm = S.plat.f32.gemm[w.wt_ih] if k.mode == MODE_F32 else NULL
+    k.gemv_proj = S.plat.f32.gemv_pan16
+    k.q8 = S.plat.q8
+    k.quant = S.plat.quant
+    return k
+
+
+cdef void _init_state(const Layer* L, const Shared* S, const Task* t, floating* hbuf,
+                      floating* C) noexcept nogil:
+    """Initial state into the workspace (sorted row order); rows of length 0 finish here."""
+    cdef int b, row
+    cdef long src
+    cdef const floating* h0 = <const floating*>L.h0
+    cdef const floating* c0 = <const floating*>L.c0
+    for b in range(t.Bs):
+        row = t.perm[b]
+        src = <long>t.d * S.B + row
+        memcpy(hbuf + <long>b * L.Kh, h0 + src * L.Hout, L.Hout * sizeof(floating))
+        memcpy(C + <long>b * L.Hp, c0 + src * L.H, L.H * sizeof(floating))
+        if t.lens[b] == 0:
+            memcpy(<floating*>L.hn + src * L.Hout, hbuf + <long>b * L.Kh,
+                   L.Hout * sizeof(floating))
+            memcpy(<floating*>L.cn + src * L.H, C + <long>b * L.Hp, L.H * sizeof(floating))
+
+
+cdef void _project_block(const Layer* L, const Task* t, const Kernels* k, int s0, int tb,
+                         int na, floating* Xg, floating* G, uint8_t* Qb,
+                         float* Qs) noexcept nogil:
+    """G = X_blk W_ih^T for steps [s0, s0 + tb) (this part's gate groups; bias comes in
+    the step). One row is read in place (a negative stride walks a reversed sequence);
+    several are gathered, each reversed within its own span."""
+    cdef const DirW* w = &L.w[t.d]
+    cdef const floating* x = <const floating*>L.x
+    cdef const floating* xblk
+    cdef long ldx
+    cdef long ldq = _round_up(L.In, LI_Q8_KPAD)
+    cdef int s, b, tt, kk, G4 = 4 * L.Hp
+    if t.Bs == 1:
+        tt = t.lens[0] - 1 - s0 if t.reverse else s0
+        xblk = x + tt * L.xs_t + t.perm[0] * L.xs_b
+        ldx = -L.xs_t if t.reverse else L.xs_t
+    else:
+        kk = na
+        for s in range(s0, s0 + tb):
+            while kk > 0 and t.lens[kk - 1] <= s:
+                kk -= 1
+            for b in range(kk):
+                tt = t.lens[b] - 1 - s if t.reverse else s
+                memcpy(Xg + (<long>(s - s0) * t.Bs + b) * L.In,
+                       x + tt * L.xs_t + t.perm[b] * L.xs_b, L.In * sizeof(floating))
+        xblk = Xg
+        ldx = L.In
+    if k.mode == MODE_Q8:
+        k.quant(tb * t.Bs, L.In, <const float*>xblk, ldx, Qb, ldq, Qs)
+        k.q8(tb * t.Bs, L.Hp // LI_GROUP, <int>(ldq // 4), Qb, ldq, Qs,
+             <const int8_t*>w.w_ih_pan, w.w_ih_colsum, w.w_ih_scale, <float*>G, G4, 1, 0,
+             NULL, NULL, 0, NULL, 0, NULL, 0, NULL, 0)
+    elif k.mode == MODE_F32:
+        k.gemm(tb * t.Bs, t.ng, L.In, <const float*>xblk, ldx,
+               <const char*>w.w_ih_pan + <long>t.g0 * L.In * LI_PANEL * _wsize(w.wt_ih),
+               w.w_ih_scale + t.g0 * LI_PANEL if w.w_ih_scale != NULL else NULL,
+               <float*>G + t.g0 * LI_PANEL, G4)
+    else:
+        # BLAS needs lda >= K > 0 and takes lda as a C int: a reversed walk, a stride
+        # below a row, or one above INT_MAX elements (a strided view of a >= 16 GiB
+        # map) is gathered into contiguous rows first
+        if t.Bs == 1 and (t.reverse or ldx < L.In or ldx > INT_MAX):
+            for s in range(tb):
+                memcpy(Xg + <long>s * L.In, xblk + s * ldx, L.In * sizeof(floating))
+            xblk = Xg
+            ldx = L.In
+        _gemm_nt(tb * t.Bs, G4, L.In, <floating>1.0, xblk, <int>ldx,
+                 <const floating*>w.w_ih, L.In, <floating>0.0, G, G4)
+
+
+cdef void _step(const Layer* L, const Task* t, const Kernels* k, int s, int na,
+                floating* Gs, const floating* hp, floating* hnx, floating* hcell, floating* C,
+                floating* Hc, uint8_t* Qb, float* Qs) noexcept nogil:
+    """One step for the `na` active rows: z = G_s + h W_hh^T, the gates (C in place,
+    o * act(c) into hcell), then the projection h = hcell W_hr^T into hnx."""
+    cdef const DirW* w = &L.w[t.d]
+    cdef const li_acts* acts = &L.acts[t.d]
+    cdef const floating* bias = <const floating*>w.bias
+    cdef const floating* peep = <const floating*>w.peep
+    cdef long ldq = _round_up(L.Kh, LI_Q8_KPAD)
+    cdef int G4 = 4 * L.Hp, g0 = t.g0
+    if k.mode == MODE_Q8:
+        k.quant(na, L.Kh, <const float*>hp, L.Kh, Qb, ldq, Qs)
+        k.q8(na, L.Hp // LI_GROUP, <int>(ldq // 4), Qb, ldq, Qs, <const int8_t*>w.w_hh_pan,
+             w.w_hh_colsum, w.w_hh_scale, <float*>Gs, G4, 0, 1, <const float*>bias,
+             <const float*>peep, L.Hp, <float*>C, L.Hp, <float*>hcell, L.Hp, acts, s & 1)
+    elif k.mode == MODE_F32:
+        k.step(na, t.ng, L.Hp, L.Kh, <float*>Gs + g0 * LI_PANEL, G4,
+               <const char*>w.w_hh_pan + <long>g0 * L.Kh * LI_PANEL * _wsize(w.wt_hh),
+               w.w_hh_scale + g0 * LI_PANEL if w.w_hh_scale != NULL else NULL,
+               <const float*>hp, L.Kh, <const float*>bias + g0 * LI_PANEL,
+               <const float*>peep + g0 * LI_GROUP if peep != NULL else NULL,
+               <float*>C + g0 * LI_GROUP, L.Hp, <float*>hcell + g0 * LI_GROUP, L.Hp, acts, s & 1)
+    else:
+        _gemm_nt(na, G4, L.Kh, <floating>1.0, hp, L.Kh, <const floating*>w.w_hh, L.Kh,
+                 <floating>1.0, Gs, G4)
+        li_gates_rows_f64(na, L.Hp, <const double*>Gs, G4, <const double*>bias,
+                          <const double*>peep, <double*>C, L.Hp, <double*>hcell, L.Hp, acts)
+    if L.P > 0:
+        if k.mode != MODE_F64 and na <= SMALL_BATCH:
+            k.gemv_proj(na, L.Pp // LI_GROUP, L.Hp, <const float*>w.w_hr_pan, <const float*>Hc,
+                        L.Hp, <float*>hnx, L.Kh)
+        else:
+            _gemm_nt(na, L.Pp, L.Hp, <floating>1.0, Hc, L.Hp, <const floating*>w.w_hr, L.Hp,
+                     <floating>0.0, hnx, L.Kh)
+
+
+cdef int _store_rows(const Layer* L, const Shared* S, const Task* t, int s, int na,
+                     const floating* hnx, const floating* C) noexcept nogil:
+    """Outputs of the active rows at step s, and the final state of the rows whose
+    sequence ends there; returns the rows still active after s."""
+    cdef int b, row, tt, na_next = na
+    cdef long dst
+    cdef long ob = <long>t.d * L.Hout
+    cdef floating* out = <floating*>L.out
+    for b in range(na):
+        tt = t.lens[b] - 1 - s if (t.reverse and not L.out_proc) else s
+        memcpy(out + tt * L.os_t + t.perm[b] * L.os_b + ob + t.uh0, hnx + <long>b * L.Kh + t.uh0,
+               (t.uh1 - t.uh0) * sizeof(floating))
+    while na_next > 0 and t.lens[na_next - 1] <= s + 1:
+        na_next -= 1
+    for b in range(na_next, na):
+        row = t.perm[b]
+        dst = <long>t.d * S.B + row
+        memcpy(<floating*>L.hn + dst * L.Hout + t.uh0, hnx + <long>b * L.Kh + t.uh0,
+               (t.uh1 - t.uh0) * sizeof(floating))
+        memcpy(<floating*>L.cn + dst * L.H + t.uh0, C + <long>b * L.Hp + t.uh0,
+               (t.uc1 - t.uh0) * sizeof(floating))
+    return na_next
 
 
 cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int nparts,
                    li_barrier* bar, floating* shared_ws, floating dummy) noexcept nogil:
-    """One direction x batch slice of one layer: the whole time loop. Returns 0, or -1
-    if the workspace could not be allocated.
+    """One direction x batch slice of one layer: the whole time loop (the shape of ONNX
+    Runtime's UniDirectionalLstm: state init, then per time block a projection and per
+    step the recurrent step and the stores). Returns 0, or -1 if the workspace could
+    not be allocated.
 
     With nparts > 1 (one batch-1 sequence split across threads), this thread computes
-    the gate groups [g0, g1) of every step: its columns of the input projection, its
-    units of h and c; the threads share the workspace and meet at a barrier after each
-    step, since every thread reads the whole h."""
-    cdef int d = task % L.D
-    cdef int sl = task // L.D
-    cdef int B = S.B
-    cdef int j0 = <int>((<long>sl * B) // S.nslices)
-    cdef int j1 = <int>((<long>(sl + 1) * B) // S.nslices)
-    cdef int Bs = j1 - j0
-    if Bs <= 0:
+    the gate groups [g0, g0 + ng) of every step: its columns of the input projection,
+    its units of h and c; the threads share the workspace and meet at a barrier after
+    each step, since every thread reads the whole h."""
+    cdef Task t
+    if not _task_bounds(L, S, task, part, nparts, &t):
         return 0
-    cdef const int* lens = S.lens + j0
-    cdef const int* perm = S.perm + j0
-    cdef int In = L.In, H = L.H, Hp = L.Hp, Kh = L.Kh, Hout = L.Hout, Pp = L.Pp
-    cdef int G4 = 4 * Hp
-    cdef bint reverse = d == 1 or L.rev
-    cdef const li_acts* acts = &L.acts[d]
-    cdef bint proj = L.P > 0
-    cdef DirW w = L.w[d]
-    cdef const floating* w_ih = <const floating*>w.w_ih
-    cdef const floating* w_hh = <const floating*>w.w_hh
-    cdef const floating* bias = <const floating*>w.bias
-    cdef const floating* peep = <const floating*>w.peep
-    cdef const floating* w_hr = <const floating*>w.w_hr
-    cdef const floating* x = <const floating*>L.x
-    cdef floating* out = <floating*>L.out
-    cdef const floating* h0 = <const floating*>L.h0
-    cdef const floating* c0 = <const floating*>L.c0
-    cdef floating* hn = <floating*>L.hn
-    cdef floating* cn = <floating*>L.cn
-    cdef int Tb = S.block_t
-    cdef int nsteps = lens[0]
-    # this part's gate groups and hidden units (all of them when nparts == 1)
-    cdef int g0 = part * (Hp // 16) // nparts
-    cdef int g1 = (part + 1) * (Hp // 16) // nparts
-    cdef int ng = g1 - g0
-    cdef int uh0 = 0 if nparts == 1 else g0 * 16
-    cdef int uh1 = Hout if nparts == 1 else min(g1 * 16, Hout)
-    cdef int uc1 = H if nparts == 1 else min(g1 * 16, H)
-    cdef int sense = 0
-    cdef const char* w_ih_pan = <const char*>w.w_ih_pan + <long>g0 * In * 64 * _wsize(w.wt_ih)
-    cdef const char* w_hh_pan = <const char*>w.w_hh_pan + <long>g0 * Kh * 64 * _wsize(w.wt_hh)
-    cdef const float* sc_ih = w.w_ih_scale + g0 * 64 if w.w_ih_scale != NULL else NULL
-    cdef const float* sc_hh = w.w_hh_scale + g0 * 64 if w.w_hh_scale != NULL else NULL
-    cdef const floating* peep_g = peep + g0 * 16 if peep != NULL else NULL
-
-    # workspace: Xg (Tb*Bs, In) | G (Tb*Bs, 4Hp) | h ping-pong 2 x (Bs, Kh) | C (Bs, Hp) | Hc (Bs, Hp)
-    # every sub-buffer starts on a 64-byte boundary (sizes rounded up to 16 elements)
-    cdef long n_xg = _round16(<long>Tb * Bs * In)
-    cdef long n_g = _round16(<long>Tb * Bs * G4)
-    cdef long n_h = _round16(<long>Bs * Kh)
-    cdef long n_c = _round16(<long>Bs * Hp)
-    # int8 mode: u8 activations (rows rounded up to 16 and K to 64 for AMX tiles; the pad
-    # is zero-point filled by the quantizer, pad rows are computed and discarded) + scales
-    cdef bint q8 = w.wt_hh == LI_WT_Q8
-    cdef long ldq_x = ((In + 63) // 64) * 64
-    cdef long ldq_h = ((Kh + 63) // 64) * 64
-    cdef long n_q = _round16(_round16(<long>Tb * Bs) * (ldq_x if ldq_x > ldq_h else ldq_h) // 4 + 1) if q8 else 0
-    cdef long n_qs = _round16(<long>Tb * Bs) if q8 else 0
-    cdef size_t nbytes = (n_xg + n_g + 2 * n_h + 2 * n_c + n_q + n_qs) * sizeof(floating)
+    cdef Kernels k = _choose_kernels(S, &L.w[t.d], dummy)
+    cdef WsLayout lay = _ws_layout(L, S.block_t, t.Bs, k.mode == MODE_Q8)
     cdef floating* ws = shared_ws
     if ws == NULL:
-        ws = <floating*>li_alloc64(nbytes)
+        ws = <floating*>li_alloc64(lay.total * sizeof(floating))
         if ws == NULL:
             return -1
         # padded state entries must be 0; Xg/G rows of finished sequences are never read
-        memset(ws + n_xg + n_g, 0, (2 * n_h + 2 * n_c + n_q) * sizeof(floating))
-    cdef floating* Xg = ws
-    cdef floating* G = Xg + n_xg
-    cdef floating* hbuf0 = G + n_g
-    cdef floating* hbuf1 = hbuf0 + n_h
-    cdef floating* C = hbuf1 + n_h
-    cdef floating* Hc = C + n_c
-    cdef uint8_t* Qb = <uint8_t*>(Hc + n_c)
-    cdef float* Qs = <float*>(Hc + n_c + n_q)
-    cdef floating* hp
-    cdef floating* hnx
+        memset(ws + lay.h0, 0, (lay.qs - lay.h0) * sizeof(floating))
+    cdef floating* G = ws + lay.g
+    cdef floating* C = ws + lay.c
+    cdef floating* Hc = ws + lay.hc
+    cdef uint8_t* Qb = <uint8_t*>(ws + lay.q)
+    cdef float* Qs = <float*>(ws + lay.qs)
+    cdef floating* hp = ws + lay.h0
+    cdef floating* hnx = ws + lay.h1
     cdef floating* tmp
     cdef floating* hcell
-    cdef const floating* Gs
-    cdef const floating* xblk
-    cdef long ldx
-    cdef int b, s, s0, tb, na, na_next, t, row, k
-    cdef long ob = d * Hout
-
-    # initial state (sorted row order); rows of length 0 finish right here
+    cdef int sense = 0, na, s, s0 = 0, tb
+    cdef int nsteps = t.lens[0]
     if part == 0:
-        for b in range(Bs):
-            row = perm[b]
-            memcpy(hbuf0 + <long>b * Kh, h0 + (<long>d * B + row) * Hout, Hout * sizeof(floating))
-            memcpy(C + <long>b * Hp, c0 + (<long>d * B + row) * H, H * sizeof(floating))
-            if lens[b] == 0:
-                memcpy(hn + (<long>d * B + row) * Hout, hbuf0 + <long>b * Kh,
-                       Hout * sizeof(floating))
-                memcpy(cn + (<long>d * B + row) * H, C + <long>b * Hp, H * sizeof(floating))
+        _init_state(L, S, &t, hp, C)
     if nparts > 1:
         li_barrier_wait(bar, &sense)
-    hp = hbuf0
-    hnx = hbuf1
-    hcell = Hc if proj else hnx
-
-    na = Bs
-    while na > 0 and lens[na - 1] <= 0:
+    hcell = Hc if L.P > 0 else hnx
+    na = t.Bs
+    while na > 0 and t.lens[na - 1] <= 0:
         na -= 1
-    s0 = 0
     while s0 < nsteps:
-        tb = Tb if nsteps - s0 > Tb else nsteps - s0
-        # the block's input rows: one row is read in place (a negative stride walks a
-        # reversed sequence); several are gathered (reverse: each within its own span)
-        if Bs == 1:
-            t = lens[0] - 1 - s0 if reverse else s0
-            xblk = x + t * L.xs_t + perm[0] * L.xs_b
-            ldx = -L.xs_t if reverse else L.xs_t
-        else:
-            k = na
-            for s in range(s0, s0 + tb):
-                while k > 0 and lens[k - 1] <= s:
-                    k -= 1
-                for b in range(k):
-                    t = lens[b] - 1 - s if reverse else s
-                    memcpy(Xg + (<long>(s - s0) * Bs + b) * In,
-                           x + t * L.xs_t + perm[b] * L.xs_b, In * sizeof(floating))
-            xblk = Xg
-            ldx = In
-        if floating is float:
-            if q8:
-                _plat.quant(tb * Bs, In, xblk, ldx, Qb, ldq_x, Qs)
-                _plat.q8(tb * Bs, Hp // 16, <int>(ldq_x // 4), Qb, ldq_x, Qs,
-                    <const int8_t*>w.w_ih_pan, w.w_ih_colsum, w.w_ih_scale, G, G4, 1, 0,
-                    NULL, NULL, 0, NULL, 0, NULL, 0, NULL, 0)
-            else:
-                _plat.f32.gemm[w.wt_ih](tb * Bs, ng, In, xblk, ldx, w_ih_pan, sc_ih, G + g0 * 64, G4)
-        else:
-            # BLAS needs lda >= K > 0 and takes lda as a C int: a reversed walk, a stride
-            # below a row, or one above INT_MAX elements (a strided view of a >= 16 GiB
-            # map) is gathered into contiguous rows first
-            if Bs == 1 and (reverse or ldx < In or ldx > INT_MAX):
-                for s in range(tb):
-                    memcpy(Xg + <long>s * In, xblk + s * ldx, In * sizeof(floating))
-                xblk = Xg
-                ldx = In
-            _gemm_nt(tb * Bs, G4, In, <floating>1.0, xblk, <int>ldx, w_ih, In, <floating>0.0,
-                     G, G4)
-
+        tb = S.block_t if nsteps - s0 > S.block_t else nsteps - s0
+        _project_block(L, &t, &k, s0, tb, na, ws + lay.xg, G, Qb, Qs)
         for s in range(s0, s0 + tb):
-            Gs = G + <long>(s - s0) * Bs * G4
-            if floating is float:
-                if q8:
-                    _plat.quant(na, Kh, hp, Kh, Qb, ldq_h, Qs)
-                    _plat.q8(na, Hp // 16, <int>(ldq_h // 4), Qb, ldq_h, Qs,
-                        <const int8_t*>w.w_hh_pan, w.w_hh_colsum, w.w_hh_scale, <float*>Gs,
-                        G4, 0, 1, bias, peep, Hp, C, Hp, hcell, Hp, acts, s & 1)
-                else:
-                    _plat.f32.step[w.wt_hh](na, ng, Hp, Kh, <float*>Gs + g0 * 64, G4, w_hh_pan, sc_hh,
-                                       hp, Kh, bias + g0 * 64, peep_g, C + g0 * 16, Hp,
-                                       hcell + g0 * 16, Hp, acts, s & 1)
-                if proj:
-                    if na <= SMALL_BATCH:
-                        _plat.f32.gemv_pan16(na, Pp // 16, Hp, <const float*>w.w_hr_pan, Hc, Hp,
-                                        hnx, Kh)
-                    else:
-                        _gemm_nt(na, Pp, Hp, <floating>1.0, Hc, Hp, w_hr, Hp, <floating>0.0,
-                                 hnx, Kh)
-            else:
-                _gemm_nt(na, G4, Kh, <floating>1.0, hp, Kh, w_hh, Kh, <floating>1.0,
-                         <floating*>Gs, G4)
-                li_gates_rows_f64(na, Hp, Gs, G4, bias, peep, C, Hp, hcell, Hp, acts)
-                if proj:
-                    _gemm_nt(na, Pp, Hp, <floating>1.0, Hc, Hp, w_hr, Hp, <floating>0.0,
-                             hnx, Kh)
-            # outputs of the active rows
-            for b in range(na):
-                t = lens[b] - 1 - s if (reverse and not L.out_proc) else s
-                memcpy(out + t * L.os_t + perm[b] * L.os_b + ob + uh0, hnx + <long>b * Kh + uh0,
-                       (uh1 - uh0) * sizeof(floating))
-            # rows whose sequence ends at this step: final state
-            na_next = na
-            while na_next > 0 and lens[na_next - 1] <= s + 1:
-                na_next -= 1
-            for b in range(na_next, na):
-                row = perm[b]
-                memcpy(hn + (<long>d * B + row) * Hout + uh0, hnx + <long>b * Kh + uh0,
-                       (uh1 - uh0) * sizeof(floating))
-                memcpy(cn + (<long>d * B + row) * H + uh0, C + <long>b * Hp + uh0,
-                       (uc1 - uh0) * sizeof(floating))
-            na = na_next
+            _step(L, &t, &k, s, na, G + <long>(s - s0) * t.Bs * 4 * L.Hp, hp, hnx, hcell, C,
+                  Hc, Qb, Qs)
+            na = _store_rows(L, S, &t, s, na, hnx, C)
             if nparts > 1:  # every part reads the whole h of this step next
                 li_barrier_wait(bar, &sense)
             tmp = hp
             hp = hnx
             hnx = tmp
-            if not proj:
+            if L.P == 0:
                 hcell = hnx
         s0 += tb
     if shared_ws == NULL:
@@ -401,51 +482,38 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
     return 0
 
 
-cdef long _task_ws_elems(const Layer* L, const Shared* S) noexcept nogil:
-    """Workspace elements of one task of a batch-1 layer (as _run_task lays it out)."""
-    cdef long Tb = S.block_t
-    return (_round16(Tb * L.In) + _round16(Tb * 4 * L.Hp) + 2 * _round16(L.Kh)
-            + 2 * _round16(L.Hp))
-
-
 cdef int _run_layer(const Layer* L, const Shared* S, int nthreads, floating dummy) noexcept nogil:
+    """Run a layer's tasks by its plan (L.schedule)."""
     cdef int ntasks = L.D * S.nslices
-    cdef int task, status = 0, part, nparts
+    cdef int task, status = 0, part
     cdef int* pstatus = &status  # written inside the parallel block (shared, not private)
     cdef li_barrier bar
     cdef floating* ws
     cdef long n
-    # One batch-1 sequence and spare threads: split each step's gate groups between
-    # the threads (float32, no projection; int8 and float64 run whole on one thread).
-    # Only when a step streams >= 128 Ki weights: below that the per-step barrier costs
-    # what the split saves (measured: kws, H=128, 0.243 -> 0.255 ms with 2 threads).
-    nparts = min(nthreads, L.Hp // 16)
-    if (floating is float and ntasks == 1 and S.B == 1 and nparts > 1 and L.P == 0
-            and L.w[0].wt_hh != LI_WT_Q8 and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
-        n = _task_ws_elems(L, S)
+    if L.schedule == SCHED_SPLIT:
+        n = _ws_layout(L, S.block_t, 1, False).total
         ws = <floating*>li_alloc64(n * sizeof(floating))
         if ws == NULL:
             return -1
         memset(ws, 0, n * sizeof(floating))
         bar.count = 0
         bar.sense = 0
-        bar.n = nparts
-        with parallel(num_threads=nparts):
+        bar.n = L.nparts
+        with parallel(num_threads=L.nparts):
             part = threadid()
-            if li_team_size() == nparts:
-                if _run_task(L, S, 0, part, nparts, &bar, ws, dummy) != 0:
+            if li_team_size() == L.nparts:
+                if _run_task(L, S, 0, part, L.nparts, &bar, ws, dummy) != 0:
                     pstatus[0] = -1
             elif part == 0:  # fewer threads than asked: run it whole
                 if _run_task(L, S, 0, 0, 1, NULL, NULL, dummy) != 0:
                     pstatus[0] = -1
         free(ws)
-        return status
-    if nthreads <= 1 or ntasks == 1:
-        for task in range(ntasks):
+    elif L.schedule == SCHED_TASKS:
+        for task in prange(ntasks, num_threads=nthreads, schedule="static", chunksize=1):
             if _run_task(L, S, task, 0, 1, NULL, NULL, dummy) != 0:
                 status = -1
     else:
-        for task in prange(ntasks, num_threads=nthreads, schedule="static", chunksize=1):
+        for task in range(ntasks):
             if _run_task(L, S, task, 0, 1, NULL, NULL, dummy) != 0:
                 status = -1
     return status
@@ -608,39 +676,109 @@ cdef long _stride(object a, int axis, int itemsize):
     return a.strides[axis] // itemsize
 
 
-cdef void _set_acts(li_acts* a, tuple p):
-    (a.kf, a.af, a.bf, a.kg, a.ag, a.bg, a.kh, a.ah, a.bh, a.clip, a.cell_clip, a.cifg) = p
+cdef void _set_acts(li_acts* a, dict p):
+    """li_acts from named fields (model._kernel_acts): gate / cell / output activations
+    (config.Activation), clip, cell_clip (inf: none), input_forget."""
+    gate, cell, output = p["gate"], p["cell"], p["output"]
+    a.kf, a.af, a.bf = gate.code, gate.alpha, gate.beta
+    a.kg, a.ag, a.bg = cell.code, cell.alpha, cell.beta
+    a.kh, a.ah, a.bh = output.code, output.alpha, output.beta
+    a.clip = p["clip"]
+    a.cell_clip = p["cell_clip"]
+    a.cifg = p["input_forget"]
+
+
+cdef int _describe(list packed, int T, int B, int itemsize, Layer* layers, Shared* S) except -1:
+    """Dimensions and weight pointers of every layer, from its PackedDirections."""
+    cdef int nlayers = len(packed), k, d
+    cdef PackedDirection p
+    if not 0 < nlayers <= LI_MAX_LAYERS:
+        raise ValueError(f"a stack has 1 to {LI_MAX_LAYERS} layers; got {nlayers}")
+    S.T, S.B = T, B
+    for k in range(nlayers):
+        dirs = packed[k]
+        L = &layers[k]
+        L.D = len(dirs)
+        if L.D not in (1, 2):
+            raise ValueError(f"layer {k}: 1 or 2 directions; got {L.D}")
+        for d in range(L.D):
+            p = dirs[d]  # a TypeError for anything but a PackedDirection
+            if p.itemsize != itemsize:
+                raise TypeError(f"layer {k}: packed for itemsize {p.itemsize}, input has "
+                                f"{itemsize}")
+            L.w[d] = p.w
+        L.In, L.H, L.Hp, L.P, L.Pp, L.Kh = p.In, p.H, p.Hp, p.P, p.Pp, p.Kh
+        L.Hout = p.P or p.H
+    return 0
+
+
+cdef int _plan(Layer* layers, int nlayers, Shared* S, int nthreads, int itemsize) except -1:
+    """The schedule of a call: batch slices, time block, and per layer serial / tasks /
+    split. Decided here only; model.LSTM.plan shows it."""
+    cdef int k, ntasks, nparts, maxG4 = 0, maxI = 0
+    cdef long wbytes = 0
+    cdef Layer* L
+    # batch slices: enough tasks to feed the threads, slices of >= 4 rows
+    cdef int want = (nthreads + layers[0].D - 1) // layers[0].D
+    S.nslices = max(1, min(want, S.B // 4))
+    for k in range(nlayers):
+        L = &layers[k]
+        maxG4 = max(maxG4, 4 * L.Hp)
+        maxI = max(maxI, L.In)
+        wbytes = max(wbytes, <long>4 * L.Hp * (L.In + L.Kh) * itemsize)
+        ntasks = L.D * S.nslices
+        # One batch-1 sequence and spare threads: split each step's gate groups between
+        # the threads (float32, no projection; int8 and float64 run whole on one thread).
+        # Only when a step streams >= 128 Ki weights: below that the per-step barrier
+        # costs what the split saves (measured: kws, H=128, 0.243 -> 0.255 ms, 2 threads).
+        nparts = min(nthreads, L.Hp // LI_GROUP)
+        L.nparts = 1
+        if (itemsize == 4 and ntasks == 1 and S.B == 1 and nparts > 1 and L.P == 0
+                and L.w[0].wt_hh != LI_WT_Q8 and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
+            L.schedule = SCHED_SPLIT
+            L.nparts = nparts
+        elif nthreads <= 1 or ntasks == 1:
+            L.schedule = SCHED_SERIAL
+        else:
+            L.schedule = SCHED_TASKS
+    S.block_t = _block_steps(S.T, S.B, S.nslices, maxG4, maxI, itemsize, wbytes)
+    return 0
+
+
+def plan(list packed, int T, int B, int nthreads, int itemsize=4):
+    """The schedule forward() would run for x of T steps and B sequences:
+    {"slices", "block_steps", "layers": [{"schedule": "serial"|"tasks"|"split",
+    "tasks", "threads"}]}."""
+    cdef Layer layers[LI_MAX_LAYERS]
+    cdef Shared S
+    _describe(packed, T, B, itemsize, layers, &S)
+    _plan(layers, len(packed), &S, nthreads, itemsize)
+    return {"slices": S.nslices, "block_steps": S.block_t,
+            "layers": [{"schedule": _SCHEDULES[layers[k].schedule],
+                        "tasks": layers[k].D * S.nslices,
+                        "threads": (layers[k].nparts if layers[k].schedule == SCHED_SPLIT
+                                    else min(nthreads, layers[k].D * S.nslices)
+                                    if layers[k].schedule == SCHED_TASKS else 1)}
+                       for k in range(len(packed))]}
 
 
 def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
             int[::1] lens, int[::1] perm, list layer_params, int nthreads):
-    """Run a validated stack. All arrays come from model.LSTM.forward, which
-    checked every shape, dtype and stride; nothing is checked here."""
-    cdef int nlayers = len(packed)
-    if nlayers > LI_MAX_LAYERS:
-        raise ValueError(f"at most {LI_MAX_LAYERS} layers are supported; got {nlayers}")
+    """Run a validated stack: bind the buffers, plan, release the GIL, run. All arrays
+    come from model.LSTM.forward, which checked every shape, dtype and stride."""
     cdef Layer layers[LI_MAX_LAYERS]
     cdef Shared S
-    cdef int k, d, itemsize, status
+    cdef int nlayers = len(packed), k, d, itemsize, status
     cdef Layer* L
-    cdef PackedDirection p, pd
     x0 = bufs[0][0]
     itemsize = x0.itemsize
-    S.T = x0.shape[0]
-    S.B = x0.shape[1]
+    _describe(packed, x0.shape[0], x0.shape[1], itemsize, layers, &S)
     S.lens = &lens[0]
     S.perm = &perm[0]
-    # batch slices: enough tasks to feed the threads, slices of >= 4 rows
-    cdef int D0 = len(packed[0])
-    cdef int want = (nthreads + D0 - 1) // D0
-    S.nslices = max(1, min(want, S.B // 4))
-    cdef int maxG4 = 0, maxI = 0
-    cdef long wbytes = 0
+    S.plat = _plat
     for k in range(nlayers):
-        dirs = packed[k]
         xin, xout, xmerged = bufs[k]
         L = &layers[k]
-        L.D = len(dirs)
         merge, L.rev, L.out_proc, dir_acts = layer_params[k]
         L.merge = merge
         for d in range(L.D):
@@ -649,14 +787,6 @@ def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
         if xmerged is not None:
             L.ms_t = _stride(xmerged, 0, itemsize)
             L.ms_b = _stride(xmerged, 1, itemsize)
-        p = dirs[0]
-        if p.itemsize != itemsize:
-            raise TypeError(f"layer {k}: packed for itemsize {p.itemsize}, input has {itemsize}")
-        L.In, L.H, L.Hp, L.P, L.Pp, L.Kh = p.In, p.H, p.Hp, p.P, p.Pp, p.Kh
-        L.Hout = p.P or p.H
-        maxG4 = max(maxG4, 4 * p.Hp)
-        maxI = max(maxI, p.In)
-        wbytes = max(wbytes, <long>4 * p.Hp * (p.In + p.Kh) * itemsize)
         L.x = _ptr(xin)
         L.xs_t = _stride(xin, 0, itemsize)
         L.xs_b = _stride(xin, 1, itemsize)
@@ -667,10 +797,7 @@ def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
         L.c0 = _ptr(c0s[k])
         L.hn = _ptr(hns[k])
         L.cn = _ptr(cns[k])
-        for d in range(L.D):
-            pd = dirs[d]
-            L.w[d] = pd.w
-    S.block_t = _block_steps(S.T, S.B, S.nslices, maxG4, maxI, itemsize, wbytes)
+    _plan(layers, nlayers, &S, nthreads, itemsize)
     if itemsize == 4:
         with nogil:
             status = _run_stack(layers, nlayers, &S, nthreads, <float>0)

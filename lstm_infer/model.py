@@ -426,6 +426,21 @@ class LSTM:
             out_user[0] if unbatched else out_user)
         return out, (h_n, c_n)
 
+    def plan(self, x, *, num_threads=None) -> dict:
+        """The schedule a call on `x` would run, without running it: batch ``slices``,
+        ``block_steps`` (time steps per input-projection block) and per layer its
+        ``schedule`` ("serial", "tasks": direction x slice on threads, "split": one
+        sequence's gate groups across threads), ``tasks`` and ``threads``. With other
+        calls in flight and no ``num_threads``, a real call may get fewer threads."""
+        x = np.asarray(x)
+        if x.ndim not in (2, 3):
+            raise ValueError(f"x must be 3-D or 2-D unbatched; got shape {x.shape}")
+        T, B = (x.shape[0], 1) if x.ndim == 2 else (
+            (x.shape[1], x.shape[0]) if self._config.batch_first else x.shape[:2])
+        n = _threads.get_num_threads() if num_threads is None else \
+            _threads.check_num_threads(num_threads)
+        return _kernels.plan(self._packed, T, B, n, np.dtype(self._dtype).itemsize)
+
     def _call_bytes(self, T: int, B: int, copy_x: bool) -> int:
         """Bytes a call allocates beyond the workspace: x's copy, the layer outputs
         (and merge scratch), the states."""
@@ -613,13 +628,12 @@ def _layer_spec(k, spec, opts, defaults):
         input_forget=bool(opts.get("input_forget", defaults["input_forget"])))
 
 
-def _act_params(trip, spec):
-    """The kernel's li_acts fields for one direction."""
-    return (trip[0].code, trip[0].alpha, trip[0].beta, trip[1].code, trip[1].alpha, trip[1].beta,
-            trip[2].code, trip[2].alpha, trip[2].beta,
-            spec.clip if spec.clip is not None else np.inf,
-            spec.cell_clip if spec.cell_clip is not None else np.inf,
-            int(spec.input_forget))
+def _act_params(trip, spec) -> dict:
+    """The kernel's li_acts for one direction, by field name (_kernels._set_acts)."""
+    return {"gate": trip[0], "cell": trip[1], "output": trip[2],
+            "clip": spec.clip if spec.clip is not None else np.inf,
+            "cell_clip": spec.cell_clip if spec.cell_clip is not None else np.inf,
+            "input_forget": int(spec.input_forget)}
 
 
 _state_array = _as_weight  # same checks: real numbers, finite, cast to the model's dtype

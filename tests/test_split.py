@@ -20,6 +20,10 @@ def test_split_equals_one_thread(name, threads):
     H = 200 if name == "odd H" else 192   # W_hh >= 128 Ki elements: the split path runs
     m = li.LSTM.random(24, H, **CASES[name])
     x = np.random.default_rng(0).uniform(-3, 3, (31, 1, 24)).astype(np.float32)
+    for layer in m.plan(x, num_threads=threads)["layers"]:  # the split really runs
+        assert layer["schedule"] == "split" and layer["threads"] == threads, layer
+    assert [l["schedule"] for l in m.plan(x, num_threads=1)["layers"]] == ["serial"] * len(
+        m.config.layers)
     a_out, (a_h, a_c) = m(x, num_threads=1)
     b_out, (b_h, b_c) = m(x, num_threads=threads)
     np.testing.assert_array_equal(a_out, b_out)
@@ -34,6 +38,7 @@ def test_split_lengths_reverse_and_quantized(mode):
     if mode:
         m = m.quantize(mode)
     x = np.random.default_rng(1).uniform(-1, 1, (1, 40, 24)).astype(np.float32)
+    assert m.plan(x, num_threads=2)["layers"][0]["schedule"] == "split"
     for lengths in (None, [17], [0]):
         a = m(x, lengths=lengths, num_threads=1)
         b = m(x, lengths=lengths, num_threads=2)
@@ -59,3 +64,23 @@ def test_split_under_concurrent_callers():
     for t in ts:
         t.join()
     assert not bad
+
+
+@pytest.mark.parametrize("why, kwargs, mode, shape", [
+    ("small W_hh", dict(hidden_size=64), None, (9, 1, 24)),
+    ("projection", dict(hidden_size=192, proj_size=64), None, (9, 1, 24)),
+    ("int8 mode", dict(hidden_size=192), "int8", (9, 1, 24)),
+    ("float64", dict(hidden_size=192, dtype="float64"), None, (9, 1, 24)),
+    ("batch of 8", dict(hidden_size=192), None, (9, 8, 24)),
+])
+def test_plan_says_when_the_split_does_not_apply(why, kwargs, mode, shape):
+    m = li.LSTM.random(24, **kwargs)
+    if mode:
+        m = m.quantize(mode)
+    x = np.zeros(shape, m.dtype)
+    plan = m.plan(x, num_threads=2)
+    assert plan["layers"][0]["schedule"] != "split", (why, plan)
+    if shape[1] == 8:  # two batch slices of 4 rows on the two threads
+        assert plan["slices"] == 2 and plan["layers"][0]["schedule"] == "tasks"
+    if shape[1] == 1:  # one sequence runs whole on one thread either way
+        np.testing.assert_array_equal(m(x, num_threads=2)[0], m(x, num_threads=1)[0])
