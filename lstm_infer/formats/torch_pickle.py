@@ -34,6 +34,21 @@ bfloat16 becomes float32 exactly (the 16 bits are the top half of a float32);
 float16 and float64 stay as they are.
 
 Errors are `TorchFileError` (a ValueError) naming the file and what is wrong.
+
+Limits (a file never makes us hang or allocate far more than it holds)
+----------------------------------------------------------------------
+Each is far above what ``torch.save`` writes and far below what hurts:
+
+- Dict keys and set members are hashed only when the work is bounded: a
+  tuple's *expanded* size (its elements at every level, memo-shared parts
+  counted each time they occur; `hash()` and ``==`` walk all of them) is
+  tracked next to its depth, and a key expanding to more than
+  `_MAX_KEY_SIZE` elements is refused (a 462-byte tuple DAG would otherwise
+  hash for 2^depth steps). Keys whose hash a file can choose (ints beyond the
+  hash modulus, floats, tuples, frozensets...) may collide at most
+  `_MAX_SAME_HASH` times per dict or set (a hash flood is quadratic), and all
+  of that hashing adds up to at most `_MAX_HASH_WORK` elements per pickle.
+  Strings and bytes (seeded hashes) and small ints cost nothing here.
 """
 from __future__ import annotations
 
@@ -42,6 +57,7 @@ import os
 import pickle
 import pickletools
 import struct
+import sys
 import zipfile
 import zlib
 from collections import OrderedDict
@@ -110,6 +126,11 @@ _SAFETENSORS_DTYPES = {
 _MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER (legacy format)
 _MAGIC_BYTES = b"\x8a\x0a" + _MAGIC.to_bytes(10, "little")  # as a LONG1 opcode
 _MAX_NESTING = 100  # tuple depth; torch pickles need < 10 (hash() of deep tuples recurses in C)
+_MAX_KEY_SIZE = 1 << 16     # expanded elements of one dict key / set member (see the docstring)
+_MAX_SAME_HASH = 8          # distinct file-chosen keys of one dict / set sharing a hash value
+_MAX_HASH_WORK = 1 << 24    # expanded elements hashed or compared for such keys, per pickle
+_HASH_MODULUS = sys.hash_info.modulus  # ints below it hash to themselves
+_MAX_MEMO_INDEX = 1 << 32   # LONG_BINPUT's range; larger PUT indices only make collisions
 
 
 def _dtype_name(obj, what):
@@ -409,7 +430,9 @@ def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, state=Non
 def _rebuild_from_type_v2(func, new_type, args, state):
     # torch's path for tensors carrying a __dict__ / a Tensor subclass; only plain
     # Tensor and Parameter reach here, because any other class was refused as a global
-    if not isinstance(func, _Global) or not isinstance(new_type, _Marker) \
+    # (func is one of torch's tensor-rebuild functions, never a container constructor)
+    if not isinstance(func, _Global) or not func.name.startswith("torch._utils._rebuild") \
+            or not isinstance(new_type, _Marker) \
             or new_type.name not in ("torch.Tensor", "torch.nn.parameter.Parameter"):
         raise TorchFileError(f"_rebuild_from_type_v2 expects a rebuild function and a tensor "
                              f"type; got {_describe(func)}, {_describe(new_type)}")
@@ -569,6 +592,10 @@ class _Unpickler:
 
     def __init__(self, tf, record, persistent_load):
         self.tf, self.record, self.persistent_load = tf, record, persistent_load
+        self._info = {}     # id(tuple/frozenset) -> (depth, expanded size), composite ones only
+        self._hashes = {}   # id(dict/set) -> {hash: [distinct keys]}, keys a file can collide
+        self._keep = []     # keeps the objects of those ids alive
+        self._hash_work = 0
 
     def _fail(self, msg, pos=None):
         at = f" at byte {pos}" if pos is not None else ""
@@ -594,8 +621,7 @@ class _Unpickler:
     def load(self, f, data=None):
         """Run the pickle in `f` up to its STOP; `data` (the bytes) only sharpens errors."""
         stack, metastack, memo = [], [], {}
-        depth = {}  # id(tuple/frozenset) -> nesting depth (kept alive by `keep`)
-        keep = []
+        info, keep = self._info, self._keep
 
         def pop_mark():
             nonlocal stack
@@ -605,12 +631,20 @@ class _Unpickler:
             return items
 
         def nested(obj, items):
-            d = 1 + max((depth.get(id(x), 0) for x in items if isinstance(x, (tuple, frozenset))),
-                        default=0)
+            """Record a tuple's / frozenset's depth and expanded size (what hash() walks)."""
+            d, size = 1, 1
+            for x in items:
+                t = type(x)
+                if t is tuple or t is frozenset:
+                    dx, sx = info.get(id(x)) or (1, 1 + len(x))
+                    d, size = max(d, dx + 1), size + sx
+                else:
+                    size += _leaf_hash_cost(x)
             if d > _MAX_NESTING:
                 self._fail(f"containers nested deeper than {_MAX_NESTING}", pos)
-            depth[id(obj)] = d
-            keep.append(obj)
+            if d > 1 or size > 1 + len(obj):  # flat ones are (1, 1 + len) without a record
+                info[id(obj)] = (d, size)
+                keep.append(obj)
             return obj
 
         pos = 0
@@ -688,14 +722,17 @@ class _Unpickler:
                     items = pop_mark()
                     if type(stack[-1]) is not set:
                         self._fail(f"ADDITEMS to a {type(stack[-1]).__name__} is not allowed", pos)
+                    self._check_keys(stack[-1], items, pos)
                     stack[-1].update(items)
                 elif name == "FROZENSET":
                     items = pop_mark()
+                    self._check_keys(None, items, pos)
                     stack.append(nested(frozenset(items), items))
-                elif name in ("PUT", "BINPUT", "LONG_BINPUT"):
-                    memo[int(arg)] = stack[-1]
-                elif name == "MEMOIZE":
-                    memo[len(memo)] = stack[-1]
+                elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
+                    i = len(memo) if name == "MEMOIZE" else int(arg)
+                    if not 0 <= i < _MAX_MEMO_INDEX:
+                        self._fail(f"memo index {i} out of range (corrupted pickle)", pos)
+                    memo[i] = stack[-1]
                 elif name in ("GET", "BINGET", "LONG_BINGET"):
                     if int(arg) not in memo:
                         self._fail(f"memo key {arg} was never stored (corrupted pickle)", pos)
@@ -721,7 +758,10 @@ class _Unpickler:
                     if name == "NEWOBJ" and fn.name == "collections.OrderedDict":
                         stack[-1] = OrderedDict()  # cls.__new__(cls, *args) ignores args
                     else:
-                        stack[-1] = fn.call(args)
+                        if fn.name in _HASHING_GLOBALS and args:  # they hash their argument
+                            self._check_keys(None, _keys_of(fn.name, args[0]), pos)
+                        r = fn.call(args)
+                        stack[-1] = nested(r, r) if type(r) in (tuple, frozenset) else r
                 elif name == "NEWOBJ_EX":
                     kwargs, args = stack.pop(), stack.pop()
                     fn = stack[-1]
@@ -763,9 +803,60 @@ class _Unpickler:
     def _setitems(self, target, items, pos):
         if not isinstance(target, dict) or len(items) % 2:
             self._fail(f"SETITEM(S) on {_describe(target)} is not allowed", pos)
+        self._check_keys(target, items[::2], pos)
         for i in range(0, len(items), 2):
             target[items[i]] = items[i + 1]
         return target
+
+    def _check_keys(self, container, keys, pos):
+        """Refuse keys that would make hashing them into `container` (None: a new one)
+        take unbounded time: see "Limits" in the module docstring."""
+        table = {} if container is None else self._hashes.get(id(container))
+        for k in keys:
+            t = type(k)
+            if t is str or t is bytes or k is None or t is bool or \
+                    (t is int and -_HASH_MODULUS < k < _HASH_MODULUS):
+                continue  # O(1) or cached hash(), and no file can make two of them collide
+            if t is tuple or t is frozenset:
+                size = (self._info.get(id(k)) or (1, 1 + len(k)))[1]
+            else:
+                size = _leaf_hash_cost(k)
+            if size > _MAX_KEY_SIZE:
+                self._fail(f"a dict key or set member expands to {size} elements (tuples "
+                           f"nested and shared through the memo); at most {_MAX_KEY_SIZE} are "
+                           "accepted: hashing it would take for ever (a crafted file?)", pos)
+            if table is None:
+                table = self._hashes[id(container)] = {}
+                self._keep.append(container)
+            same = table.setdefault(hash(k), [])
+            if not any(x is k or x == k for x in same):  # at most _MAX_SAME_HASH comparisons
+                if len(same) >= _MAX_SAME_HASH:
+                    self._fail(f"more than {_MAX_SAME_HASH} distinct keys of one dict or set "
+                               "have the same hash (a crafted hash collision?)", pos)
+                same.append(k)
+            self._hash_work += size * len(same)
+            if self._hash_work > _MAX_HASH_WORK:
+                self._fail(f"dict keys and set members of more than {_MAX_HASH_WORK} elements "
+                           "in all are hashed (tuples shared through the memo, used as keys "
+                           "again and again: a crafted file?)", pos)
+
+
+_HASHING_GLOBALS = ("builtins.set", "builtins.frozenset", "collections.OrderedDict")
+
+
+def _keys_of(name, arg):
+    """What set(arg) / frozenset(arg) / OrderedDict(arg) hash (malformed args are left to
+    the constructors' own checks)."""
+    if not isinstance(arg, (list, tuple, set, frozenset, dict)):
+        return ()
+    if name != "collections.OrderedDict" or isinstance(arg, dict):
+        return arg
+    return [kv[0] for kv in arg if isinstance(kv, (tuple, list)) and len(kv) == 2]
+
+
+def _leaf_hash_cost(x):
+    """Elements' worth of work hash() does on a non-container (an int reads every digit)."""
+    return 1 + x.bit_length() // 128 if type(x) is int else 1
 
 
 def _is_module_class(name):
@@ -822,12 +913,12 @@ class TorchFile:
                 raise TorchFileError(f"cannot open {self.path[:40]!r}...: {e}; to read file "
                                      "contents from memory, pass io.BytesIO(data)") from e
             self._owned = True
+        self._zip = None
         try:
             self._file.seek(0, io.SEEK_END)
             self.size = self._file.tell()
             self._file.seek(0)
             self.kind = sniff(self._file)
-            self._zip = None
             if self.kind == "zip":
                 self.obj = self._load_zip()
             elif self.kind == "legacy":
@@ -897,9 +988,7 @@ class TorchFile:
                                      f"{_describe(pid)}")
             stype, key, _location, numel = rest
             dtype, nbytes = _storage_size(stype, numel, self.path)
-            key = _maybe_ascii(key)
-            if not isinstance(key, str):
-                raise TorchFileError(f"{self.path}: storage key must be a string")
+            key = _storage_key(key, self.path)
             name = f"data/{key}"
             if key in storages:
                 st = storages[key]
@@ -950,7 +1039,7 @@ class TorchFile:
                 raise TorchFileError(f"{self.path}: storage views of the legacy format are not "
                                      "supported; load with torch and save the state dict again")
             dtype, nbytes = _storage_size(stype, numel, self.path)
-            key = _maybe_ascii(key)
+            key = _storage_key(key, self.path)
             if key not in storages:
                 storages[key] = _Storage(src, f"{self.path}: storage {key}", dtype, nbytes,
                                          "little")
@@ -960,13 +1049,14 @@ class TorchFile:
         keys = _Unpickler(self, "legacy storage-key pickle", self._bad_pid).load(f)
         if not isinstance(keys, list):
             raise TorchFileError(f"{self.path}: storage-key list is a {type(keys).__name__}")
+        keys = [_storage_key(k, self.path) for k in keys]
         pos = self._file.tell()
         for key in keys:
             head = self._file.read(8)
             if len(head) != 8:
                 raise TorchFileError(f"{self.path}: file ends before storage {key!r} "
                                      "(truncated file?)")
-            st = storages.get(_maybe_ascii(key))
+            st = storages.get(key)
             if st is None:
                 raise TorchFileError(f"{self.path}: storage {key!r} is not used by the data")
             numel = struct.unpack("<q", head)[0]
@@ -979,7 +1069,7 @@ class TorchFile:
                 raise TorchFileError(f"{self.path}: file ends inside storage {key!r} "
                                      "(truncated file?)")
             self._file.seek(pos)
-        missing = set(storages) - {_maybe_ascii(k) for k in keys}
+        missing = set(storages) - set(keys)
         if missing:
             raise TorchFileError(f"{self.path}: storages {sorted(missing)} are used but not stored")
         return obj
@@ -1006,6 +1096,14 @@ class TorchFile:
 
 def _maybe_ascii(s):
     return s.decode("ascii") if isinstance(s, bytes) else s
+
+
+def _storage_key(key, path):
+    """A storage key as a str (before it is hashed: a crafted key could be anything)."""
+    key = _maybe_ascii(key)
+    if not isinstance(key, str):
+        raise TorchFileError(f"{path}: a storage key must be a string; got {_describe(key)}")
+    return key
 
 
 def _split_pid(pid, path):
@@ -1065,12 +1163,15 @@ def load(source):
 
 
 def _materialize(obj, seen):
-    if isinstance(obj, TorchTensor):
-        if obj.dtype not in _NP_DTYPES:
-            return _Unsupported(f"{obj.dtype} tensor of shape {obj.shape}")
-        return obj.numpy()
+    # `seen` keeps shared objects shared: a tensor saved under two names is one array, and
+    # a tuple DAG shared through the memo is walked once per node, not once per path
     if id(obj) in seen:
         return seen[id(obj)]
+    if isinstance(obj, TorchTensor):
+        out = _Unsupported(f"{obj.dtype} tensor of shape {obj.shape}") \
+            if obj.dtype not in _NP_DTYPES else obj.numpy()
+        seen[id(obj)] = out
+        return out
     if isinstance(obj, dict):
         out = type(obj)() if type(obj) in (dict, OrderedDict) else {}
         seen[id(obj)] = out
@@ -1083,5 +1184,6 @@ def _materialize(obj, seen):
         out.extend(_materialize(v, seen) for v in obj)
         return out
     if isinstance(obj, tuple):
-        return tuple(_materialize(v, seen) for v in obj)
+        out = seen[id(obj)] = tuple(_materialize(v, seen) for v in obj)
+        return out
     return obj
