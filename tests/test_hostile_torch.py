@@ -1,6 +1,6 @@
-"""Hostile PyTorch files (the reliability probe's F3 for torch): crafted byte by
+"""Hostile PyTorch files (the reliability probe's F3 and F6 for torch): crafted byte by
 byte, each refused with a TorchFileError (a FormatError) that says what is wrong, in
-bounded time.
+bounded time and without allocating what the file only pretends to hold.
 
 The limits themselves are documented under "Limits" in lstm_infer/formats/torch_pickle.py.
 Cases that hung the old loader run in a child process with a timeout, so that a regression
@@ -11,15 +11,23 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import struct
 import subprocess
 import sys
+import tracemalloc
+import zipfile
 
+import numpy as np
 import pytest
 
 import lstm_infer as li
 from lstm_infer.formats import torch_pickle as tp
+from lstm_infer.formats.pytorch import load_torch_file
 from lstm_infer.formats.torch_pickle import TorchFileError
-from test_load_pytorch import MAGIC, _torch_zip
+from test_load_pytorch import (DATA, FIXTURES, MAGIC, _lstm_sd, _state_dict_pickle, _strides,
+                               _T, _torch_zip)
+
+MiB = 1 << 20
 
 
 def _dag(depth):
@@ -39,6 +47,25 @@ def _legacy(data_pkl):
     """A legacy (non-zip) torch.save file around one data pickle (and no storages)."""
     return (pickle.dumps(MAGIC, protocol=2) + pickle.dumps(1001, protocol=2)
             + pickle.dumps({}, protocol=2) + data_pkl + pickle.dumps([], protocol=2))
+
+
+def _peak_mib(fn):
+    """(what fn raised, the peak of Python + numpy allocations during fn, in MiB)."""
+    tracemalloc.start()
+    try:
+        fn()
+        err = None
+    except Exception as e:  # noqa: BLE001 - returned for the caller to check
+        err = e
+    finally:
+        peak = tracemalloc.get_traced_memory()[1] / MiB
+        tracemalloc.stop()
+    return err, peak
+
+
+def _lstm_entries(sd):
+    return {k: _T(str(i), "FloatStorage", v.size, 0, v.shape, _strides(v.shape))
+            for i, (k, v) in enumerate(sd.items())}
 
 
 # ============================================================================ F3: hashing
@@ -152,3 +179,144 @@ def test_memo_index_out_of_range(tmp_path):
     _torch_zip(path, b"\x80\x02Np99999999999999999999999\n.")
     with pytest.raises(TorchFileError, match="memo index 99999999999999999999999 out of range"):
         li.from_torch(path)
+
+
+# ============================================================================ F6: memory
+def test_expanded_view_is_refused_before_allocating(tmp_path):
+    """F6: torch.zeros(1).expand(16384, 4096) saved as is: a 700-byte file asked for two
+    256 MiB weights (2 GiB of RSS with the model)."""
+    view = _T("0", "FloatStorage", 1, 0, (16384, 4096), (0, 0))
+    path = tmp_path / "expand.pt"
+    _torch_zip(path, _state_dict_pickle({"weight_ih_l0": view, "weight_hh_l0": view,
+                                         "bias_ih_l0": _T("0", "FloatStorage", 1, 0, (16384,),
+                                                          (0,))}), {"0": b"\x00" * 4})
+    assert os.path.getsize(path) < 2000
+    err, peak = _peak_mib(lambda: li.load(path))
+    assert isinstance(err, TorchFileError), repr(err)
+    for part in ("expanded view", "(16384, 4096), stride (0, 0)", "archive/data/0",
+                 "t.contiguous()", str(path)):
+        assert part in str(err)
+    assert peak < 32, f"{peak:.0f} MiB allocated"
+
+
+def test_huge_stride0_tensor_is_refused_not_memoryerror(tmp_path):
+    """(2^31 - 1, 8) with stride (0, 0) over one float: was a MemoryError (F8) from the
+    dense copy of a 64 GiB tensor."""
+    path = tmp_path / "huge.pt"
+    _torch_zip(path, _state_dict_pickle(
+        {"weight_ih_l0": _T("0", "FloatStorage", 1, 0, (2 ** 31 - 1, 8), (0, 0))}),
+        {"0": b"\x00" * 4})
+    for load in (li.load, li.from_torch, load_torch_file, tp.load):
+        with pytest.raises(TorchFileError, match=r"\(2147483647, 8\), stride \(0, 0\) is an "
+                                                 r"expanded view \(17179869176 elements"):
+            load(path)
+
+
+def test_small_expanded_view_is_materialised(tmp_path):
+    """Within the budget an expanded view loads as its dense copy (what torch gives)."""
+    sd = _lstm_sd(3, 4)
+    entries = _lstm_entries(sd)
+    entries["bias_hh_l0"] = _T("9", "FloatStorage", 1, 0, (16,), (0,))  # expand(16)
+    path = tmp_path / "bias.pt"
+    _torch_zip(path, _state_dict_pickle(entries),
+               {**{str(i): v.tobytes() for i, v in enumerate(sd.values())},
+                "9": np.float32(0.25).tobytes()})
+    m = li.from_torch(path)
+    np.testing.assert_allclose(m.weights[0][0]["b"], sd["bias_ih_l0"] + 0.25, rtol=1e-6)
+
+
+def test_many_views_of_one_storage_are_bounded(tmp_path):
+    """300 tensors, each the whole of one 256 KiB storage: 75 MiB of arrays from a
+    300 KB file; shared objects (a tensor saved under two names) count once."""
+    t = _T("0", "FloatStorage", 65536, 0, (256, 256), (256, 1))
+    path = tmp_path / "views.pt"
+    _torch_zip(path, _state_dict_pickle(
+        {f"t{i}": _T("0", "FloatStorage", 65536, 0, (256, 256), (256, 1)) for i in range(300)}),
+        {"0": b"\x00" * (4 * 65536)})
+    with pytest.raises(TorchFileError, match="tensors read from this .* add up to"):
+        tp.load(path)
+    _torch_zip(path, _state_dict_pickle({f"t{i}": t for i in range(300)}),
+               {"0": b"\x00" * (4 * 65536)})
+    got = tp.load(path)
+    assert got["t0"] is got["t299"]
+
+
+def _deflated_pkl_bomb(path, zeros_mib):
+    """A torch zip whose deflated data.pkl is a real state dict followed, after its STOP,
+    by `zeros_mib` MiB of zeros (which deflate to ~1 KB per MiB)."""
+    sd = _lstm_sd(3, 4)
+    zeros = b"\x00" * MiB
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        with z.open("archive/data.pkl", "w", force_zip64=True) as w:
+            w.write(_state_dict_pickle(_lstm_entries(sd)))
+            for _ in range(zeros_mib):
+                w.write(zeros)
+        for i, v in enumerate(sd.values()):
+            z.writestr(f"archive/data/{i}", v.tobytes(), zipfile.ZIP_STORED)
+
+
+@pytest.mark.parametrize("zeros_mib", [70, 4], ids=["above-cap", "beyond-archive"])
+def test_deflated_data_pkl_bomb(tmp_path, zeros_mib):
+    """F6: data.pkl was read whole, whatever it declared (a 2.1 MB file took 4 GiB). Now
+    its declared size is capped (64 MiB), and a deflated one (torch never compresses it)
+    at 2x the file's size + 1 MiB."""
+    path = tmp_path / "bomb.pt"
+    _deflated_pkl_bomb(path, zeros_mib)
+    assert os.path.getsize(path) < 200_000
+    err, peak = _peak_mib(lambda: li.load(path))
+    assert isinstance(err, TorchFileError), repr(err)
+    assert "data.pkl' declares" in str(err) and str(path) in str(err)
+    assert peak < 8, f"{peak:.0f} MiB allocated"
+
+
+def test_deflated_storage_inflating_far_beyond_the_archive(tmp_path):
+    """F6: storages deflated by some tool (torch never does) inflated without bound: a
+    66 KB file took 396 MB. Storage buffers are now bounded by 2x the file + 16 MiB."""
+    H, I = 1024, 2048
+    entries = {"weight_ih_l0": _T("0", "FloatStorage", 4 * H * I, 0, (4 * H, I), (I, 1)),
+               "weight_hh_l0": _T("1", "FloatStorage", 4 * H * H, 0, (4 * H, H), (H, 1))}
+    path = tmp_path / "deflated.pt"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as z:
+        z.writestr("archive/data.pkl", _state_dict_pickle(entries), zipfile.ZIP_STORED)
+        z.writestr("archive/data/0", bytes(16 * H * I))
+        z.writestr("archive/data/1", bytes(16 * H * H))
+    assert os.path.getsize(path) < 300_000
+    err, peak = _peak_mib(lambda: li.from_torch(path))
+    assert isinstance(err, TorchFileError), repr(err)
+    for part in ("archive/data/0", "deflate-compressed", "weight_ih_l0", str(path)):
+        assert part in str(err)
+    assert peak < 16, f"{peak:.0f} MiB allocated"
+
+
+def test_stored_record_running_past_the_file_is_refused_before_allocating(tmp_path):
+    """A central directory may claim a stored record larger than the file: checked before
+    the buffer is allocated (it was np.empty(declared) first)."""
+    n = 1 << 20  # 4 MiB of floats, declared; 16 bytes stored
+    path = tmp_path / "short.pt"
+    _torch_zip(path, _state_dict_pickle({"weight_ih_l0": _T("0", "FloatStorage", n, 0,
+                                                            (4 * 256, 1024), (1024, 1))}),
+               {"0": b"\x00" * 16})
+    raw = bytearray(path.read_bytes())
+    cd = raw.index(b"PK\x01\x02")
+    while True:  # the central-directory entry of archive/data/0: its uncompressed size
+        n_name = struct.unpack("<H", raw[cd + 28:cd + 30])[0]
+        if raw[cd + 46:cd + 46 + n_name] == b"archive/data/0":
+            raw[cd + 24:cd + 28] = struct.pack("<I", 4 * n)
+            break
+        cd = raw.index(b"PK\x01\x02", cd + 4)
+    path.write_bytes(bytes(raw))
+    err, peak = _peak_mib(lambda: li.from_torch(path))
+    assert isinstance(err, TorchFileError) and "run past the end" in str(err), repr(err)
+    assert peak < 2, f"{peak:.1f} MiB allocated"
+
+
+def test_pickle_containers_are_bounded(tmp_path, monkeypatch):
+    """One byte of EMPTY_SET is a 216-byte set: a 10 MB data.pkl was 2 GB. The pickle's
+    containers may take 64x its size + a slack (64 MiB; 1 MiB here, to keep this fast)."""
+    monkeypatch.setattr(tp, "_PICKLE_MEMORY", (64, MiB))
+    path = tmp_path / "sets.pt"
+    _torch_zip(path, b"\x80\x04" + b"\x8f" * 50_000 + b".")
+    with pytest.raises(TorchFileError, match="builds more than 4 MiB of containers"):
+        li.from_torch(path)
+    for fname, prefix, _, _ in FIXTURES.values():  # real files stay far below
+        li.from_torch(os.path.join(DATA, fname), prefix=prefix)

@@ -174,7 +174,10 @@ def _weight(v, key):
         if v.dtype not in _FLOAT_DTYPES:
             raise ValueError(f"{key} is a {v.dtype} tensor; expected a floating-point tensor "
                              f"({', '.join(_FLOAT_DTYPES)})")
-        return v.numpy()
+        try:
+            return v.numpy()
+        except TorchFileError as e:  # name the tensor: the file's error names its record
+            raise TorchFileError(f"{e} [tensor {key}]") from e
     if isinstance(v, Mapping) or v is None:
         raise ValueError(f"{key} is a {type(v).__name__}, not a tensor")
     try:

@@ -49,10 +49,30 @@ Each is far above what ``torch.save`` writes and far below what hurts:
   `_MAX_SAME_HASH` times per dict or set (a hash flood is quadratic), and all
   of that hashing adds up to at most `_MAX_HASH_WORK` elements per pickle.
   Strings and bytes (seeded hashes) and small ints cost nothing here.
+- ``data.pkl`` is read with its declared size capped (`errors.read_member`):
+  `errors.MAX_METADATA_BYTES`, and when it is deflate-compressed (torch never
+  compresses it) at most 2x the file's size + 1 MiB.
+- The pickle machine's own containers (lists, dicts, sets, tuples, memo
+  entries, estimated in bytes) may take at most 64x the pickle's size (capped
+  by the file's size) + 64 MiB; a real checkpoint takes about 20x, a pickle
+  of nothing but EMPTY_SET opcodes would take 226x.
+- Storage buffers read from one file add up to at most 2x its size + 16 MiB.
+  A stored record must lie inside the file (checked before allocating); a
+  deflate-compressed record (torch never writes them) may therefore inflate
+  to about twice the archive, not to gigabytes.
+- Arrays handed out by `TorchTensor.numpy` add up to at most 2x the file's
+  tensor data (its size, or the storage bytes read if more) + 64 MiB, checked
+  before each is made. This is what refuses an *expanded* view
+  (``torch.zeros(1).expand(16384, 4096)``: more elements than its storage
+  holds; its dense copy would be 256 MiB from a 4-byte storage): small ones
+  are materialised within that budget, large ones are a TorchFileError naming
+  the storage record, shape and stride (save ``t.contiguous()`` instead). It
+  also bounds many tensors viewing one storage.
 """
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 import pickletools
@@ -66,7 +86,7 @@ import numpy as np
 
 from ..quantize import bf16_bits_to_f32
 from . import safetensors_io
-from .errors import FormatError
+from .errors import MAX_METADATA_BYTES, FormatError, read_member
 
 __all__ = ["TorchFileError", "UnsafePickleError", "PickledModuleError", "TorchTensor",
            "TorchFile", "load", "sniff"]
@@ -131,6 +151,10 @@ _MAX_SAME_HASH = 8          # distinct file-chosen keys of one dict / set sharin
 _MAX_HASH_WORK = 1 << 24    # expanded elements hashed or compared for such keys, per pickle
 _HASH_MODULUS = sys.hash_info.modulus  # ints below it hash to themselves
 _MAX_MEMO_INDEX = 1 << 32   # LONG_BINPUT's range; larger PUT indices only make collisions
+_PICKLE_MEMORY = (64, 64 << 20)   # containers the pickle builds: 64 x its size + 64 MiB
+_STORAGE_BYTES = (2, 16 << 20)    # storage buffers of one file: 2 x its size + 16 MiB
+_TENSOR_BYTES = (2, 64 << 20)     # arrays handed out: 2 x the file's tensor data + 64 MiB
+_PKL_INFLATE_SLACK = 1 << 20      # a compressed data.pkl: at most 2 x the file's size + 1 MiB
 
 
 def _dtype_name(obj, what):
@@ -147,11 +171,12 @@ class TorchTensor:
     (bfloat16 arrives as float32, exactly). Valid while its `TorchFile` is open.
     """
 
-    __slots__ = ("_storage", "_offset", "shape", "_stride", "dtype")
+    __slots__ = ("_storage", "_offset", "shape", "_stride", "dtype", "_charged")
 
     def __init__(self, storage, offset, shape, stride, dtype):
         self._storage, self._offset = storage, offset
         self.shape, self._stride, self.dtype = shape, stride, dtype
+        self._charged = False  # counted in its file's budget of arrays handed out
 
     @property
     def ndim(self):
@@ -162,7 +187,10 @@ class TorchTensor:
             raise TorchFileError(f"{self._storage.where}: a {self.dtype} tensor has no numpy "
                                  f"equivalent and is not supported")
         flat = self._storage.typed(self.dtype)
-        shape, n = self.shape, int(np.prod(self.shape, dtype=np.int64))
+        shape, n = self.shape, math.prod(self.shape)
+        if not self._charged:  # before anything of the tensor's size is allocated
+            self._storage._src._tf._charge_tensor(self, n)
+            self._charged = True
         if n == 0:
             a = np.empty(shape, dtype=flat.dtype)
         elif _is_c_contiguous(shape, self._stride):
@@ -259,9 +287,11 @@ class _Storage:
 
     def raw(self) -> np.ndarray:
         if self._buf is None:
-            if self._src._tf._file is None:
+            tf = self._src._tf
+            if tf._file is None:
                 raise TorchFileError(f"{self.where}: the file is closed; read tensors inside "
                                      "`with TorchFile(path) as tf:` (or use torch_pickle.load)")
+            tf._charge_storage(self)
             self._buf = self._src.read_into_buffer(self)
         return self._buf
 
@@ -286,6 +316,12 @@ def _read_exact_into(f, offset, buf, where):
         got += n
 
 
+def _check_in_file(st, start, size):
+    if start + st.nbytes > size:
+        raise TorchFileError(f"{st.where}: its {st.nbytes} bytes at offset {start} run past the "
+                             f"end of the {size}-byte file (truncated or corrupted file?)")
+
+
 class _ZipSource:
     """Storage records of a torch zip archive, read straight from the file."""
 
@@ -299,16 +335,11 @@ class _ZipSource:
     def info(self, name):
         return self._names[self.prefix + name]
 
-    def read_record(self, name) -> bytes:
-        try:
-            return self._zf.read(self.prefix + name)
-        except Exception as e:  # noqa: BLE001 - zipfile on a corrupted archive raises anything
-            raise TorchFileError(f"{self._tf.path}: cannot read {self.prefix}{name}: {e} "
-                                 "(truncated or corrupted file?)") from e
+    def read_record(self, name, limit=MAX_METADATA_BYTES) -> bytes:
+        return read_member(self._zf, self.prefix + name, TorchFileError, self._tf.path, limit)
 
     def read_into_buffer(self, st) -> np.ndarray:
         info = st.locator
-        buf = np.empty(st.nbytes, dtype=np.uint8)
         f = self._tf._file
         try:
             if info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x1:
@@ -317,10 +348,14 @@ class _ZipSource:
                 if len(head) != 30 or head[:4] != b"PK\x03\x04":
                     raise TorchFileError(f"{st.where}: bad zip local header (corrupted file?)")
                 n_name, n_extra = struct.unpack("<HH", head[26:30])
-                _read_exact_into(f, info.header_offset + 30 + n_name + n_extra, buf, st.where)
+                start = info.header_offset + 30 + n_name + n_extra
+                _check_in_file(st, start, self._tf.size)
+                buf = np.empty(st.nbytes, dtype=np.uint8)
+                _read_exact_into(f, start, buf, st.where)
                 if info.file_size == st.nbytes and zlib.crc32(buf) != info.CRC:
                     raise TorchFileError(f"{st.where}: CRC mismatch, the data is corrupted")
             else:  # a re-compressed archive: zipfile inflates (and checks the CRC)
+                buf = np.empty(st.nbytes, dtype=np.uint8)
                 with self._zf.open(info) as r:
                     mv, got = memoryview(buf), 0
                     while got < st.nbytes:
@@ -343,6 +378,7 @@ class _RangeSource:
         self._tf = tf
 
     def read_into_buffer(self, st) -> np.ndarray:
+        _check_in_file(st, st.locator, self._tf.size)
         buf = np.empty(st.nbytes, dtype=np.uint8)
         try:
             _read_exact_into(self._tf._file, st.locator, buf, st.where)
@@ -596,6 +632,7 @@ class _Unpickler:
         self._hashes = {}   # id(dict/set) -> {hash: [distinct keys]}, keys a file can collide
         self._keep = []     # keeps the objects of those ids alive
         self._hash_work = 0
+        self._built = 0     # estimated bytes of the containers built (see _PICKLE_MEMORY)
 
     def _fail(self, msg, pos=None):
         at = f" at byte {pos}" if pos is not None else ""
@@ -622,6 +659,17 @@ class _Unpickler:
         """Run the pickle in `f` up to its STOP; `data` (the bytes) only sharpens errors."""
         stack, metastack, memo = [], [], {}
         info, keep = self._info, self._keep
+        sizes = [n for n in (None if data is None else len(data), getattr(self.tf, "size", None))
+                 if n is not None]
+        factor, slack = _PICKLE_MEMORY
+        budget = slack + factor * min(sizes, default=0)
+
+        def built(nbytes):
+            self._built += nbytes
+            if self._built > budget:
+                self._fail(f"the pickle builds more than {budget >> 20} MiB of containers "
+                           f"({factor}x its size + {slack >> 20} MiB; a torch.save pickle needs "
+                           "about 20x): a crafted file?", pos)
 
         def pop_mark():
             nonlocal stack
@@ -642,9 +690,12 @@ class _Unpickler:
                     size += _leaf_hash_cost(x)
             if d > _MAX_NESTING:
                 self._fail(f"containers nested deeper than {_MAX_NESTING}", pos)
-            if d > 1 or size > 1 + len(obj):  # flat ones are (1, 1 + len) without a record
+            composite = d > 1 or size > 1 + len(obj)
+            if composite:  # flat ones are (1, 1 + len) without a record
                 info[id(obj)] = (d, size)
                 keep.append(obj)
+            built(40 + 8 * len(items) + (224 if type(obj) is frozenset else 0)
+                  + (150 if composite else 0))
             return obj
 
         pos = 0
@@ -667,6 +718,7 @@ class _Unpickler:
                 elif name == "BYTEARRAY8":
                     stack.append(bytearray(arg))
                 elif name == "MARK":
+                    built(64)
                     metastack.append(stack)
                     stack = []
                 elif name == "POP":
@@ -691,6 +743,7 @@ class _Unpickler:
                     del stack[-n:]
                     stack.append(nested(tuple(items), items))
                 elif name == "EMPTY_LIST":
+                    built(64)
                     stack.append([])
                 elif name == "LIST":
                     items = pop_mark()  # first: pop_mark rebinds `stack`
@@ -699,39 +752,49 @@ class _Unpickler:
                     item = stack.pop()
                     if type(stack[-1]) is not list:
                         self._fail(f"APPEND to a {type(stack[-1]).__name__} is not allowed", pos)
+                    built(8)
                     stack[-1].append(item)
                 elif name == "APPENDS":
                     items = pop_mark()
                     if type(stack[-1]) is not list:
                         self._fail(f"APPENDS to a {type(stack[-1]).__name__} is not allowed", pos)
+                    built(8 * len(items))
                     stack[-1].extend(items)
                 elif name == "EMPTY_DICT":
+                    built(240)
                     stack.append({})
                 elif name == "DICT":
                     items = pop_mark()
+                    built(240 + 24 * len(items))
                     stack.append(self._setitems({}, items, pos))
                 elif name == "SETITEM":
                     v, k = stack.pop(), stack.pop()
+                    built(48)
                     self._setitems(stack[-1], [k, v], pos)
                 elif name == "SETITEMS":
                     items = pop_mark()
+                    built(24 * len(items))
                     self._setitems(stack[-1], items, pos)
                 elif name == "EMPTY_SET":
+                    built(224)
                     stack.append(set())
                 elif name == "ADDITEMS":
                     items = pop_mark()
                     if type(stack[-1]) is not set:
                         self._fail(f"ADDITEMS to a {type(stack[-1]).__name__} is not allowed", pos)
+                    built(32 * len(items))
                     self._check_keys(stack[-1], items, pos)
                     stack[-1].update(items)
                 elif name == "FROZENSET":
                     items = pop_mark()
+                    built(32 * len(items))
                     self._check_keys(None, items, pos)
                     stack.append(nested(frozenset(items), items))
                 elif name in ("PUT", "BINPUT", "LONG_BINPUT", "MEMOIZE"):
                     i = len(memo) if name == "MEMOIZE" else int(arg)
                     if not 0 <= i < _MAX_MEMO_INDEX:
                         self._fail(f"memo index {i} out of range (corrupted pickle)", pos)
+                    built(100)
                     memo[i] = stack[-1]
                 elif name in ("GET", "BINGET", "LONG_BINGET"):
                     if int(arg) not in memo:
@@ -755,6 +818,7 @@ class _Unpickler:
                     fn = stack[-1]
                     if not isinstance(fn, _Global) or not isinstance(args, tuple):
                         self._fail(f"{name} on {_describe(fn)} is not allowed", pos)
+                    built(240)
                     if name == "NEWOBJ" and fn.name == "collections.OrderedDict":
                         stack[-1] = OrderedDict()  # cls.__new__(cls, *args) ignores args
                     else:
@@ -914,6 +978,8 @@ class TorchFile:
                                      "contents from memory, pass io.BytesIO(data)") from e
             self._owned = True
         self._zip = None
+        self._storage_bytes = 0  # storage buffers read (see "Limits" in the module docstring)
+        self._tensor_bytes = 0   # arrays handed out by TorchTensor.numpy
         try:
             self._file.seek(0, io.SEEK_END)
             self.size = self._file.tell()
@@ -942,6 +1008,39 @@ class TorchFile:
 
     def __exit__(self, *exc):
         self.close()
+
+    def _charge_storage(self, st):
+        """Count a storage buffer about to be read against 2x the file's size + 16 MiB."""
+        self._storage_bytes += st.nbytes
+        factor, slack = _STORAGE_BYTES
+        limit = factor * self.size + slack
+        if self._storage_bytes > limit:
+            raise TorchFileError(
+                f"{st.where}: storage records of {self._storage_bytes} bytes in all, more than "
+                f"this {self.size}-byte file may hold ({factor}x its size + {slack >> 20} MiB): "
+                "deflate-compressed records inflating far beyond the archive (torch never "
+                "compresses them) or records that overlap (a crafted file?)")
+
+    def _charge_tensor(self, t, numel):
+        """Count an array about to be handed out against 2x the tensor data + 64 MiB."""
+        nbytes = numel * (4 if t.dtype == "bfloat16" else _ITEMSIZE[t.dtype])
+        self._tensor_bytes += nbytes
+        factor, slack = _TENSOR_BYTES
+        limit = factor * max(self.size, self._storage_bytes) + slack
+        if self._tensor_bytes <= limit:
+            return
+        held = t._storage.nbytes // _ITEMSIZE[t.dtype]
+        what = f"a tensor of shape {t.shape}, stride {t._stride}"
+        if numel > held:
+            raise TorchFileError(
+                f"{t._storage.where}: {what} is an expanded view ({numel} elements over a "
+                f"storage of {held}); its dense copy would take {nbytes} bytes, beyond what "
+                f"this {self.size}-byte file may allocate ({factor}x its tensor data + "
+                f"{slack >> 20} MiB). Save t.contiguous() (or t.clone()) instead of the view.")
+        raise TorchFileError(
+            f"{t._storage.where}: tensors read from this {self.size}-byte file add up to "
+            f"{self._tensor_bytes} bytes with {what}, beyond {factor}x its tensor data + "
+            f"{slack >> 20} MiB (many tensors viewing the same storage: a crafted file?)")
 
     def close(self):
         if getattr(self, "_zip", None) is not None:
@@ -976,7 +1075,7 @@ class TorchFile:
         src = _ZipSource(self, zf, prefix)
         byteorder = "little"
         if src.has("byteorder"):
-            byteorder = src.read_record("byteorder").decode("ascii", "replace").strip()
+            byteorder = src.read_record("byteorder", 64).decode("ascii", "replace").strip()
             if byteorder not in ("little", "big"):
                 raise TorchFileError(f"{self.path}: unknown byteorder record {byteorder!r}")
         storages = {}
@@ -1009,7 +1108,10 @@ class TorchFile:
             storages[key] = st
             return st
 
-        data = src.read_record("data.pkl")
+        limit = MAX_METADATA_BYTES  # deflated (torch never does): not far beyond the archive
+        if src.info("data.pkl").compress_type != zipfile.ZIP_STORED:
+            limit = min(limit, _STORAGE_BYTES[0] * self.size + _PKL_INFLATE_SLACK)
+        data = src.read_record("data.pkl", limit)
         return _Unpickler(self, f"{prefix}data.pkl", persistent_load).load(io.BytesIO(data), data)
 
     # -- legacy (non-zip) torch.save
