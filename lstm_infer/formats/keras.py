@@ -102,18 +102,20 @@ input as valid on its first n steps (equal results only for n = T).
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
+import shutil
 import sys
+import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from .errors import FormatError
+from .errors import MAX_METADATA_BYTES, FormatError, guard, read_member
 from ..model import LSTM
 from .gate_orders import to_canonical
 
@@ -135,7 +137,30 @@ _HARD_SIGMOID = {2: ("hard_sigmoid", 0.2, 0.5),       # Keras <= 2: clip(0.2 x +
 
 
 class KerasFileError(FormatError):
-    """A Keras file that cannot be read: corrupted, truncated, or inconsistent."""
+    """A Keras file (or model) that cannot be converted: corrupted, truncated, hostile,
+    inconsistent, or using a layer or option lstm_infer does not support."""
+
+
+# ---------------------------------------------------------------- limits on hostile files
+# config.json, metadata.json and HDF5 attributes (model_config, weight_names): refused
+# above this size before they are read.
+_MAX_CONFIG_BYTES = MAX_METADATA_BYTES
+# A .keras archive's model.weights.h5 is extracted (bounded by its declared size, which
+# zipfile enforces) to a temporary file, not into memory. Keras stores it uncompressed;
+# a deflated one may declare at most this ratio to its compressed size, or
+# _WEIGHTS_ANY_RATIO bytes whatever the ratio (a 2 MB member declaring 2 GB is refused).
+_MAX_WEIGHTS_RATIO = 64
+_WEIGHTS_ANY_RATIO = 64 * 1024 * 1024
+# Keras writes every weight as one contiguous uncompressed dataset: the bytes it stores
+# are the bytes it declares. Over one file, the declared bytes of the datasets read may
+# exceed their stored bytes (compression, chunks never written) by at most this much, so
+# a gzip bomb or an unallocated (30000, 30000) dataset is refused before it is read.
+_MAX_INFLATION = 16 * 1024 * 1024
+# A chunked dataset's chunk (the unit libhdf5 decompresses) may be at most this size, or
+# the dataset's own size.
+_MAX_CHUNK_BYTES = 1024 * 1024
+# Nesting of a Keras 3 inbound node's arguments (Keras writes 2 or 3 levels).
+_MAX_NODE_DEPTH = 32
 
 
 # ============================================================================ records
@@ -155,10 +180,16 @@ class _Layer:
 
     @property
     def inner(self) -> Optional[dict]:
-        """Bidirectional: the wrapped layer's {class_name, config}."""
+        """Bidirectional: the wrapped layer's {class_name, config} (None if not a dict)."""
         if self.class_name == "Bidirectional":
-            return self.config.get("layer")
+            inner = self.config.get("layer")
+            return inner if isinstance(inner, dict) else None
         return None
+
+    @property
+    def inner_config(self) -> dict:
+        """Bidirectional: the wrapped layer's config ({} if absent or not a dict)."""
+        return _as_dict((self.inner or {}).get("config"))
 
     @property
     def is_lstm(self) -> bool:
@@ -192,11 +223,17 @@ class _Model:
         for l in self.layers:
             if l.name == name:
                 return l
-        raise ValueError(f"{self.source}: no layer named {name!r}; layers: "
-                         f"{[l.name for l in self.layers]}")
+        raise KerasFileError(f"{self.source}: no layer named {name!r}; layers: "
+                             f"{[l.name for l in self.layers]}")
 
 
 # ============================================================================ config parsing
+
+def _as_dict(v) -> dict:
+    """v if it is a dict, else {}: for config entries that a hostile or corrupted file
+    may hold as any JSON value."""
+    return v if isinstance(v, dict) else {}
+
 
 def _parse_model_config(cfg, source: str) -> tuple:
     """(class_name, [_Layer]) from a model config dict (Keras 2 or 3 layout)."""
@@ -207,7 +244,7 @@ def _parse_model_config(cfg, source: str) -> tuple:
     body = cfg.get("config")
     if cls == "Sequential":
         # Keras 2.0 - 2.2 stored the layer list directly as the config
-        items = body if isinstance(body, list) else (body or {}).get("layers")
+        items = body if isinstance(body, list) else _as_dict(body).get("layers")
         if not isinstance(items, list):
             raise KerasFileError(f"{source}: Sequential config without a 'layers' list")
         layers, prev = [], None
@@ -225,9 +262,13 @@ def _parse_model_config(cfg, source: str) -> tuple:
         for item in body["layers"]:
             l = _layer_record(item, source)
             nodes = item.get("inbound_nodes") or []
-            l.inputs = [_main_input(node) for node in nodes]
+            if not isinstance(nodes, list):
+                raise KerasFileError(f"{source}: layer {l.name!r}: 'inbound_nodes' must be a "
+                                     f"list; got {type(nodes).__name__}")
+            where = f"{source}: layer {l.name!r}"
+            l.inputs = [_main_input(node, where) for node in nodes]
             for node in nodes:
-                for src in _all_inputs(node):
+                for src in _all_inputs(node, where):
                     if src not in l.sources:
                         l.sources.append(src)
             layers.append(l)
@@ -235,83 +276,78 @@ def _parse_model_config(cfg, source: str) -> tuple:
     # a lone layer saved as a "model" is not something Keras writes; anything else is
     # a subclassed model whose structure is not in the file
     raise KerasFileError(
-        f"{source}: a {cls!r} model whose layers are not described in its config (a "
-        f"subclassed model?); only Sequential and functional models can be converted: "
+        f"{source}: a {str(cls)[:80]!r} model whose layers are not described in its config "
+        f"(a subclassed model?); only Sequential and functional models can be converted: "
         f"rebuild it as one (or put its LSTM layers in one) and save that")
 
 
 def _layer_record(item, source) -> _Layer:
-    if not isinstance(item, dict) or "class_name" not in item:
-        raise KerasFileError(f"{source}: a layer config without 'class_name': {str(item)[:80]!r}")
-    cfg = item.get("config") if isinstance(item.get("config"), dict) else {}
+    if not isinstance(item, dict) or not isinstance(item.get("class_name"), str):
+        raise KerasFileError(f"{source}: a layer config without a 'class_name' string: "
+                             f"{str(item)[:80]!r}")
+    cfg = _as_dict(item.get("config"))
     name = item.get("name") or cfg.get("name")
     if not isinstance(name, str):
         raise KerasFileError(f"{source}: a {item['class_name']} layer without a name")
     # the input feature size the config records (Keras 3 build_config, Keras 2
     # batch_input_shape), checked against the kernel
-    shape = (item.get("build_config") or {}).get("input_shape") \
-        if isinstance(item.get("build_config"), dict) else None
-    shape = shape or cfg.get("batch_input_shape")
-    dim = shape[-1] if isinstance(shape, list) and shape and isinstance(shape[-1], int) else None
+    shape = _as_dict(item.get("build_config")).get("input_shape") \
+        or cfg.get("batch_input_shape")
+    dim = shape[-1] if isinstance(shape, list) and shape and isinstance(shape[-1], int) \
+        and not isinstance(shape[-1], bool) else None
     return _Layer(name, item["class_name"], cfg, input_dim=dim)
 
 
-def _main_input(node) -> Optional[tuple]:
+def _main_input(node, where) -> Optional[tuple]:
     """(layer, node index, tensor index) of the first input tensor of one call."""
     if isinstance(node, dict):  # Keras 3: {"args": [...], "kwargs": {...}}
         args = node.get("args") or []
-        hist = _first_history(args[0]) if args else None
-        return tuple(hist[:3]) if hist else None
+        if not isinstance(args, list):
+            raise KerasFileError(f"{where}: an inbound node's 'args' must be a list; got "
+                                 f"{type(args).__name__}")
+        for hist in _keras_histories(args[:1], where):
+            if len(hist) >= 3 and isinstance(hist[0], str) and _is_index(hist[1]) \
+                    and _is_index(hist[2]):
+                return tuple(hist[:3])
+        return None
     if isinstance(node, list) and node:  # Keras 2: [[name, node, tensor, kwargs], ...]
         first = node[0]
-        if isinstance(first, list) and len(first) >= 3 and isinstance(first[0], str):
-            return (first[0], int(first[1]), int(first[2]))
+        if isinstance(first, list) and len(first) >= 3 and isinstance(first[0], str) \
+                and _is_index(first[1]) and _is_index(first[2]):
+            return (first[0], first[1], first[2])
     return None
 
 
-def _all_inputs(node) -> List[str]:
+def _is_index(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _all_inputs(node, where) -> List[str]:
     """Names of the layers whose outputs are positional inputs of one call."""
     if isinstance(node, dict):
-        found: list = []
-        _histories(node.get("args") or [], found)
-        return [h[0] for h in found]
+        return [h[0] for h in _keras_histories(node.get("args") or [], where)
+                if isinstance(h[0], str)]
     if isinstance(node, list):
         return [e[0] for e in node if isinstance(e, list) and e and isinstance(e[0], str)]
     return []
 
 
-def _histories(obj, found):
+def _keras_histories(obj, where, depth=0):
+    """The keras_history lists of the keras tensors in obj, depth first."""
+    if depth > _MAX_NODE_DEPTH:
+        raise KerasFileError(f"{where}: an inbound node nested more than {_MAX_NODE_DEPTH} "
+                             f"levels deep")
     if isinstance(obj, dict):
         if obj.get("class_name") == "__keras_tensor__":
-            hist = (obj.get("config") or {}).get("keras_history")
-            if isinstance(hist, list) and hist and isinstance(hist[0], str):
-                found.append(hist)
+            hist = _as_dict(obj.get("config")).get("keras_history")
+            if isinstance(hist, list) and hist:
+                yield hist
             return
         for v in obj.values():
-            _histories(v, found)
+            yield from _keras_histories(v, where, depth + 1)
     elif isinstance(obj, list):
         for v in obj:
-            _histories(v, found)
-
-
-def _first_history(obj):
-    """keras_history [name, node, tensor] of the first keras tensor in obj (depth first)."""
-    if isinstance(obj, dict):
-        if obj.get("class_name") == "__keras_tensor__":
-            hist = (obj.get("config") or {}).get("keras_history")
-            if isinstance(hist, list) and len(hist) >= 3:
-                return hist
-            return None
-        for v in obj.values():
-            h = _first_history(v)
-            if h:
-                return h
-    elif isinstance(obj, list):
-        for v in obj:
-            h = _first_history(v)
-            if h:
-                return h
-    return None
+            yield from _keras_histories(v, where, depth + 1)
 
 
 def _major(version) -> Optional[int]:
@@ -359,51 +395,285 @@ def _h5py():
     return h5py
 
 
+# ---------------------------------------------------------------- HDF5: one door
+
+class _H5:
+    """An open HDF5 file; every object and attribute this module reads goes through it.
+
+    HDF5 can point outside the file: an *external link* (an object of another file), a
+    dataset with *external storage* (its bytes in any local file, e.g. /etc/passwd), a
+    *virtual dataset* (mapped from other files' datasets); a soft link can lead through
+    an external link. Keras writes none of them, and following one would let an uploaded
+    model read local files into its weights (and its outputs). So `get` walks a path one
+    link at a time, through hard links only, and refuses a dataset with external storage
+    or a virtual layout as soon as it reaches it, before any of its data is read. Reads
+    are then bounded: attributes by _MAX_CONFIG_BYTES (`attr`), datasets by the file's
+    size and _MAX_INFLATION (`read`)."""
+
+    def __init__(self, f, source: str, size: int):
+        self.file, self.source, self.size = f, source, size
+        self.inflation = 0  # declared minus stored bytes of the datasets read so far
+
+    @staticmethod
+    def is_group(obj) -> bool:
+        return isinstance(obj, _h5py().Group)
+
+    def get(self, group, path: str, want: Optional[str] = None):
+        """group[path] ('/'-separated, relative), or None when a link on it is missing;
+        want="group" / "dataset" requires that kind of object."""
+        h5py = _h5py()
+        obj = group
+        for part in path.split("/"):
+            if not part:
+                continue
+            where = f"{obj.name.rstrip('/')}/{part}"
+            if not isinstance(obj, h5py.Group):
+                raise KerasFileError(f"{self.source}: {where}: {obj.name} is a dataset, not "
+                                     f"a group")
+            try:
+                link = obj.get(part, getlink=True)
+            except TypeError:  # a user-defined link class
+                link = "a link of a user-defined type"
+            if link is None:
+                return None
+            if not isinstance(link, h5py.HardLink):
+                raise KerasFileError(
+                    f"{self.source}: {where} is {_describe_link(link)}; refused: a Keras "
+                    f"file has only hard links, and following this one could read another "
+                    f"file")
+            obj = obj[part]
+            if isinstance(obj, h5py.Dataset):
+                self._check_layout(obj, where)
+        if want == "group" and not isinstance(obj, h5py.Group):
+            raise KerasFileError(f"{self.source}: {obj.name} is a dataset; expected a group")
+        if want == "dataset" and not isinstance(obj, h5py.Dataset):
+            raise KerasFileError(f"{self.source}: {obj.name} is a group; expected a dataset "
+                                 f"(a weight)")
+        return obj
+
+    def _check_layout(self, ds, where):
+        if ds.is_virtual:
+            raise KerasFileError(f"{self.source}: dataset {where} is a virtual dataset (its "
+                                 f"data would come from other files); refused")
+        external = ds.external
+        if external:
+            files = [os.fsdecode(e[0]) for e in external][:3]
+            raise KerasFileError(
+                f"{self.source}: dataset {where} keeps its data in external file(s) {files}; "
+                f"refused: a Keras file stores its weights inside itself, and reading this "
+                f"one would read another local file")
+
+    def attr(self, obj, name: str):
+        """obj.attrs[name], or None if absent; refused above _MAX_CONFIG_BYTES: from the
+        declared size, before reading, for fixed-size values; after reading for
+        variable-length strings, which libhdf5 reads from the file's global heap, so at
+        most the file's size."""
+        if name not in obj.attrs:
+            return None
+        size = obj.attrs.get_id(name).get_storage_size()
+        value = None
+        if size <= _MAX_CONFIG_BYTES:
+            value = obj.attrs[name]
+            size = max(size, _text_bytes(value))
+        if size > _MAX_CONFIG_BYTES:
+            raise KerasFileError(f"{self.source}: attribute {name!r} of {obj.name} holds "
+                                 f"{size} bytes; at most {_MAX_CONFIG_BYTES} are accepted")
+        return value
+
+    def weight(self, group, name: str) -> Optional["_Weight"]:
+        """A floating-point dataset group[name], not read yet (None if missing)."""
+        ds = self.get(group, name, "dataset")
+        if ds is None:
+            return None
+        try:
+            dtype, shape = ds.dtype, ds.shape
+        except (TypeError, ValueError) as e:
+            raise KerasFileError(f"{self.source}: {ds.name} has an HDF5 type numpy cannot "
+                                 f"hold ({e})") from None
+        if dtype.kind != "f" or dtype.itemsize > 8:
+            raise KerasFileError(f"{self.source}: {ds.name} has dtype {dtype}; expected "
+                                 f"floating point")
+        if shape is None:
+            raise KerasFileError(f"{self.source}: {ds.name} is an empty (null) dataset")
+        return _Weight(self, ds)
+
+    def read(self, ds) -> np.ndarray:
+        """ds's data, after checking that it is stored inside the file and that its declared
+        size does not exceed what the file stores beyond _MAX_INFLATION (over all reads)."""
+        where = f"{self.source}: {ds.name}"
+        itemsize = ds.dtype.itemsize
+        declared = itemsize
+        for n in ds.shape:
+            declared *= int(n)
+        stored, offset = ds.id.get_storage_size(), ds.id.get_offset()
+        if stored > self.size or (offset is not None and offset + stored > self.size):
+            raise KerasFileError(f"{where}: its data ({stored} bytes at offset {offset}) does "
+                                 f"not fit in the {self.size}-byte file; truncated or "
+                                 f"corrupted?")
+        if ds.chunks is not None:
+            chunk = itemsize
+            for n in ds.chunks:
+                chunk *= int(n)
+            if chunk > max(declared, _MAX_CHUNK_BYTES):
+                raise KerasFileError(f"{where}: chunks of {chunk} bytes for a {declared}-byte "
+                                     f"dataset; corrupted?")
+        if declared > stored:
+            self.inflation += declared - stored
+            if self.inflation > _MAX_INFLATION:
+                raise KerasFileError(
+                    f"{where}: declares {declared} bytes of data but stores {stored} "
+                    f"(compressed, or never written); Keras writes weights uncompressed, and "
+                    f"at most {_MAX_INFLATION} bytes of such expansion are accepted in a file "
+                    f"(a decompression bomb?)")
+        try:
+            return np.asarray(ds[()])
+        except (OSError, RuntimeError, ValueError, KeyError) as e:
+            raise KerasFileError(f"{where}: cannot be read ({e}); truncated or corrupted?") \
+                from None
+
+
+def _text_bytes(value) -> int:
+    """Bytes of the (variable-length) strings in an attribute value."""
+    if isinstance(value, (str, bytes)):
+        return len(value)
+    if isinstance(value, np.ndarray) and value.dtype.kind == "O":
+        return sum(len(v) for v in value.ravel() if isinstance(v, (str, bytes)))
+    return 0
+
+
+def _describe_link(link) -> str:
+    h5py = _h5py()
+    if isinstance(link, h5py.ExternalLink):
+        return f"an external link to {link.path!r} in file {link.filename!r}"
+    if isinstance(link, h5py.SoftLink):
+        return f"a soft link to {link.path!r}"
+    return str(link)
+
+
+class _Weight:
+    """A weight dataset not read yet: ``shape`` and ``ndim`` come from its header;
+    ``read()`` once the caller has checked them against the config."""
+
+    def __init__(self, h5: _H5, ds):
+        self._h5, self._ds = h5, ds
+        self.shape = tuple(int(n) for n in ds.shape)
+        self.ndim = len(self.shape)
+
+    def read(self) -> np.ndarray:
+        return self._h5.read(self._ds)
+
+
+def _value(a) -> np.ndarray:
+    """The array of a weight: read now if it is a _Weight (a keras.Model gives arrays)."""
+    return a.read() if isinstance(a, _Weight) else a
+
+
+def _open_hdf5(target, where: str, source: str, size: int) -> _H5:
+    """h5py.File(target) (a path or a file object) as an _H5; `where` names it in errors."""
+    h5py = _h5py()
+    try:
+        f = h5py.File(target, "r")
+    except (OSError, OverflowError, ValueError, RuntimeError) as e:
+        raise KerasFileError(f"{where} is not a readable HDF5 file ({e}); truncated or "
+                             f"corrupted?") from None
+    return _H5(f, source, size)
+
+
+def _json(raw, what: str, source: str):
+    """json.loads of a config string (bytes, str or a scalar HDF5 attribute)."""
+    try:
+        return json.loads(_attr_str(raw))
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise KerasFileError(f"{source}: {what} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise KerasFileError(f"{source}: {what} is nested too deeply to be a Keras "
+                             f"config") from None
+
+
 # ---------------------------------------------------------------- .keras archive
+
+# what zipfile raises for a damaged or unsupported archive (NotImplementedError: a
+# compression method or "version needed to extract" it does not support; RuntimeError:
+# an encrypted member)
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
+               EOFError, OSError, ValueError, OverflowError, zlib.error)
+
+
+def _zip_error(path: str, e: Exception) -> KerasFileError:
+    return KerasFileError(f"{path}: not a readable .keras archive ({type(e).__name__}: {e}); "
+                          f"truncated or corrupted?")
+
+
+def _archive_config(z: zipfile.ZipFile, path: str) -> tuple:
+    """(config, keras_version) of an open .keras archive, read with size caps."""
+    names = z.namelist()
+    if "config.json" not in names:
+        raise KerasFileError(f"{path}: a zip without config.json, not a .keras archive; it "
+                             f"holds {names[:5]}")
+    cfg = _json(read_member(z, "config.json", KerasFileError, path, _MAX_CONFIG_BYTES),
+                "config.json", path)
+    meta = {}
+    if "metadata.json" in names:
+        meta = _json(read_member(z, "metadata.json", KerasFileError, path, _MAX_CONFIG_BYTES),
+                     "metadata.json", path)
+    return cfg, _as_dict(meta).get("keras_version")
+
+
+def _extract_weights(z: zipfile.ZipFile, path: str):
+    """model.weights.h5 copied to an anonymous temporary file: (file, size)."""
+    names = z.namelist()
+    if _WEIGHTS_MEMBER not in names:
+        sharded = [n for n in names if "weights" in n]
+        raise KerasFileError(
+            f"{path}: no {_WEIGHTS_MEMBER} in the archive"
+            + (f" (found {sharded}; sharded weights are not supported)" if sharded
+               else "; the file holds no weights"))
+    info = z.getinfo(_WEIGHTS_MEMBER)
+    limit = max(_WEIGHTS_ANY_RATIO, _MAX_WEIGHTS_RATIO * info.compress_size)
+    if info.file_size > limit:
+        raise KerasFileError(f"{path}: archive member {_WEIGHTS_MEMBER!r} declares "
+                             f"{info.file_size} bytes for {info.compress_size} compressed; at "
+                             f"most {limit} are accepted for it (a zip bomb or a corrupted "
+                             f"archive?)")
+    tmp = tempfile.TemporaryFile(prefix="lstm_infer-", suffix=".weights.h5")
+    try:
+        with z.open(info) as src:  # stops at the declared size, then checks the CRC
+            shutil.copyfileobj(src, tmp, 1 << 20)
+        tmp.flush()
+    except BaseException:
+        tmp.close()
+        raise
+    return tmp, info.file_size
+
 
 def _open_archive(path: str) -> _Model:
     try:
         with zipfile.ZipFile(path) as z:
-            names = z.namelist()
-            if "config.json" not in names:
-                raise KerasFileError(f"{path}: a zip without config.json, not a .keras "
-                                     f"archive; it holds {names[:5]}")
-            cfg = json.loads(z.read("config.json"))
-            meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
-            if _WEIGHTS_MEMBER not in names:
-                sharded = [n for n in names if "weights" in n]
-                raise KerasFileError(
-                    f"{path}: no {_WEIGHTS_MEMBER} in the archive"
-                    + (f" (found {sharded}; sharded weights are not supported)" if sharded
-                       else "; the file holds no weights"))
-            blob = z.read(_WEIGHTS_MEMBER)
-    except zipfile.BadZipFile as e:
-        raise KerasFileError(f"{path}: not a readable .keras archive ({e}); truncated or "
-                             f"corrupted?") from None
-    except (zipfile.LargeZipFile, EOFError, OSError) as e:
-        raise KerasFileError(f"{path}: cannot read the archive ({e}); truncated or "
-                             f"corrupted?") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise KerasFileError(f"{path}: config.json / metadata.json is not valid JSON ({e})") \
-            from None
-    cls, layers = _parse_model_config(cfg, path)
-    version = meta.get("keras_version") if isinstance(meta, dict) else None
-    h5py = _h5py()
+            cfg, version = _archive_config(z, path)
+            tmp, size = _extract_weights(z, path)
+    except _ZIP_ERRORS as e:
+        raise _zip_error(path, e) from None
     try:
-        store = h5py.File(io.BytesIO(blob), "r")
-    except OSError as e:
-        raise KerasFileError(f"{path}: {_WEIGHTS_MEMBER} is not a readable HDF5 file ({e}); "
-                             f"truncated or corrupted?") from None
+        cls, layers = _parse_model_config(cfg, path)
+        h5 = _open_hdf5(tmp, f"{path}: {_WEIGHTS_MEMBER}", path, size)
+    except BaseException:
+        tmp.close()
+        raise
+
+    def close():
+        h5.file.close()
+        tmp.close()
+
     try:
-        index = _V3Index(store, layers, path)
+        index = _V3Index(h5, layers)
     except (OSError, RuntimeError, KeyError, UnicodeError) as e:
-        store.close()
+        close()
         raise KerasFileError(f"{path}: cannot read {_WEIGHTS_MEMBER} ({e}); truncated or "
                              f"corrupted?") from None
     except BaseException:
-        store.close()
+        close()
         raise
-    return _Model(path, cls, layers, version, index.weights, store.close)
+    return _Model(path, cls, layers, version, index.weights, close)
 
 
 class _V3Index:
@@ -413,20 +683,20 @@ class _V3Index:
     in order (lstm, lstm_1, ...), and records the layer's own name in
     ``<group>/vars`` attribute ``name``; both are used (the name first)."""
 
-    def __init__(self, store, layers, source):
-        self.store, self.source = store, source
+    def __init__(self, h5: _H5, layers):
+        self.h5, self.source = h5, h5.source
         self.container = None
         for key in ("layers", "_layer_checkpoint_dependencies"):  # the latter: older writers
-            if key in store:
-                self.container = store[key]
+            self.container = h5.get(h5.file, key, "group")
+            if self.container is not None:
                 break
         self.by_name, self.by_class = {}, {}
         if self.container is None:
             return
-        for key in self.container:
-            g = self.container[key]
-            v = g.get("vars") if hasattr(g, "get") else None
-            nm = v.attrs.get("name") if v is not None else None
+        for key in self.container:  # link names: nothing is followed yet
+            g = h5.get(self.container, key)
+            v = h5.get(g, "vars") if h5.is_group(g) else None
+            nm = h5.attr(v, "name") if h5.is_group(v) else None
             if isinstance(nm, bytes):
                 nm = nm.decode("utf8", "replace")
             if isinstance(nm, str):
@@ -444,10 +714,11 @@ class _V3Index:
     def group(self, layer: _Layer):
         if self.container is None:
             raise KerasFileError(f"{self.source}: {_WEIGHTS_MEMBER} has no 'layers' group; "
-                                 f"it holds {list(self.store)[:8]}")
+                                 f"it holds {list(self.h5.file)[:8]}")
         for key in (self.by_name.get(layer.name), self.by_class.get(layer.name), layer.name):
-            if key is not None and key in self.container:
-                return self.container[key]
+            g = self.h5.get(self.container, key, "group") if key is not None else None
+            if g is not None:
+                return g
         raise KerasFileError(f"{self.source}: no weights for layer {layer.name!r} in "
                              f"{_WEIGHTS_MEMBER} (groups: {list(self.container)[:12]})")
 
@@ -463,18 +734,22 @@ class _V3Index:
                                  f"({e}); truncated or corrupted?") from None
 
     def _cell_vars(self, g, sub, layer):
+        h5 = self.h5
         where = f"layer {layer.name!r}" + (f" {sub}" if sub else "")
         if sub is not None:
-            if sub not in g:
+            g = h5.get(g, sub, "group")
+            if g is None:
                 raise KerasFileError(f"{self.source}: {where}: no {sub} group in "
                                      f"{_WEIGHTS_MEMBER}")
-            g = g[sub]
-        vars_ = g["cell"]["vars"] if "cell" in g and "vars" in g["cell"] else g.get("vars")
-        if vars_ is None or not len(vars_):
+        cell = h5.get(g, "cell")
+        vars_ = h5.get(cell, "vars") if h5.is_group(cell) else None
+        if vars_ is None:
+            vars_ = h5.get(g, "vars")
+        if not h5.is_group(vars_) or not len(vars_):
             raise KerasFileError(f"{self.source}: {where}: no variables in {_WEIGHTS_MEMBER} "
                                  f"(expected cell/vars/0..2)")
-        keys = sorted(vars_, key=lambda k: int(k) if k.isdigit() else 1 << 30)
-        return [(f"{vars_.name}/{k}", _read(vars_[k], self.source)) for k in keys]
+        keys = sorted(vars_, key=lambda k: int(k) if k.isdecimal() and len(k) < 10 else 1 << 30)
+        return [(f"{vars_.name}/{k}", h5.weight(vars_, k)) for k in keys]
 
 
 def _snake_case(name: str) -> str:
@@ -482,17 +757,6 @@ def _snake_case(name: str) -> str:
     name = re.sub(r"\W+", "", name)
     name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
     return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
-
-
-def _read(ds, source):
-    try:
-        a = np.asarray(ds[()])
-    except (OSError, RuntimeError, ValueError, KeyError) as e:
-        raise KerasFileError(f"{source}: cannot read {getattr(ds, 'name', ds)} ({e}); "
-                             f"truncated or corrupted?") from None
-    if a.dtype.kind != "f":
-        raise KerasFileError(f"{source}: {ds.name} has dtype {a.dtype}; expected floating point")
-    return a
 
 
 # ---------------------------------------------------------------- legacy .h5
@@ -507,44 +771,44 @@ def _attr_str(v):
     return str(v)
 
 
-def _attr_list(group, name) -> List[str]:
+def _attr_list(h5: _H5, group, name) -> List[str]:
     """load_attributes_from_hdf5_group: a list attribute, possibly chunked (name0, name1, ...)."""
-    if name in group.attrs:
-        vals = list(np.atleast_1d(group.attrs[name]))
+    raw = h5.attr(group, name)
+    if raw is not None:
+        vals = list(np.atleast_1d(raw))
     else:
         vals, k = [], 0
-        while f"{name}{k}" in group.attrs:
-            vals.extend(np.atleast_1d(group.attrs[f"{name}{k}"]))
+        while (part := h5.attr(group, f"{name}{k}")) is not None:
+            vals.extend(np.atleast_1d(part))
             k += 1
     return [v.decode("utf8") if isinstance(v, bytes) else str(v) for v in vals
             if not (isinstance(v, float) and np.isnan(v))]
 
 
+def _legacy_config(h5: _H5, path: str):
+    """The model_config of a legacy .h5 file, parsed."""
+    f = h5.file
+    raw = h5.attr(f, "model_config")
+    if raw is None:
+        what = ("a Keras 3 weights-only file (.weights.h5)" if "layers" in f and "vars" in f
+                else "a weights-only file (save_weights)" if "layer_names" in f.attrs
+                else "not a Keras model file")
+        raise KerasFileError(f"{path}: no model_config attribute: {what}. The layer "
+                             f"configuration is needed; save the whole model "
+                             f"(model.save) as .keras or .h5")
+    return _json(raw, "model_config", path)
+
+
 def _open_h5(path: str) -> _Model:
-    h5py = _h5py()
+    h5 = _open_hdf5(path, path, path, os.path.getsize(path))
     try:
-        f = h5py.File(path, "r")
-    except OSError as e:
-        raise KerasFileError(f"{path}: not a readable HDF5 file ({e}); truncated or "
-                             f"corrupted?") from None
-    try:
-        raw = f.attrs.get("model_config")
-        if raw is None:
-            what = ("a Keras 3 weights-only file (.weights.h5)" if "layers" in f and "vars" in f
-                    else "a weights-only file (save_weights)" if "layer_names" in f.attrs
-                    else "not a Keras model file")
-            raise KerasFileError(f"{path}: no model_config attribute: {what}. The layer "
-                                 f"configuration is needed; save the whole model "
-                                 f"(model.save) as .keras or .h5")
-        try:
-            cfg = json.loads(_attr_str(raw))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise KerasFileError(f"{path}: model_config is not valid JSON ({e})") from None
-        cls, layers = _parse_model_config(cfg, path)
-        if "model_weights" not in f:
+        cls, layers = _parse_model_config(_legacy_config(h5, path), path)
+        mw = h5.get(h5.file, "model_weights", "group")
+        if mw is None:
             raise KerasFileError(f"{path}: no 'model_weights' group; the file holds no weights")
-        mw = f["model_weights"]
-        version = _attr_str(mw.attrs.get("keras_version", f.attrs.get("keras_version")))
+        version = _attr_str(h5.attr(mw, "keras_version"))
+        if version is None:
+            version = _attr_str(h5.attr(h5.file, "keras_version"))
         if version is None:
             version = "1"  # what Keras' own loader assumes for a file without a version
         if _major(version) == 1:
@@ -552,38 +816,40 @@ def _open_h5(path: str) -> _Model:
                                  f"its LSTM format is not supported. Load and re-save it "
                                  f"with Keras 2")
     except (OSError, RuntimeError, KeyError, UnicodeError) as e:
-        f.close()
+        h5.file.close()
         raise KerasFileError(f"{path}: cannot read the HDF5 file ({e}); truncated or "
                              f"corrupted?") from None
     except BaseException:
-        f.close()
+        h5.file.close()
         raise
 
     def weights(layer):
         try:
-            return _legacy_layer_weights(mw, layer, path)
+            return _legacy_layer_weights(h5, mw, layer)
         except (OSError, RuntimeError, KeyError, UnicodeError) as e:
             raise KerasFileError(f"{path}: cannot read the weights of {layer.name!r} ({e}); "
                                  f"truncated or corrupted?") from None
 
-    return _Model(path, cls, layers, version, weights, f.close)
+    return _Model(path, cls, layers, version, weights, h5.file.close)
 
 
-def _legacy_layer_weights(mw, layer: _Layer, path) -> Dict[str, list]:
-    if layer.name not in mw:
+def _legacy_layer_weights(h5: _H5, mw, layer: _Layer) -> Dict[str, list]:
+    path = h5.source
+    g = h5.get(mw, layer.name, "group")
+    if g is None:
         raise KerasFileError(f"{path}: no weights for layer {layer.name!r} in model_weights "
                              f"(groups: {list(mw)[:12]})")
-    g = mw[layer.name]
-    names = _attr_list(g, "weight_names")
+    names = _attr_list(h5, g, "weight_names")
     if not names:
         raise KerasFileError(f"{path}: layer {layer.name!r} has no weights in the file "
                              f"(empty weight_names)")
     arrays = []
     for n in names:
-        if n not in g:
+        w = h5.weight(g, n)
+        if w is None:
             raise KerasFileError(f"{path}: layer {layer.name!r}: weight {n!r} listed in "
                                  f"weight_names is missing")
-        arrays.append((n, _read(g[n], path)))
+        arrays.append((n, w))
     if layer.class_name == "Bidirectional":
         if len(arrays) % 2:
             raise KerasFileError(f"{path}: Bidirectional layer {layer.name!r} has an odd "
@@ -678,7 +944,7 @@ def _chains(model: _Model) -> List[List[_Layer]]:
 
 
 def _returns_sequences(l: _Layer) -> bool:
-    cfg = (l.inner or {}).get("config") or {} if l.class_name == "Bidirectional" else l.config
+    cfg = l.inner_config if l.class_name == "Bidirectional" else l.config
     return bool(cfg.get("return_sequences", False))
 
 
@@ -688,39 +954,46 @@ def _merge_mode(l: _Layer):
     return l.config.get("merge_mode", "concat")
 
 
-def _select(model: _Model, layer) -> List[_Layer]:
+def _layer_names(layer) -> Optional[List[str]]:
+    """The `layer` argument of from_keras as a list of names (None: the only stack)."""
     if layer is None:
-        chains = _chains(model)
-        if not chains:
-            raise ValueError(f"{model.source}: no LSTM or Bidirectional(LSTM) layer; layers: "
-                             f"{[(l.name, l.class_name) for l in model.layers]}")
-        if len(chains) > 1:
-            raise ValueError(f"{model.source}: {len(chains)} separate LSTM stacks "
-                             f"{[[l.name for l in c] for c in chains]}; choose one with "
-                             f"layer='name' (one layer) or layer=[names] (a stack)")
-        return chains[0]
+        return None
     names = [layer] if isinstance(layer, str) else layer
     if not isinstance(names, (list, tuple)) or not names or \
             not all(isinstance(n, str) for n in names):
         raise TypeError(f"layer must be a layer name or a list of names; got {layer!r}")
+    return list(names)
+
+
+def _select(model: _Model, names: Optional[List[str]]) -> List[_Layer]:
+    if names is None:
+        chains = _chains(model)
+        if not chains:
+            raise KerasFileError(f"{model.source}: no LSTM or Bidirectional(LSTM) layer; layers: "
+                                 f"{[(l.name, l.class_name) for l in model.layers]}")
+        if len(chains) > 1:
+            raise KerasFileError(f"{model.source}: {len(chains)} separate LSTM stacks "
+                                 f"{[[l.name for l in c] for c in chains]}; choose one with "
+                                 f"layer='name' (one layer) or layer=[names] (a stack)")
+        return chains[0]
     chosen = []
     for n in names:
         l = model.layer(n)
         if not l.is_lstm:
             what = l.class_name + (f"({l.inner.get('class_name')})" if l.inner else "")
-            raise ValueError(f"{model.source}: layer {n!r} is a {what}, not an LSTM or "
-                             f"Bidirectional(LSTM); LSTM layers: "
-                             f"{[x.name for x in model.layers if x.is_lstm]}")
+            raise KerasFileError(f"{model.source}: layer {n!r} is a {what}, not an LSTM or "
+                                 f"Bidirectional(LSTM); LSTM layers: "
+                                 f"{[x.name for x in model.layers if x.is_lstm]}")
         chosen.append(l)
     for a, b in zip(chosen, chosen[1:]):
         p = _producer(model, b)
         if p is None or p.name != a.name:
-            raise ValueError(f"{model.source}: layers {a.name!r} and {b.name!r} are not "
-                             f"consecutive: {b.name!r} reads "
-                             f"{p.name if p is not None else 'no single layer'!r}")
+            raise KerasFileError(f"{model.source}: layers {a.name!r} and {b.name!r} are not "
+                                 f"consecutive: {b.name!r} reads "
+                                 f"{p.name if p is not None else 'no single layer'!r}")
         if not _returns_sequences(a):
-            raise ValueError(f"{model.source}: layer {a.name!r} has return_sequences=False; "
-                             f"it cannot feed {b.name!r}")
+            raise KerasFileError(f"{model.source}: layer {a.name!r} has return_sequences=False; "
+                                 f"it cannot feed {b.name!r}")
     return chosen
 
 
@@ -734,30 +1007,32 @@ def _activation(spec, what, version_major, where):
     elif isinstance(spec, dict):  # serialized function: {"module": "keras.activations", ...}
         cfg = spec.get("config")
         name = cfg if isinstance(cfg, str) else spec.get("class_name")
-        module = spec.get("module") or ""
+        module = str(spec.get("module") or "")
         if not module.startswith("keras") or spec.get("registered_name") not in (None, "function"):
-            raise ValueError(f"{where}: custom {what} {name!r} (module {module!r}, registered "
-                             f"as {spec.get('registered_name')!r}) is not supported; "
-                             f"supported: {_ACTIVATIONS}")
+            raise KerasFileError(f"{where}: custom {what} {name!r} (module {module!r}, registered "
+                                 f"as {spec.get('registered_name')!r}) is not supported; "
+                                 f"supported: {_ACTIVATIONS}")
     if not isinstance(name, str):
-        raise ValueError(f"{where}: unsupported {what} {spec!r}; supported: {_ACTIVATIONS}")
+        raise KerasFileError(f"{where}: unsupported {what} {spec!r}; supported: {_ACTIVATIONS}")
     name = name.lower()
     if name not in _ACTIVATIONS:
-        raise ValueError(f"{where}: unsupported {what} {name!r}; supported: {_ACTIVATIONS}")
+        raise KerasFileError(f"{where}: unsupported {what} {name!r}; supported: {_ACTIVATIONS}")
     if name == "hard_sigmoid":
         if version_major is None:
-            raise ValueError(f"{where}: {what} hard_sigmoid, but the file does not record "
-                             f"its keras_version, which decides its slope (0.2 in Keras 2, "
-                             f"1/6 in Keras 3)")
+            raise KerasFileError(f"{where}: {what} hard_sigmoid, but the file does not record "
+                                 f"its keras_version, which decides its slope (0.2 in Keras 2, "
+                                 f"1/6 in Keras 3)")
         return _HARD_SIGMOID[2 if version_major < 3 else 3]
     return name
 
 
 def _direction_weights(named, cfg, where, in_size):
-    """[(name, array)] of one LSTM -> a canonical direction dict (and its units)."""
+    """[(name, array or _Weight)] of one LSTM -> a canonical direction dict (and its units).
+
+    Every shape is checked against the config before any weight is read."""
     units = cfg.get("units")
     if isinstance(units, bool) or not isinstance(units, int) or units < 1:
-        raise ValueError(f"{where}: 'units' must be a positive integer; got {units!r}")
+        raise KerasFileError(f"{where}: 'units' must be a positive integer; got {units!r}")
     use_bias = bool(cfg.get("use_bias", True))
     want = 3 if use_bias else 2
     base = [re.sub(r":\d+$", "", n).rsplit("/", 1)[-1] for n, _ in named]
@@ -781,13 +1056,13 @@ def _direction_weights(named, cfg, where, in_size):
     if rk.shape != (H, 4 * H):
         raise KerasFileError(f"{where}: recurrent_kernel must have shape (units, 4*units) = "
                              f"({H}, {4 * H}); got {rk.shape}")
-    d = {"w_ih": to_canonical(k.T, "keras"), "w_hh": to_canonical(rk.T, "keras")}
-    if use_bias:
-        b = role["bias"]
-        if b.shape != (4 * H,):
-            raise KerasFileError(f"{where}: bias must have shape (4*units,) = ({4 * H},); "
-                                 f"got {b.shape}")
-        d["b"] = to_canonical(b, "keras")
+    b = role.get("bias") if use_bias else None
+    if b is not None and b.shape != (4 * H,):
+        raise KerasFileError(f"{where}: bias must have shape (4*units,) = ({4 * H},); "
+                             f"got {b.shape}")
+    d = {"w_ih": to_canonical(_value(k).T, "keras"), "w_hh": to_canonical(_value(rk).T, "keras")}
+    if b is not None:
+        d["b"] = to_canonical(_value(b), "keras")
     return d, H
 
 
@@ -811,35 +1086,35 @@ def _convert(model: _Model, chain: Sequence[_Layer]) -> LSTM:
             layers.append([d])
             in_size = H
         else:  # Bidirectional(LSTM)
-            fcfg = (l.inner or {}).get("config") or {}
+            fcfg = l.inner_config
             back = l.config.get("backward_layer")
             if isinstance(back, dict):
                 if back.get("class_name") != "LSTM":
-                    raise ValueError(f"{where}: backward layer is a {back.get('class_name')}, "
-                                     f"not an LSTM")
-                bcfg = back.get("config") or {}
+                    raise KerasFileError(f"{where}: backward layer is a {back.get('class_name')}, "
+                                         f"not an LSTM")
+                bcfg = _as_dict(back.get("config"))
             else:  # Keras 2 stores it only when given: then it is a copy of the forward one
                 bcfg = dict(fcfg, go_backwards=not fcfg.get("go_backwards", False))
             if fcfg.get("go_backwards") or not bcfg.get("go_backwards", False):
-                raise ValueError(f"{where}: Bidirectional around a go_backwards LSTM (forward "
-                                 f"go_backwards={bool(fcfg.get('go_backwards'))}) is not "
-                                 f"supported")
+                raise KerasFileError(f"{where}: Bidirectional around a go_backwards LSTM (forward "
+                                     f"go_backwards={bool(fcfg.get('go_backwards'))}) is not "
+                                     f"supported")
             for c, side in ((fcfg, "forward"), (bcfg, "backward")):
                 _refuse_cell_options(c, f"{where} {side}")
             merge = l.config.get("merge_mode", "concat")
             if merge is None:
                 if pos != len(chain) - 1:
-                    raise ValueError(f"{where}: merge_mode=None (a list of two outputs) can "
-                                     f"only be the last layer of the stack")
+                    raise KerasFileError(f"{where}: merge_mode=None (a list of two outputs) can "
+                                         f"only be the last layer of the stack")
                 merge = "concat"
             if merge not in ("concat", "sum", "mul", "ave"):
-                raise ValueError(f"{where}: unsupported merge_mode {merge!r}; supported: "
-                                 f"concat, sum, mul, ave, None")
+                raise KerasFileError(f"{where}: unsupported merge_mode {merge!r}; supported: "
+                                     f"concat, sum, mul, ave, None")
             df, Hf = _direction_weights(w["forward"], fcfg, f"{where} forward", in_size)
             db, Hb = _direction_weights(w["backward"], bcfg, f"{where} backward", in_size)
             if Hf != Hb:
-                raise ValueError(f"{where}: forward and backward units differ ({Hf} vs {Hb}); "
-                                 f"not supported")
+                raise KerasFileError(f"{where}: forward and backward units differ ({Hf} vs {Hb}); "
+                                     f"not supported")
             opt = {"merge": merge,
                    "activations": [_triple(fcfg, vmajor, f"{where} forward"),
                                    _triple(bcfg, vmajor, f"{where} backward")]}
@@ -849,9 +1124,12 @@ def _convert(model: _Model, chain: Sequence[_Layer]) -> LSTM:
         time_major.add(bool(cfg.get("time_major", False)))
         options.append(opt)
     if len(time_major) > 1:
-        raise ValueError(f"{model.source}: layers {[l.name for l in chain]} mix time_major "
-                         f"True and False")
-    return LSTM(layers, batch_first=not time_major.pop(), layer_options=options)
+        raise KerasFileError(f"{model.source}: layers {[l.name for l in chain]} mix time_major "
+                             f"True and False")
+    try:
+        return LSTM(layers, batch_first=not time_major.pop(), layer_options=options)
+    except (ValueError, TypeError) as e:  # e.g. NaN weights, an activation's parameters
+        raise KerasFileError(f"{model.source}: {e}") from None
 
 
 def _triple(cfg, vmajor, where):
@@ -865,7 +1143,7 @@ def _refuse_cell_options(cfg, where):
     # options of tf.keras' experimental LSTM variants that change the maths
     for opt in ("peephole", "use_peepholes", "proj_size", "num_proj"):
         if cfg.get(opt):
-            raise ValueError(f"{where}: option {opt}={cfg[opt]!r} is not supported")
+            raise KerasFileError(f"{where}: option {opt}={cfg[opt]!r} is not supported")
 
 
 # ============================================================================ public API
@@ -890,13 +1168,28 @@ def from_keras(obj, layer=None) -> LSTM:
 
     Raises
     ------
-    FileNotFoundError, KerasFileError (a ValueError) for unreadable, truncated or
-    inconsistent files, ValueError for unsupported layers/options, TypeError for
-    other objects.
+    KerasFileError (a FormatError, hence a ValueError) for every problem with the
+    file or model: unreadable, truncated, hostile (see `_H5`: no link or storage out
+    of the file is followed; sizes are checked before reading) or inconsistent
+    content, unsupported layers or options. FileNotFoundError / PermissionError for
+    the path; TypeError for other objects or a malformed `layer`.
+
+    A hostile or corrupted ``.h5`` can send libhdf5 itself into an endless loop (a
+    libhdf5 bug no check here can prevent): loading files you do not trust in-process
+    can hang the calling thread for ever. Use ``li.load(path, isolated=True)`` (or
+    ``timeout=``), which parses in a child process that is killed on time-out.
     """
-    model = _open(obj)
+    names = _layer_names(layer)
+    if isinstance(obj, (str, os.PathLike)):
+        path = os.fspath(obj)
+        with guard(KerasFileError, str(path)):  # the net under the checks
+            return _convert_and_close(_open_path(path), names)
+    return _convert_and_close(_open(obj), names)
+
+
+def _convert_and_close(model: _Model, names) -> LSTM:
     try:
-        return _convert(model, _select(model, layer))
+        return _convert(model, _select(model, names))
     finally:
         model.close()
 
@@ -914,9 +1207,13 @@ def keras_layers_summary(obj) -> List[dict]:
     the configuration; no weights.
     """
     if isinstance(obj, (str, os.PathLike)):
-        model = _summary_model(os.fspath(obj))
-    else:
-        model = _open(obj)
+        path = os.fspath(obj)
+        with guard(KerasFileError, str(path)):
+            return _summary(_summary_model(path))
+    return _summary(_open(obj))
+
+
+def _summary(model: _Model) -> List[dict]:
     out = []
     keys = ("units", "return_sequences", "go_backwards", "activation", "recurrent_activation",
             "use_bias", "merge_mode", "mask_value", "input_dim", "output_dim", "mask_zero",
@@ -927,7 +1224,7 @@ def keras_layers_summary(obj) -> List[dict]:
         cfg = l.config
         if l.inner:
             e["inner"] = l.inner.get("class_name")
-            cfg = dict(l.inner.get("config") or {}, merge_mode=l.config.get("merge_mode"))
+            cfg = dict(l.inner_config, merge_mode=l.config.get("merge_mode"))
         for k in keys:
             if k in cfg:
                 v = cfg[k]
@@ -943,27 +1240,21 @@ def _summary_model(path) -> _Model:
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(_HDF5_MAGIC):
-        h5py = _h5py()
+        h5 = _open_hdf5(path, path, path, os.path.getsize(path))
         try:
-            with h5py.File(path, "r") as f:
-                raw = f.attrs.get("model_config")
-                if raw is None:
-                    raise KerasFileError(f"{path}: no model_config attribute (a weights-only "
-                                         f"file?)")
-                cfg = json.loads(_attr_str(raw))
-                version = _attr_str(f.attrs.get("keras_version"))
-        except (OSError, json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise KerasFileError(f"{path}: not a readable HDF5 file ({e})") from None
+            cfg = _legacy_config(h5, path)
+            version = _attr_str(h5.attr(h5.file, "keras_version"))
+        except (OSError, RuntimeError, KeyError, UnicodeError) as e:
+            raise KerasFileError(f"{path}: cannot read the HDF5 file ({e}); truncated or "
+                                 f"corrupted?") from None
+        finally:
+            h5.file.close()
     else:
         try:
             with zipfile.ZipFile(path) as z:
-                cfg = json.loads(z.read("config.json"))
-                names = z.namelist()
-                meta = json.loads(z.read("metadata.json")) if "metadata.json" in names else {}
-                version = meta.get("keras_version")
-        except (zipfile.BadZipFile, KeyError, OSError, EOFError, UnicodeDecodeError,
-                json.JSONDecodeError) as e:
-            raise KerasFileError(f"{path}: not a readable .keras archive ({e})") from None
+                cfg, version = _archive_config(z, path)
+        except _ZIP_ERRORS as e:
+            raise _zip_error(path, e) from None
     cls, layers = _parse_model_config(cfg, path)
     return _Model(path, cls, layers, version, lambda l: {})
 
