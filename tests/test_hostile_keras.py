@@ -1,4 +1,4 @@
-"""Hostile Keras files (RELIABILITY.md F4, F6, F8).
+"""Hostile Keras files (RELIABILITY.md F4, F6, F8) and detect_format's zip sniffing.
 
 - F4: HDF5 external storage, external links (on a dataset or a group), soft links and
   virtual datasets would read another local file into the weights: refused, in a
@@ -23,8 +23,10 @@ import numpy as np
 import pytest
 
 import lstm_infer as li
+from lstm_infer.formats import detect
 from lstm_infer.formats import keras as keras_format
-from lstm_infer.formats.errors import MAX_METADATA_BYTES
+from lstm_infer.formats.detect import UnknownFormatError, detect_format
+from lstm_infer.formats.errors import MAX_METADATA_BYTES, FormatError
 from lstm_infer.formats.keras import KerasFileError, from_keras, keras_layers_summary
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "keras")
@@ -469,3 +471,35 @@ def test_random_config_mutations_raise_only_keras_file_error(tmp_path, src):
             from_keras(p)
         except KerasFileError as e:
             assert str(p) in str(e)
+
+
+# ============================================================================ detect_format
+def _zip_version_255(dst):
+    """A torch-like zip whose central directory says "version needed to extract" 25.5."""
+    _write_zip(dst, {"archive/data.pkl": b"\x80\x02}q\x00."})
+    b = bytearray(open(dst, "rb").read())
+    cd = b.index(b"PK\x01\x02")
+    b[cd + 6:cd + 8] = (255).to_bytes(2, "little")
+    open(dst, "wb").write(bytes(b))
+    return dst
+
+
+def test_zip_version_needed_255(tmp_path):
+    p = _zip_version_255(tmp_path / "v255.pt")
+    for call in (detect_format, li.load):
+        with pytest.raises(UnknownFormatError, match=r"NotImplementedError: zip file version"):
+            call(p)
+    k = _zip_version_255(tmp_path / "v255.keras")
+    with pytest.raises(KerasFileError, match="NotImplementedError"):
+        from_keras(k)
+
+
+def test_detect_format_guards_its_sniffers(tmp_path, monkeypatch):
+    def boom(path):
+        raise RecursionError("deep")
+    monkeypatch.setattr(detect.st, "is_safetensors", boom)
+    with pytest.raises(UnknownFormatError, match="nested too deeply") as e:
+        detect_format(KERAS)
+    assert isinstance(e.value, FormatError) and KERAS in str(e.value)
+    with pytest.raises(FileNotFoundError):
+        detect_format(tmp_path / "missing.h5")

@@ -6,7 +6,7 @@ import zipfile
 
 from . import native
 from . import safetensors_io as st
-from .errors import FormatError
+from .errors import FormatError, guard
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 FORMATS = ("native", "pytorch", "pytorch-safetensors", "keras", "keras-h5", "onnx")
@@ -27,6 +27,17 @@ def detect_format(path) -> str:
         head = f.read(16)
     if not head:
         raise UnknownFormatError(f"{path} is empty")
+    with guard(UnknownFormatError, path):  # the net under the sniffers' own checks
+        return _sniff(path, head)
+
+
+# what zipfile raises for an archive it cannot read (NotImplementedError: a "version
+# needed to extract" or compression method it does not support; RuntimeError: encryption)
+_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
+               EOFError, OSError, ValueError, OverflowError)
+
+
+def _sniff(path: str, head: bytes) -> str:
     if st.is_safetensors(path):
         return "native" if native.is_native(path) else "pytorch-safetensors"
     if head.startswith(_HDF5_MAGIC):
@@ -35,9 +46,11 @@ def detect_format(path) -> str:
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-        except zipfile.BadZipFile as e:
-            raise UnknownFormatError(f"{path}: a zip archive that cannot be read ({e}); "
-                                     f"truncated or corrupted?") from None
+        except _ZIP_ERRORS as e:
+            raise UnknownFormatError(f"{path}: a zip archive that cannot be read "
+                                     f"({type(e).__name__}: {e}); truncated, corrupted, or "
+                                     f"using a zip feature Python's zipfile does not "
+                                     f"support?") from None
         if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
             return "keras"
         if any(n.endswith("data.pkl") for n in names):
