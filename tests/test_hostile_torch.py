@@ -1,4 +1,4 @@
-"""Hostile PyTorch files (the reliability probe's F3 and F6 for torch): crafted byte by
+"""Hostile PyTorch files (the reliability probe's F3, F6 and F8 for torch): crafted byte by
 byte, each refused with a TorchFileError (a FormatError) that says what is wrong, in
 bounded time and without allocating what the file only pretends to hold.
 
@@ -8,6 +8,7 @@ fails the test instead of hanging the suite.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import pickle
@@ -21,7 +22,9 @@ import numpy as np
 import pytest
 
 import lstm_infer as li
+from lstm_infer.formats import pytorch as pt
 from lstm_infer.formats import torch_pickle as tp
+from lstm_infer.formats.errors import FormatError
 from lstm_infer.formats.pytorch import load_torch_file
 from lstm_infer.formats.torch_pickle import TorchFileError
 from test_load_pytorch import (DATA, FIXTURES, MAGIC, _lstm_sd, _state_dict_pickle, _strides,
@@ -61,6 +64,12 @@ def _peak_mib(fn):
         peak = tracemalloc.get_traced_memory()[1] / MiB
         tracemalloc.stop()
     return err, peak
+
+
+def _causes(e):
+    while e is not None:
+        yield e
+        e = e.__cause__
 
 
 def _lstm_entries(sd):
@@ -320,3 +329,86 @@ def test_pickle_containers_are_bounded(tmp_path, monkeypatch):
         li.from_torch(path)
     for fname, prefix, _, _ in FIXTURES.values():  # real files stay far below
         li.from_torch(os.path.join(DATA, fname), prefix=prefix)
+
+
+# ============================================================================ deep structures
+@pytest.mark.parametrize("body,load,match", [
+    (b"(" * 20_000 + b"l" * 20_000, tp.load, "nested too deeply"),
+    (b"(" * 20_000 + b"l" * 20_000, li.from_torch, "a list, not a state dict"),
+    (b"}" + b"X\x01\x00\x00\x00a}" * 20_000 + b"s" * 20_000, li.from_torch,
+     "expected exactly one LSTM"),
+    (b"K\x01" + b"\x85" * 101, li.load, "nested deeper than 100"),
+    (b"(" * 101 + b"\x91" * 101, li.load, "nested deeper than 100"),
+], ids=["lists-materialised", "lists", "dicts", "tuples", "frozensets"])
+def test_deep_nesting(tmp_path, body, load, match):
+    path = tmp_path / "deep.pt"
+    _torch_zip(path, b"\x80\x04" + body + b".")
+    with pytest.raises(TorchFileError, match=match):
+        load(path)
+
+
+# ============================================================================ F8: one class
+def test_zip_version_needed_255(tmp_path):
+    """'version needed to extract' = 255: zipfile raises NotImplementedError."""
+    raw = bytearray(open(os.path.join(DATA, "lstm_bidir_proj.pt"), "rb").read())
+    cd = raw.index(b"PK\x01\x02")
+    raw[cd + 6:cd + 8] = struct.pack("<H", 255)
+    path = tmp_path / "v255.pt"
+    path.write_bytes(bytes(raw))
+    for load in (li.from_torch, load_torch_file, tp.load):
+        with pytest.raises(TorchFileError, match="version 25.5"):
+            load(path)
+    with pytest.raises(FormatError):
+        li.load(path)
+
+
+_UNEXPECTED = [MemoryError(), NotImplementedError("x"), OverflowError("x"), KeyError("x"),
+               AttributeError("x"), RecursionError(), IndexError("x"), RuntimeError("x")]
+
+
+@pytest.mark.parametrize("exc", _UNEXPECTED, ids=[type(e).__name__ for e in _UNEXPECTED])
+@pytest.mark.parametrize("where", ["parse-zip", "parse-legacy", "parse-safetensors", "read",
+                                   "build"])
+def test_unexpected_exceptions_become_torch_file_errors(tmp_path, monkeypatch, exc, where):
+    """F8: whatever a parser or reader meets that nobody wrote a check for, the caller
+    gets the loader's own error naming the file and the original exception."""
+    files = {"parse-zip": "lstm_bidir_proj.pt", "parse-legacy": "legacy_f64.pt",
+             "parse-safetensors": "torch_names.safetensors", "read": "lstm_bidir_proj.pt",
+             "build": "lstm_bidir_proj.pt"}
+    path = os.path.join(DATA, files[where])
+
+    def boom(*args, **kwargs):
+        raise exc
+
+    target = {"parse-zip": (tp.TorchFile, "_load_zip"),
+              "parse-legacy": (tp.TorchFile, "_load_legacy"),
+              "parse-safetensors": (tp.safetensors_io, "read_entries"),
+              "read": (tp._Storage, "typed"), "build": (pt, "LSTM")}[where]
+    monkeypatch.setattr(*target, boom)
+    for load in (li.load, li.from_torch, load_torch_file):
+        with pytest.raises(TorchFileError) as e:
+            load(path)
+        assert path in str(e.value) and exc in _causes(e.value)
+        if not isinstance(exc, (MemoryError, RecursionError)):
+            assert type(exc).__name__ in str(e.value)
+
+
+def test_torch_file_errors_are_format_errors():
+    assert issubclass(TorchFileError, FormatError) and issubclass(TorchFileError, ValueError)
+    assert issubclass(tp.UnsafePickleError, TorchFileError)
+    assert issubclass(tp.PickledModuleError, tp.UnsafePickleError)
+
+
+def test_path_errors_pass_through(tmp_path):
+    with pytest.raises(TorchFileError, match="cannot open"):
+        li.from_torch(tmp_path / "missing.pt")
+    with pytest.raises(FileNotFoundError):
+        li.load(tmp_path / "missing.pt")
+
+
+def test_bytesio_sources_are_guarded_too():
+    data = open(os.path.join(DATA, "lstm_bidir_proj.pt"), "rb").read()
+    bad = bytearray(data)
+    bad[bad.index(b"PK\x01\x02") + 6] = 255
+    with pytest.raises(TorchFileError, match="version 25.5"):
+        li.from_torch(io.BytesIO(bytes(bad)))

@@ -31,6 +31,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ..model import LSTM, _to_array
+from .errors import guard
 from .torch_pickle import (TorchFile, TorchFileError, TorchTensor, _Unsupported, sniff)
 
 __all__ = ["from_torch", "from_state_dict", "load_torch_file", "is_torch_file"]
@@ -257,12 +258,15 @@ def load_torch_file(path, prefix=None, *, dtype=None, batch_first=False) -> LSTM
 
     Raises
     ------
-    TorchFileError (a ValueError)
-        Unreadable, truncated or corrupted file; missing or mis-shaped tensors;
-        a pickled nn.Module (`PickledModuleError`); a refused global
-        (`UnsafePickleError`, with ``.global_name``). The message names the file.
+    TorchFileError (a FormatError, a ValueError)
+        Unreadable, truncated, corrupted or hostile file (see "Limits" in
+        `torch_pickle`); missing or mis-shaped tensors; a pickled nn.Module
+        (`PickledModuleError`); a refused global (`UnsafePickleError`, with
+        ``.global_name``). The message names the file. No other exception
+        escapes, except those about the path itself (FileNotFoundError...,
+        as `errors.guard` lets through).
     """
-    with TorchFile(path) as tf:
+    with TorchFile(path) as tf, guard(TorchFileError, tf.path):
         try:
             return from_state_dict(tf.obj, prefix, batch_first=batch_first, dtype=dtype)
         except TorchFileError:

@@ -33,7 +33,9 @@ view of it (``as_strided`` + one copy only when it is not contiguous).
 bfloat16 becomes float32 exactly (the 16 bits are the top half of a float32);
 float16 and float64 stay as they are.
 
-Errors are `TorchFileError` (a ValueError) naming the file and what is wrong.
+Errors are `TorchFileError` (a FormatError, a ValueError) naming the file and
+what is wrong; whatever else a hostile file provokes in parsing or reading
+(a MemoryError, a RecursionError...) is turned into one by `errors.guard`.
 
 Limits (a file never makes us hang or allocate far more than it holds)
 ----------------------------------------------------------------------
@@ -86,7 +88,7 @@ import numpy as np
 
 from ..quantize import bf16_bits_to_f32
 from . import safetensors_io
-from .errors import MAX_METADATA_BYTES, FormatError, read_member
+from .errors import MAX_METADATA_BYTES, FormatError, guard, read_member
 
 __all__ = ["TorchFileError", "UnsafePickleError", "PickledModuleError", "TorchTensor",
            "TorchFile", "load", "sniff"]
@@ -183,6 +185,10 @@ class TorchTensor:
         return len(self.shape)
 
     def numpy(self) -> np.ndarray:
+        with guard(TorchFileError, self._storage.where):
+            return self._numpy()
+
+    def _numpy(self):
         if self.dtype not in _NP_DTYPES:
             raise TorchFileError(f"{self._storage.where}: a {self.dtype} tensor has no numpy "
                                  f"equivalent and is not supported")
@@ -981,27 +987,31 @@ class TorchFile:
         self._storage_bytes = 0  # storage buffers read (see "Limits" in the module docstring)
         self._tensor_bytes = 0   # arrays handed out by TorchTensor.numpy
         try:
-            self._file.seek(0, io.SEEK_END)
-            self.size = self._file.tell()
-            self._file.seek(0)
-            self.kind = sniff(self._file)
-            if self.kind == "zip":
-                self.obj = self._load_zip()
-            elif self.kind == "legacy":
-                self.obj = self._load_legacy()
-            elif self.kind == "safetensors":
-                self.obj = self._load_safetensors()
-            elif self.kind == "tar":
-                raise TorchFileError(f"{self.path}: the pre-1.0 PyTorch tar format is not "
-                                     "supported; load it with torch and save it again")
-            else:
-                raise TorchFileError(
-                    f"{self.path}: not a PyTorch file (expected a torch.save zip archive, "
-                    "a legacy torch.save file or a safetensors file); it may be truncated "
-                    "or corrupted")
+            with guard(TorchFileError, self.path):
+                self._parse()
         except BaseException:
             self.close()
             raise
+
+    def _parse(self):
+        self._file.seek(0, io.SEEK_END)
+        self.size = self._file.tell()
+        self._file.seek(0)
+        self.kind = sniff(self._file)
+        if self.kind == "zip":
+            self.obj = self._load_zip()
+        elif self.kind == "legacy":
+            self.obj = self._load_legacy()
+        elif self.kind == "safetensors":
+            self.obj = self._load_safetensors()
+        elif self.kind == "tar":
+            raise TorchFileError(f"{self.path}: the pre-1.0 PyTorch tar format is not "
+                                 "supported; load it with torch and save it again")
+        else:
+            raise TorchFileError(
+                f"{self.path}: not a PyTorch file (expected a torch.save zip archive, "
+                "a legacy torch.save file or a safetensors file); it may be truncated "
+                "or corrupted")
 
     def __enter__(self):
         return self
@@ -1257,11 +1267,8 @@ def load(source):
     and `UnsafePickleError` when the pickle names anything but tensors and
     containers.
     """
-    with TorchFile(source) as tf:
-        try:
-            return _materialize(tf.obj, {})
-        except RecursionError:
-            raise TorchFileError(f"{tf.path}: structure too deeply nested") from None
+    with TorchFile(source) as tf, guard(TorchFileError, tf.path):
+        return _materialize(tf.obj, {})
 
 
 def _materialize(obj, seen):
