@@ -69,12 +69,39 @@ def _sniff(path: str, head: bytes) -> str:
         f"torch.save zip (.pt/.pth/.bin), a Keras .keras or .h5 file, or an ONNX model")
 
 
-def load(path, *, prefix=None, layer=None, node=None):
+def load(path, *, prefix=None, layer=None, node=None, isolated=False, timeout=None,
+         max_memory=None):
     """Load an LSTM from any supported file (see `detect_format`).
 
     prefix / layer / node pick one LSTM in a PyTorch state dict / Keras model /
     ONNX graph, as in from_torch / from_keras / from_onnx.
+
+    Files you do not trust
+    ----------------------
+    Every loader refuses hostile content with its own FormatError (no code execution,
+    no reads outside the file, sizes checked before allocating), but the default
+    in-process load cannot bound what third-party parsers do: a corrupted ``.h5`` /
+    ``.keras`` can send libhdf5 into an endless loop, which hangs the calling thread
+    for ever (and no Python code can interrupt it). The in-process path is therefore
+    **unsafe for untrusted .h5 / .keras files**. For those, pass
+
+    isolated : bool
+        Parse in a fresh child process (``sys.executable``, not a fork: safe in a
+        multi-threaded service), which hands the model back in the native format; see
+        lstm_infer.formats.isolate. Costs about half a second.
+    timeout : float, seconds (implies isolated; default 60 when isolated)
+        Wall-clock bound, interpreter start included; the child is killed after it and
+        ``LoadTimeoutError`` (a FormatError) is raised.
+    max_memory : int, bytes (implies isolated; default 2 GiB + 4 x the file's size)
+        The child's address-space limit (RLIMIT_AS, interpreter included: ~0.25 GB);
+        a load that needs more fails with ``IsolatedLoadError`` (a FormatError).
+
+    A loader's error in the child is raised again in the caller, same class and message.
     """
+    if isolated or timeout is not None or max_memory is not None:
+        from .isolate import load_isolated
+        return load_isolated(path, timeout=timeout, max_memory=max_memory, prefix=prefix,
+                             layer=layer, node=node)
     fmt = detect_format(path)
     if fmt == "native":
         return native.load(path)
