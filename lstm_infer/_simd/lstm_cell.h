@@ -91,10 +91,12 @@ static inline void *li_alloc64(size_t nbytes)
 #define LI_SFX generic
 #define LI_MB 1
 #define LI_VW 4
+#define LI_ISA "isa_generic.h"
 #include "lstm_cell_impl.h"
 #undef LI_SFX
 #undef LI_MB
 #undef LI_VW
+#undef LI_ISA
 
 #ifdef LI_X86
 #pragma GCC push_options
@@ -102,10 +104,12 @@ static inline void *li_alloc64(size_t nbytes)
 #define LI_SFX avx2
 #define LI_MB 1
 #define LI_VW 8
+#define LI_ISA "isa_avx2.h"
 #include "lstm_cell_impl.h"
 #undef LI_SFX
 #undef LI_MB
 #undef LI_VW
+#undef LI_ISA
 #pragma GCC pop_options
 
 #pragma GCC push_options
@@ -113,10 +117,12 @@ static inline void *li_alloc64(size_t nbytes)
 #define LI_SFX avx512
 #define LI_MB 6
 #define LI_VW 16
+#define LI_ISA "isa_avx512.h"
 #include "lstm_cell_impl.h"
 #undef LI_SFX
 #undef LI_MB
 #undef LI_VW
+#undef LI_ISA
 #pragma GCC pop_options
 #endif
 

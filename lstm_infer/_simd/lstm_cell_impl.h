@@ -32,48 +32,15 @@ typedef float LI_FN(vfu) __attribute__((vector_size(LI_VW * 4), aligned(4), may_
 typedef int32_t LI_FN(vi) __attribute__((vector_size(LI_VW * 4)));
 #define VI LI_FN(vi)
 
-/* max(a, x) / min(a, x) with x second: x86 max/min return the second operand
- * when either is NaN, so clamps written max(lo, x), min(hi, x) let NaN through. */
-static inline __attribute__((always_inline)) VF LI_FN(vmax)(VF a, VF x)
-{
-#if LI_VW == 16
-    return (VF)_mm512_max_ps((__m512)a, (__m512)x);
-#elif LI_VW == 8
-    return (VF)_mm256_max_ps((__m256)a, (__m256)x);
-#elif defined(LI_X86)
-    return (VF)_mm_max_ps((__m128)a, (__m128)x);
-#else /* portable: same NaN rule, x wins unless a > x */
-    for (int l = 0; l < LI_VW; l++) x[l] = a[l] > x[l] ? a[l] : x[l];
-    return x;
-#endif
-}
+#include LI_ISA /* the primitives of this ISA: vmax, vmin, vround, vldexp, vrcp, ldw */
 
-static inline __attribute__((always_inline)) VF LI_FN(vmin)(VF a, VF x)
-{
-#if LI_VW == 16
-    return (VF)_mm512_min_ps((__m512)a, (__m512)x);
-#elif LI_VW == 8
-    return (VF)_mm256_min_ps((__m256)a, (__m256)x);
-#elif defined(LI_X86)
-    return (VF)_mm_min_ps((__m128)a, (__m128)x);
-#else
-    for (int l = 0; l < LI_VW; l++) x[l] = a[l] < x[l] ? a[l] : x[l];
-    return x;
-#endif
-}
-
-/* exp(x), ~1 ulp on [-87, 88] (Cephes expf polynomial), all lanes at once.
- * AVX-512 rebuilds 2^n with vscalefps (one instruction instead of four). */
+/* exp(x), ~1 ulp on [-87, 88] (Cephes expf polynomial), all lanes at once; written
+ * once on the ISA primitives (vround: to nearest; vldexp: p * 2^n). */
 static inline __attribute__((always_inline)) VF LI_FN(vexp)(VF x)
 {
     const VF zero = {0};
     x = LI_FN(vmin)(zero + 88.3f, LI_FN(vmax)(zero - 87.3f, x));
-#if LI_VW == 16
-    VF n = (VF)_mm512_roundscale_ps((__m512)(x * 1.44269504088896341f),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-#else
-    VF n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f; /* round to nearest */
-#endif
+    VF n = LI_FN(vround)(x * 1.44269504088896341f);
     VF r = x - n * 0.693359375f;
     r = r - n * -2.12194440e-4f;
     VF p = r * 1.9875691500E-4f + 1.3981999507E-3f;
@@ -82,36 +49,7 @@ static inline __attribute__((always_inline)) VF LI_FN(vexp)(VF x)
     p = p * r + 1.6666665459E-1f;
     p = p * r + 5.0000001201E-1f;
     p = p * r * r + r + 1.0f;
-#if LI_VW == 16
-    return (VF)_mm512_scalef_ps((__m512)p, (__m512)n);
-#else
-    VI e = (__builtin_convertvector(n, VI) + 127) << 23;
-    return p * (VF)e;
-#endif
-}
-
-/* 1 / d: hardware reciprocal estimate refined by Newton steps, ~1 ulp, where the ISA
- * has one; a division costs ~16 cycles per vector and there are five per group.
- * Each step is r += r * (1 - d r) with the residual 1 - d r formed by one FMA, so
- * it is exact and the result rounds to either side of 1/d. The textbook form
- * r (2 - d r) rounds 2 - d r near 1, where floats are twice as coarse above 1 as
- * below: every sigmoid came out low by ~1/2 ulp on average, and a long sequence
- * with a large cell state (f near 1, |c| in the hundreds) drifted 20x further from
- * float64 than a plain float32 LSTM does (DESIGN §3: gate maths must be unbiased). */
-static inline __attribute__((always_inline)) VF LI_FN(vrcp)(VF d)
-{
-#if LI_VW == 16
-    const __m512 one = _mm512_set1_ps(1.0f), dd = (__m512)d;
-    __m512 r = _mm512_rcp14_ps(dd);                                   /* 14 bits */
-    return (VF)_mm512_fmadd_ps(r, _mm512_fnmadd_ps(dd, r, one), r);   /* ~28 bits */
-#elif LI_VW == 8
-    const __m256 one = _mm256_set1_ps(1.0f), dd = (__m256)d;
-    __m256 r = _mm256_rcp_ps(dd);                                     /* 12 bits */
-    r = _mm256_fmadd_ps(r, _mm256_fnmadd_ps(dd, r, one), r);          /* ~23 bits */
-    return (VF)_mm256_fmadd_ps(r, _mm256_fnmadd_ps(dd, r, one), r);
-#else
-    return 1.0f / d;
-#endif
+    return LI_FN(vldexp)(p, n);
 }
 
 /* Apply an activation to 16 values in place (switch is outside the loops). */
@@ -276,80 +214,7 @@ LI_FN(gate_rows)(const int NR, const float *Z, long ldz, const float *bias, cons
  * int8 (per-column scale applied to the accumulators), float16, bfloat16.
  * Intrinsics per ISA: GCC's generic vector conversions from narrow types
  * compile to near-scalar code here (measured 5-30x slower). */
-/* bfloat16 panels pair column c with column c + 16 in one 32-bit word (per 32
- * columns: word l = col l | col 16 + l << 16), so any vector width widens with a
- * single shift (low halves) or mask (high halves) of one load.
- * i is the element index of the vector's first column (a multiple of LI_VW). */
-static inline __attribute__((always_inline)) VF LI_FN(ldw_bf16)(const void *W, long i)
-{
-    const long blk = i & ~31L, c0 = i & 31; /* 32-column block, column within it */
-    const int hi = c0 >= 16;
-    const uint16_t *p = (const uint16_t *)W + blk + 2 * (c0 & 15);
-#if LI_VW == 16
-    __m512i v = _mm512_loadu_si512((const void *)p);
-    return (VF)(hi ? _mm512_and_si512(v, _mm512_set1_epi32((int)0xFFFF0000))
-                   : _mm512_slli_epi32(v, 16));
-#elif LI_VW == 8
-    __m256i v = _mm256_loadu_si256((const __m256i *)p);
-    return (VF)(hi ? _mm256_and_si256(v, _mm256_set1_epi32((int)0xFFFF0000))
-                   : _mm256_slli_epi32(v, 16));
-#elif defined(LI_X86)
-    __m128i v = _mm_loadu_si128((const __m128i *)p);
-    return (VF)(hi ? _mm_and_si128(v, _mm_set1_epi32((int)0xFFFF0000)) : _mm_slli_epi32(v, 16));
-#else
-    VF r;
-    for (int l = 0; l < LI_VW; l++) {
-        uint32_t u = (uint32_t)p[2 * l + hi] << 16;
-        memcpy(&r[l], &u, 4);
-    }
-    return r;
-#endif
-}
-
-static inline __attribute__((always_inline)) VF LI_FN(ldw)(const void *W, long i, int wt)
-{
-    if (wt == LI_WT_F32)
-        return LDV((const float *)W + i);
-#if LI_VW == 16
-    if (wt == LI_WT_I8)
-        return (VF)_mm512_cvtepi32_ps(
-            _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)((const int8_t *)W + i))));
-    if (wt == LI_WT_BF16)
-        return LI_FN(ldw_bf16)(W, i);
-    return (VF)_mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)W + i)));
-#elif LI_VW == 8
-    if (wt == LI_WT_I8)
-        return (VF)_mm256_cvtepi32_ps(
-            _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)((const int8_t *)W + i))));
-    if (wt == LI_WT_BF16)
-        return LI_FN(ldw_bf16)(W, i);
-    return (VF)_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)W + i)));
-#elif defined(LI_X86) /* SSE2 baseline */
-    if (wt == LI_WT_I8) {
-        int32_t v;
-        memcpy(&v, (const int8_t *)W + i, 4);
-        __m128i b = _mm_cvtsi32_si128(v);
-        __m128i w = _mm_srai_epi16(_mm_unpacklo_epi8(b, b), 8);
-        return (VF)_mm_cvtepi32_ps(_mm_srai_epi32(_mm_unpacklo_epi16(w, w), 16));
-    }
-    if (wt == LI_WT_BF16)
-        return LI_FN(ldw_bf16)(W, i);
-    VF r;
-    for (int l = 0; l < 4; l++) r[l] = li_half_to_float(((const uint16_t *)W)[i + l]);
-    return r;
-#else
-    VF r;
-    for (int l = 0; l < LI_VW; l++) {
-        if (wt == LI_WT_I8)
-            r[l] = ((const int8_t *)W)[i + l];
-        else if (wt == LI_WT_F16)
-            r[l] = li_half_to_float(((const uint16_t *)W)[i + l]);
-        else
-            return LI_FN(ldw_bf16)(W, i);
-    }
-    return r;
-#endif
-}
+/* (ldw and ldw_bf16, the widening loads, are primitives of the ISA file) */
 
 /* Tile of MB rows x one group (64 columns), k in [k0, k1).
  * float32 / half weights: acc starts from Y (or 0 on the first chunk when
