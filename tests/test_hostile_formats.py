@@ -7,8 +7,10 @@ with onnx.helper, and only those tests need onnx."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -346,3 +348,234 @@ def test_native_round_trip_still_loads(tmp_path):
         back = li.load(_native(tmp_path, model=m))
         x = np.random.default_rng(0).uniform(-1, 1, (5, 2, 3)).astype(np.float32)
         np.testing.assert_array_equal(back(x)[0], m(x)[0])
+
+
+# ----------------------------------------------------------------------------- ONNX
+def _onnx():
+    onnx = pytest.importorskip("onnx")
+    from onnx import TensorProto, helper, numpy_helper
+    return onnx, TensorProto, helper, numpy_helper
+
+
+def _lstm_graph(nodes, inits, *, H=4, I=None, lstm_inputs=("X", "W", "R"), **attrs):
+    """A model whose LSTM node reads W / R from `nodes` + `inits`."""
+    onnx, TP, oh, nh = _onnx()
+    if H is not None:
+        attrs["hidden_size"] = H
+    lstm = oh.make_node("LSTM", list(lstm_inputs), ["Y"], name="lstm", **attrs)
+    g = oh.make_graph(list(nodes) + [lstm], "g",
+                      [oh.make_tensor_value_info("X", TP.FLOAT, [None, None, I])],
+                      [oh.make_tensor_value_info("Y", TP.FLOAT, None)], list(inits))
+    return oh.make_model(g, opset_imports=[oh.make_opsetid("", 14)])
+
+
+def _R(H=4):
+    _, _, _, nh = _onnx()
+    return nh.from_array(np.zeros((1, 4 * H, H), np.float32), "R")
+
+
+def _onnx_error(model, *fragments):
+    from lstm_infer.formats.onnx import ONNXFormatError, from_onnx
+    with raises(ONNXFormatError, *fragments) as e:
+        from_onnx(model)
+    return _checked(e, ONNXFormatError)
+
+
+def _traced_peak(fn):
+    tracemalloc.start()
+    try:
+        fn()
+    finally:
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    return peak
+
+
+def test_onnx_constant_of_shape_bomb_peak_memory(tmp_path):
+    """A small .onnx whose W is ConstantOfShape([1, 4000, 16000]) (256 MB of float32;
+    the probe's 40000 made 2.45 GiB): refused before the fill. The peak of everything
+    numpy and Python allocate during li.load (tracemalloc) stays below the file's tensor
+    bytes (R: 16 MB) x 2 + a few MB, the issue's bound being 2x + 64 MB."""
+    onnx, TP, oh, nh = _onnx()
+    shp = nh.from_array(np.array([1, 4000, 16000], np.int64), "shp")
+    cos = oh.make_node("ConstantOfShape", ["shp"], ["W"], name="cos",
+                       value=oh.make_tensor("v", TP.FLOAT, [1], [0.5]))
+    R = nh.from_array(np.zeros((1, 4000, 1000), np.float32), "R")
+    p = tmp_path / "cos.onnx"
+    p.write_bytes(_lstm_graph([cos], [shp, R], H=None).SerializeToString())
+    tensor_bytes = 4000 * 1000 * 4
+    assert tensor_bytes < os.path.getsize(p) < tensor_bytes + 2000
+    peak = _traced_peak(lambda: _onnx_error(
+        str(p), "W ('W') is refused", "ConstantOfShape node 'cos'", "(1, 4000, 16000)"))
+    assert peak < 2 * tensor_bytes + 8 * MiB, peak
+
+
+def test_onnx_expand_bomb(tmp_path):
+    onnx, TP, oh, nh = _onnx()
+    shp = nh.from_array(np.array([1, 40000, 16000], np.int64), "shp")
+    one = nh.from_array(np.zeros((1, 1, 1), np.float32), "one")
+    model = _lstm_graph([oh.make_node("Expand", ["one", "shp"], ["W"], name="ex")],
+                        [shp, one, _R()], H=None)
+    peak = _traced_peak(lambda: _onnx_error(model, "W ('W') is refused", "Expand node 'ex'",
+                                            "(1, 40000, 16000)", "2560000000 bytes"))
+    assert peak < 16 * MiB
+
+
+def test_onnx_weight_shape_compared_first(tmp_path):
+    """hidden_size=4: a ConstantOfShape W of any other shape is refused from its shape,
+    before the fill (and before the budget)."""
+    onnx, TP, oh, nh = _onnx()
+    shp = nh.from_array(np.array([1, 40000, 16000], np.int64), "shp")
+    model = _lstm_graph([oh.make_node("ConstantOfShape", ["shp"], ["W"])], [shp, _R()], I=3)
+    _onnx_error(model, "W (num_directions, 4*hidden_size, input_size) must have shape "
+                       "(1, 16, 3)", "would produce (1, 40000, 16000)")
+    # R too: W is fine, R from an Expand of the wrong shape
+    W = nh.from_array(np.zeros((1, 16, 3), np.float32), "W")
+    rs = nh.from_array(np.array([1, 16, 5000], np.int64), "rs")
+    one = nh.from_array(np.zeros((1, 1, 1), np.float32), "one")
+    model = _lstm_graph([oh.make_node("Expand", ["one", "rs"], ["R"])], [W, rs, one])
+    _onnx_error(model, "R (num_directions, 4*hidden_size, hidden_size) must have shape "
+                       "(1, 16, 4)", "would produce (1, 16, 5000)")
+
+
+@pytest.mark.parametrize("case", ["add", "concat", "gather", "cast"])
+def test_onnx_other_amplifying_ops(case):
+    """Broadcasting Add, Concat of one input many times, Gather with many indices, Cast
+    to a wider type: each output is bounded before it is allocated."""
+    onnx, TP, oh, nh = _onnx()
+    big = nh.from_array(np.zeros((1, 1024, 1024), np.float32), "big")  # 4 MB in the file
+    if case == "add":
+        inits = [nh.from_array(np.zeros((1, 100_000, 1), np.float32), "a"),
+                 nh.from_array(np.zeros((1, 1, 100_000), np.float32), "b")]
+        nodes = [oh.make_node("Add", ["a", "b"], ["W"], name="op")]
+    elif case == "concat":
+        inits = [big]
+        nodes = [oh.make_node("Concat", ["big"] * 100, ["W"], name="op", axis=1)]
+    elif case == "gather":
+        inits = [big, nh.from_array(np.array([100_000], np.int64), "n")]
+        nodes = [oh.make_node("ConstantOfShape", ["n"], ["idx"],
+                              value=oh.make_tensor("v", TP.INT64, [1], [0])),
+                 oh.make_node("Gather", ["big", "idx"], ["W"], name="op", axis=1)]
+    else:
+        inits = [nh.from_array(np.zeros((1, 4 * 1024, 4 * 1024), np.int8), "i8")]  # 16 MB
+        nodes = [oh.make_node("Cast", ["i8"], ["W"], name="op", to=TP.DOUBLE)]   # 128 MB
+    model = _lstm_graph(nodes, inits + [_R()], H=None)
+    peak = _traced_peak(lambda: _onnx_error(model, "W ('W') is refused", "node 'op'"))
+    assert peak < 48 * MiB
+
+
+def test_onnx_constant_value_not_a_tensor():
+    """value=1.5 (a FLOAT attribute): an AttributeError from onnx's to_array before."""
+    onnx, TP, oh, nh = _onnx()
+    model = _lstm_graph([oh.make_node("Constant", [], ["W"], name="c", value=1.5)], [_R()])
+    _onnx_error(model, "Constant node 'c': value must be a tensor; got float")
+    model = _lstm_graph([oh.make_node("ConstantOfShape", ["s"], ["W"], name="c", value=2)],
+                        [nh.from_array(np.array([1, 16, 3], np.int64), "s"), _R()])
+    _onnx_error(model, "ConstantOfShape node 'c': value must be a tensor; got int")
+
+
+def test_onnx_initializer_dims_checked_against_data():
+    onnx, TP, oh, nh = _onnx()
+    W = nh.from_array(np.zeros((1, 16, 3), np.float32), "W")
+    W.raw_data = bytes(32)
+    _onnx_error(_lstm_graph([], [W, _R()]), "initializer 'W' declares dims [1, 16, 3] of "
+                                            "float32 (192 bytes of data) but holds 32 bytes")
+    W = oh.make_tensor("W", TP.FLOAT, [1, 16, 3], vals=[0.0] * 48)
+    del W.float_data[5:]
+    _onnx_error(_lstm_graph([], [W, _R()]), "initializer 'W' declares dims [1, 16, 3]",
+                "holds 5 values in float_data")
+    W = nh.from_array(np.zeros((1, 0, 0), np.float32), "W")
+    W.dims[:] = [1, 2 ** 20, 2 ** 20]  # and no data
+    peak = _traced_peak(lambda: _onnx_error(_lstm_graph([], [W, _R()]), "4398046511104 bytes",
+                                            "holds 0 bytes"))
+    assert peak < 4 * MiB
+    W = oh.make_tensor("W", TP.FLOAT, [1, 16, 3], vals=[0.0] * 48)
+    W.dims[1] = -16
+    _onnx_error(_lstm_graph([], [W, _R()]), "initializer 'W' has dims [1, -16, 3]",
+                "negative dimension")
+    W = nh.from_array(np.zeros((1, 16, 3), np.float32), "W")
+    W.data_type = 999
+    _onnx_error(_lstm_graph([], [W, _R()]), "initializer 'W' has data_type 999")
+
+
+def test_onnx_external_data_checked_before_reading(tmp_path):
+    onnx, TP, oh, nh = _onnx()
+    from lstm_infer.formats.onnx import from_onnx
+    W = nh.from_array(np.zeros((1, 16, 3), np.float32), "W")
+    model = _lstm_graph([], [W, _R()])
+    p = tmp_path / "ext.onnx"
+    onnx.save_model(model, str(p), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="ext.data", size_threshold=0)
+    from_onnx(p)  # loads
+    m = onnx.load(str(p), load_external_data=False)
+    info = {e.key: e for e in m.graph.initializer[0].external_data}
+    info["length"].value = str(10 ** 12)
+    p.write_bytes(m.SerializeToString())
+    _onnx_error(p, "initializer 'W' declares dims [1, 16, 3]", "external data holds "
+                   "1000000000000 bytes")
+    # a ModelProto with external data has no directory to read it from: not the cwd
+    _onnx_error(m, "initializer 'W'", "not read from a path")
+
+
+def test_onnx_attribute_types():
+    """hidden_size "4" / 4.0 / [4] and the like: a raw ValueError or TypeError (or a
+    silent int(4.7)) before."""
+    onnx, TP, oh, nh = _onnx()
+    W = nh.from_array(np.zeros((1, 16, 3), np.float32), "W")
+    for attr, value, msg in (("hidden_size", "4", "'hidden_size' must be an int"),
+                             ("hidden_size", 4.7, "'hidden_size' must be an int"),
+                             ("layout", [0], "'layout' must be an int"),
+                             ("clip", "big", "'clip' must be a float"),
+                             ("activations", 3, "'activations' must be a list of strs"),
+                             ("activation_alpha", ["a"], "'activation_alpha' must be a list")):
+        model = _lstm_graph([], [W, _R()], H=None, **{attr: value})
+        _onnx_error(model, "LSTM node 'lstm'", msg)
+
+
+def test_onnx_evaluator_errors_are_format_errors():
+    onnx, TP, oh, nh = _onnx()
+    s = nh.from_array(np.array([1.5, np.inf, 3.0]), "s")  # a float "shape"
+    model = _lstm_graph([oh.make_node("ConstantOfShape", ["s"], ["W"])], [s, _R()])
+    _onnx_error(model, "W ('W')", "ConstantOfShape's shape must be a 1-D integer tensor")
+    big = nh.from_array(np.zeros(40, np.int64), "s")  # 40 dims
+    model = _lstm_graph([oh.make_node("Reshape", ["W0", "s"], ["W"])],
+                        [nh.from_array(np.zeros((1, 16, 3), np.float32), "W0"), big, _R()])
+    _onnx_error(model, "W ('W')", "Reshape's shape must be")
+    model = _lstm_graph([oh.make_node("Split", ["W0"], ["W", "rest"], axis=1, split=[9, 9])],
+                        [nh.from_array(np.zeros((1, 16, 3), np.float32), "W0"), _R()])
+    _onnx_error(model, "W ('W')", "Split sizes [9, 9] do not divide")
+
+
+def test_onnx_net_turns_any_escape_into_onnx_error(monkeypatch):
+    onnx, TP, oh, nh = _onnx()
+    from lstm_infer.formats import onnx as onnx_format
+    model = _lstm_graph([], [nh.from_array(np.zeros((1, 16, 3), np.float32), "W"), _R()])
+    onnx_format.from_onnx(model)
+    monkeypatch.setattr(onnx_format, "_activations", lambda *a: {}["boom"])
+    _onnx_error(model, "the ONNX model: cannot be loaded", "KeyError")
+    # the caller's own mistakes stay TypeErrors
+    with pytest.raises(TypeError, match="node must be"):
+        onnx_format.from_onnx(model, node=3)
+
+
+def test_onnx_stack_link_check_is_bounded():
+    """Two stacked LSTM nodes under an X declared (4096, 1024, 3): the link check tagged
+    every element of a (T, D, B, H) Y and filled a (T, B, I) NaN input (~400 MB); now
+    it checks with a small T, B."""
+    onnx, TP, oh, nh = _onnx()
+    H = 4
+    z = lambda *s: np.zeros(s, np.float32)  # noqa: E731
+    inits = [nh.from_array(z(1, 4 * H, 3), "W0"), nh.from_array(z(1, 4 * H, H), "R0"),
+             nh.from_array(z(1, 4 * H, H), "W1"), nh.from_array(z(1, 4 * H, H), "R1"),
+             nh.from_array(np.array([1], np.int64), "ax")]
+    nodes = [oh.make_node("LSTM", ["X", "W0", "R0"], ["Y0"], name="a", hidden_size=H),
+             oh.make_node("Squeeze", ["Y0", "ax"], ["X1"]),
+             oh.make_node("LSTM", ["X1", "W1", "R1"], ["Y1"], name="b", hidden_size=H)]
+    g = oh.make_graph(nodes, "g", [oh.make_tensor_value_info("X", TP.FLOAT, [4096, 1024, 3])],
+                      [oh.make_tensor_value_info("Y1", TP.FLOAT, None)], inits)
+    model = oh.make_model(g, opset_imports=[oh.make_opsetid("", 14)])
+    from lstm_infer.formats.onnx import from_onnx
+    out = {}
+    peak = _traced_peak(lambda: out.setdefault("m", from_onnx(model)))
+    assert out["m"].config.num_layers == 2
+    assert peak < 16 * MiB

@@ -86,13 +86,15 @@ returns Y_h = Y_c = 0, lstm_infer returns the initial state (DESIGN §1).
 """
 from __future__ import annotations
 
+import math
 import os
+import sys
 import warnings
 from typing import Dict, Optional
 
 import numpy as np
 
-from .errors import FormatError
+from .errors import FormatError, guard
 from ..config import Activation
 from ..model import LSTM
 from .gate_orders import to_canonical
@@ -227,10 +229,40 @@ class _Missing(Exception):
     """A name that nothing defines (args: the name)."""
 
 
-def _attrs(node, helper) -> dict:
+class _TooBig(Exception):
+    """An evaluation would allocate more than the budget (args: the message)."""
+
+
+# Memory the constant evaluator may allocate for one load, beyond the file's own tensors
+# (which are decoded, not counted): _EVAL_FLOOR + the file's tensor bytes. Real graphs
+# compute weights from initializers by moving data (Transpose, Slice, Concat...), so
+# they stay far below; a ConstantOfShape / Expand / broadcasting Add of a few bytes
+# that asks for GBs is refused before anything is allocated.
+_EVAL_FLOOR = 32 * 1024 * 1024
+_MAX_NDIM = 32
+# Elements of the tagged Y that checks a link between stacked LSTM nodes
+_MAX_LINK_ELEMENTS = 1 << 20
+# sub-byte element types: bits per element in raw_data; elements per int32_data entry
+_PACKED = {"INT4": 4, "UINT4": 4, "FLOAT4E2M1": 4, "INT2": 2, "UINT2": 2, "FLOAT6E2M3": 6,
+           "FLOAT6E3M2": 6}
+_PER_INT32 = {4: 2, 2: 4, 6: 1}
+
+
+def _packed_bits(onnx, data_type) -> Optional[int]:
+    for name, bits in _PACKED.items():
+        if getattr(onnx.TensorProto, name, None) == data_type:
+            return bits
+    return None
+
+
+def _attrs(node, helper, where="") -> dict:
     out = {}
     for a in node.attribute:
-        v = helper.get_attribute_value(a)
+        try:
+            v = helper.get_attribute_value(a)
+        except Exception as e:  # noqa: BLE001 - an attribute type onnx cannot read
+            raise ONNXFormatError(f"{where}: node {node.name or node.op_type!r}: attribute "
+                                  f"{a.name!r} cannot be read ({type(e).__name__}: {e})") from None
         if isinstance(v, bytes):
             v = v.decode("utf-8", "replace")
         elif isinstance(v, list):
@@ -239,10 +271,22 @@ def _attrs(node, helper) -> dict:
     return out
 
 
+def _shape_arg(v, what) -> list:
+    """A shape given as a tensor: 1-D integers, at most _MAX_NDIM of them."""
+    v = np.asarray(v)
+    if v.dtype.kind not in "iu" or v.ndim > 1 or v.size > _MAX_NDIM:
+        raise ValueError(f"{what} must be a 1-D integer tensor of at most {_MAX_NDIM} values; "
+                         f"got {v.dtype} of shape {v.shape}")
+    return [int(s) for s in v.ravel()]
+
+
 def _axes(node, a, inputs, k):
     """Squeeze/Unsqueeze/ReduceX axes: an attribute (old opsets) or input k (opset 13+)."""
     if len(inputs) > k and inputs[k] is not None:
-        return [int(v) for v in np.asarray(inputs[k]).ravel()]
+        v = np.asarray(inputs[k])
+        if v.size > _MAX_NDIM:
+            raise ValueError(f"{node.op_type} axes: {v.size} values (at most {_MAX_NDIM})")
+        return [int(u) for u in v.ravel()]
     v = a.get("axes")
     return None if v is None else [int(x) for x in v]
 
@@ -262,6 +306,10 @@ class _Graph:
                 if o:
                     self.producer[o] = n
         self._cache: Dict[str, np.ndarray] = {}
+        # bytes the evaluator may allocate (see _EVAL_FLOOR); external data read from
+        # beside the file adds to it as it is read
+        self.budget = _EVAL_FLOOR + graph.ByteSize()
+        self._spent = [0]  # allocated by evaluations whose values are cached
 
     # -- names
     @staticmethod
@@ -281,35 +329,33 @@ class _Graph:
         return None
 
     # -- evaluation
-    def value(self, name, env=None) -> np.ndarray:
-        """The numpy value of `name`; `env` supplies non-constant names (memoised per call)."""
+    def value(self, name, env=None, expect=None) -> np.ndarray:
+        """The numpy value of `name`; `env` supplies non-constant names (memoised per call).
+
+        Every allocation is checked against the budget before it is made (evaluations
+        without `env` share one account, as their values are kept); `expect` is
+        (shape with None for unknown dims, callback(shape) that raises), checked on
+        the shape of `name` before it is materialised."""
         if env is None:
             if name not in self._cache:
-                self._cache[name] = self._eval(name, {}, {})
+                self._cache[name] = self._eval(name, {}, {}, self._spent, expect)
             return self._cache[name]
-        return self._eval(name, dict(env), {})
+        return self._eval(name, dict(env), {}, [0], expect)
 
-    def _eval(self, name, env, memo):
+    def _eval(self, name, env, memo, acct, expect=None):
         if name in env:
             return env[name]
         if name in memo:
             return memo[name]
         if name in self.init:
-            t = self.init[name]
-            try:
-                v = self.nh.to_array(t, self.base_dir or "")
-            except Exception as e:  # external data missing, bad raw_data size, ...
-                raise ONNXFormatError(
-                    f"{self.where}: initializer {name!r} cannot be read ({type(e).__name__}: "
-                    f"{e}); truncated or corrupted, or its external data file is missing (pass "
-                    f"the .onnx path, or a ModelProto loaded with its external data)") from None
+            v = self.tensor(self.init[name], f"initializer {name!r}")
         elif name in self.sparse:
             raise ONNXFormatError(f"{self.where}: {name!r} is a sparse initializer; only dense "
                                   f"initializers are supported")
         elif name in self.producer:
             node = self.producer[name]
-            inputs = [self._eval(i, env, memo) if i else None for i in node.input]
-            outs = self._run(node, inputs)
+            inputs = [self._eval(i, env, memo, acct) if i else None for i in node.input]
+            outs = self._run(node, inputs, acct, expect if len(node.output) == 1 else None)
             for o, v in zip(node.output, outs):
                 if o:
                     memo[o] = v
@@ -323,13 +369,113 @@ class _Graph:
         memo[name] = v
         return v
 
-    def _run(self, node, x) -> list:
-        op, a = node.op_type, _attrs(node, self.helper)
+    def tensor(self, t, what) -> np.ndarray:
+        """A TensorProto's array, its declared dims checked against the data it holds
+        before anything is decoded (a dims of 2^40 with a few bytes is refused here)."""
+        import onnx
+
+        bad = f"{self.where}: {what}"
+        if not isinstance(t, onnx.TensorProto):
+            raise ONNXFormatError(f"{bad} must be a tensor; got {type(t).__name__}")
+        try:
+            dt = np.dtype(self.helper.tensor_dtype_to_np_dtype(t.data_type))
+        except Exception:  # noqa: BLE001 - unknown / UNDEFINED data_type
+            dt = None
+        if dt is None or t.data_type == onnx.TensorProto.STRING:
+            raise ONNXFormatError(f"{bad} has data_type {t.data_type}, which is not a numeric "
+                                  f"tensor type")
+        dims = list(t.dims)
+        if len(dims) > _MAX_NDIM or any(d < 0 for d in dims):
+            raise ONNXFormatError(f"{bad} has dims {dims[:40]}: a negative dimension or more "
+                                  f"than {_MAX_NDIM} dimensions")
+        if t.HasField("segment"):
+            raise ONNXFormatError(f"{bad} is a segment of a tensor, which is not supported")
+        n = math.prod(dims)
+        bits = _packed_bits(onnx, t.data_type)
+        nbytes = -(-n * bits // 8) if bits else n * dt.itemsize
+        decl = f"{what} declares dims {dims} of {dt.name} ({nbytes} bytes of data)"
+        ext = t.data_location == onnx.TensorProto.EXTERNAL
+        if ext:
+            self._check_external(t, decl, nbytes)
+        elif t.HasField("raw_data"):
+            raw = t.raw_data
+            if len(raw) != nbytes:
+                raise ONNXFormatError(f"{self.where}: {decl} but holds {len(raw)} bytes "
+                                      f"(truncated or corrupted)")
+            if not bits and sys.byteorder == "little":
+                return np.frombuffer(raw, dt).reshape(dims)
+        else:
+            field = self.helper.tensor_dtype_to_field(t.data_type)
+            count = len(getattr(t, field))
+            want = -(-n // _PER_INT32[bits]) if bits else n * (2 if dt.kind == "c" else 1)
+            if count != want:
+                raise ONNXFormatError(f"{self.where}: {decl} but holds {count} values in "
+                                      f"{field} (truncated or corrupted)")
+        try:
+            v = self.nh.to_array(t, self.base_dir or "")
+        except Exception as e:  # noqa: BLE001 - external data missing or unreadable, ...
+            raise ONNXFormatError(
+                f"{bad} cannot be read ({type(e).__name__}: {e}); truncated or corrupted, or "
+                f"its external data file is missing (pass the .onnx path, or a ModelProto "
+                f"loaded with its external data)") from None
+        if ext:
+            self.budget += v.nbytes
+        return v
+
+    def _check_external(self, t, decl, nbytes):
+        info = {e.key: e.value for e in t.external_data}
+        if self.base_dir is None:
+            raise ONNXFormatError(
+                f"{self.where}: {decl} in an external data file ({info.get('location')!r}), "
+                f"but the model was not read from a path: pass the .onnx path, or a ModelProto "
+                f"loaded with its external data")
+        try:
+            offset = int(info.get("offset", 0))
+            length = None if "length" not in info else int(info["length"])
+        except ValueError:
+            raise ONNXFormatError(f"{self.where}: {decl} in an external data file with offset "
+                                  f"{info.get('offset')!r} and length {info.get('length')!r}, "
+                                  f"which are not integers") from None
+        if length is None:  # onnx reads to the end of the file: that must be the data
+            loc = info.get("location", "")
+            path = os.path.join(self.base_dir, loc)
+            if loc and not os.path.isabs(loc) and ".." not in loc.replace("\\", "/").split("/") \
+                    and os.path.isfile(path):
+                length = os.path.getsize(path) - offset
+        if length is not None and length != nbytes:
+            raise ONNXFormatError(f"{self.where}: {decl} but its external data holds {length} "
+                                  f"bytes (truncated or corrupted)")
+
+    def _admit(self, node, shape, dtype, acct, expect, temp=1):
+        """Check an op's output (shape, dtype) against `expect` and the budget before it
+        is allocated; `temp` counts numpy's temporaries (in units of the output)."""
+        shape = tuple(int(s) for s in shape)
+        if len(shape) > _MAX_NDIM or any(s < 0 for s in shape):
+            raise ValueError(f"output shape {list(shape)[:40]} has a negative dimension or more "
+                             f"than {_MAX_NDIM} dimensions")
+        if expect is not None:
+            want, mismatch = expect
+            if len(want) != len(shape) or any(w is not None and w != s
+                                               for w, s in zip(want, shape)):
+                mismatch(shape)
+        nbytes = math.prod(shape) * np.dtype(dtype).itemsize * temp
+        if acct[0] + nbytes > self.budget:
+            raise _TooBig(
+                f"its {node.op_type} node {self.node_label(node)} would produce a tensor of "
+                f"shape {shape} ({nbytes} bytes); the loader evaluates at most {self.budget} "
+                f"bytes for this file ({_EVAL_FLOOR >> 20} MiB + the size of its graph and "
+                f"external data: a memory bomb, or a model that stores its weights as "
+                f"ConstantOfShape/Expand?)")
+        acct[0] += nbytes
+
+    def _run(self, node, x, acct, expect=None) -> list:
+        op, a = node.op_type, _attrs(node, self.helper, self.where)
         if node.domain not in ("", "ai.onnx"):
             raise _Unsupported(f"{node.domain}.{op}", self.node_label(node))
+        label = self.node_label(node)
         if op == "Constant":
             if "value" in a:
-                return [self.nh.to_array(a["value"])]
+                return [self.tensor(a["value"], f"Constant node {label}: value")]
             for k, dt in (("value_float", np.float32), ("value_floats", np.float32),
                           ("value_int", np.int64), ("value_ints", np.int64)):
                 if k in a:
@@ -337,14 +483,19 @@ class _Graph:
             raise _Unsupported(f"Constant({', '.join(a) or 'no value'})", self.node_label(node))
         if op in ("Identity", "Dropout"):
             return [x[0]]
-        if op == "Cast":
-            return [x[0].astype(self.helper.tensor_dtype_to_np_dtype(a["to"]))]
-        if op == "CastLike":
-            return [x[0].astype(x[1].dtype)]
+        if op in ("Cast", "CastLike"):
+            dt = np.dtype(self.helper.tensor_dtype_to_np_dtype(a["to"]) if op == "Cast"
+                          else x[1].dtype)
+            if dt.kind not in "biufV":
+                raise ValueError(f"Cast to {dt} (not a numeric type)")
+            self._admit(node, x[0].shape, dt, acct, expect)
+            return [x[0].astype(dt)]
         if op == "Reshape":
-            shape = [int(s) for s in x[1].ravel()] if len(x) > 1 else list(a["shape"])
+            shape = _shape_arg(x[1], "Reshape's shape") if len(x) > 1 else list(a["shape"])
             if not a.get("allowzero", 0):
                 shape = [x[0].shape[i] if s == 0 else s for i, s in enumerate(shape)]
+            if not x[0].flags.c_contiguous:  # numpy copies
+                self._admit(node, x[0].shape, x[0].dtype, acct, None)
             return [x[0].reshape(shape)]
         if op == "Transpose":
             return [np.transpose(x[0], a.get("perm"))]
@@ -360,16 +511,27 @@ class _Graph:
         if op == "Flatten":
             ax = a.get("axis", 1)
             ax = ax + x[0].ndim if ax < 0 else ax
-            return [x[0].reshape(int(np.prod(x[0].shape[:ax])), int(np.prod(x[0].shape[ax:])))]
+            if not x[0].flags.c_contiguous:
+                self._admit(node, x[0].shape, x[0].dtype, acct, None)
+            return [x[0].reshape(math.prod(x[0].shape[:ax]), math.prod(x[0].shape[ax:]))]
         if op == "Concat":
-            return [np.concatenate([v for v in x if v is not None], axis=a["axis"])]
+            vs = [v for v in x if v is not None]
+            if vs:
+                self._admit(node, (sum(v.size for v in vs),), np.result_type(*vs), acct, None)
+            return [np.concatenate(vs, axis=a["axis"])]
         if op == "Split":
             v, axis = x[0], a.get("axis", 0)
-            sizes = [int(s) for s in x[1]] if len(x) > 1 and x[1] is not None else a.get("split")
             n = len(node.output)
+            if len(x) > 1 and x[1] is not None:
+                sizes = [int(s) for s in np.asarray(x[1]).ravel()[:n + 1]]
+            else:
+                sizes = a.get("split")
             if sizes is None:
                 step = -(-v.shape[axis] // n)
                 sizes = [min(step, v.shape[axis] - i * step) for i in range(n)]
+            if len(sizes) != n or any(s < 0 for s in sizes) or sum(sizes) != v.shape[axis]:
+                raise ValueError(f"Split sizes {sizes} do not divide axis {axis} of shape "
+                                 f"{v.shape} into {n} outputs")
             return np.split(v, np.cumsum(sizes)[:-1], axis=axis)
         if op == "Slice":
             v = x[0]
@@ -381,6 +543,8 @@ class _Graph:
                 starts, ends = a["starts"], a["ends"]
                 axes = a.get("axes", range(len(starts)))
                 steps = [1] * len(starts)
+            if len(starts) > _MAX_NDIM:
+                raise ValueError(f"Slice: {len(starts)} starts (at most {_MAX_NDIM})")
             idx = [slice(None)] * v.ndim
             for s, e, ax, st in zip(starts, ends, axes, steps):
                 big = np.iinfo(np.int64).max // 2
@@ -388,32 +552,50 @@ class _Graph:
                 idx[int(ax)] = slice(s, e, int(st))
             return [v[tuple(idx)]]
         if op == "Gather":
-            return [np.take(x[0], x[1].astype(np.int64), axis=a.get("axis", 0))]
+            ax = a.get("axis", 0)
+            ax = ax + x[0].ndim if -x[0].ndim <= ax < 0 else ax
+            if not 0 <= ax < x[0].ndim:
+                raise ValueError(f"Gather axis {a.get('axis', 0)} for a {x[0].ndim}-D tensor")
+            self._admit(node, x[0].shape[:ax] + np.shape(x[1]) + x[0].shape[ax + 1:],
+                        x[0].dtype, acct, expect)
+            return [np.take(x[0], x[1].astype(np.int64), axis=ax)]
         if op == "Shape":
             shape = np.asarray(x[0].shape, dtype=np.int64)
             return [shape[a.get("start", 0):a.get("end", None)]]
         if op == "ConstantOfShape":
-            fill = self.nh.to_array(a["value"]) if "value" in a else np.zeros(1, np.float32)
-            return [np.full([int(s) for s in x[0].ravel()], fill.ravel()[0], dtype=fill.dtype)]
+            fill = self.tensor(a["value"], f"ConstantOfShape node {label}: value") \
+                if "value" in a else np.zeros(1, np.float32)
+            if fill.size != 1:
+                raise ValueError(f"ConstantOfShape's value must hold one element; got shape "
+                                 f"{fill.shape}")
+            shape = _shape_arg(x[0], "ConstantOfShape's shape")
+            self._admit(node, shape, fill.dtype, acct, expect)
+            return [np.full(shape, fill.ravel()[0], dtype=fill.dtype)]
         if op == "Expand":
-            shape = np.broadcast_shapes(x[0].shape, tuple(int(s) for s in x[1].ravel()))
+            shape = np.broadcast_shapes(x[0].shape, tuple(_shape_arg(x[1], "Expand's shape")))
+            self._admit(node, shape, x[0].dtype, acct, expect)
             return [np.broadcast_to(x[0], shape).copy()]
         if op in ("Add", "Sub", "Mul", "Div"):
             fn = {"Add": np.add, "Sub": np.subtract, "Mul": np.multiply}.get(op)
             dt = np.result_type(x[0], x[1])
+            # integer Div computes in float64 first: count its temporaries too
+            self._admit(node, np.broadcast_shapes(x[0].shape, x[1].shape), dt, acct, expect,
+                        temp=1 if fn else 3)
             if fn is None:  # integer Div truncates toward zero
                 fn = (lambda p, q: np.fix(np.true_divide(p, q))) if dt.kind in "iu" \
                     else np.true_divide
-            return [fn(x[0], x[1]).astype(dt)]
+            return [fn(x[0], x[1]).astype(dt, copy=False)]
         if op == "Neg":
+            self._admit(node, x[0].shape, x[0].dtype, acct, expect)
             return [np.negative(x[0])]
         raise _Unsupported(op, self.node_label(node))
 
-    def constant(self, name, what, node) -> np.ndarray:
-        """A weight's value, or an error that says why it is not a constant."""
+    def constant(self, name, what, node, expect=None) -> np.ndarray:
+        """A weight's value, or an error that says why it is not a constant (`expect`:
+        see `value`)."""
         label = self.node_label(node)
         try:
-            return self.value(name)
+            return self.value(name, expect=expect)
         except _NotConstant as e:
             raise ONNXFormatError(
                 f"{self.where}: LSTM node {label}: {what} ({name!r}) is not constant: it is "
@@ -429,19 +611,27 @@ class _Graph:
                 f"{self.where}: LSTM node {label}: {what} ({name!r}) is missing: {e.args[0]!r} is "
                 f"neither an initializer, a graph input, nor the output of a node (missing "
                 f"initializer; truncated file?)") from None
-        except (ValueError, TypeError, IndexError, KeyError, RecursionError) as e:
-            if isinstance(e, ONNXFormatError):
-                raise
+        except _TooBig as e:
+            raise ONNXFormatError(f"{self.where}: LSTM node {label}: {what} ({name!r}) is "
+                                  f"refused: {e.args[0]}") from None
+        except FormatError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any op given inputs it cannot take
+            msg = "nested too deeply" if isinstance(e, RecursionError) else \
+                f"{type(e).__name__}: {e}"
             raise ONNXFormatError(
                 f"{self.where}: LSTM node {label}: {what} ({name!r}): its constant subgraph "
-                f"cannot be evaluated ({type(e).__name__}: {e})") from None
+                f"cannot be evaluated ({msg})") from None
 
     def maybe_constant(self, name):
         """The value if `name` is a constant the evaluator can compute, else None."""
         try:
             return self.value(name)
-        except (_NotConstant, _Unsupported, _Missing, ValueError, TypeError, IndexError,
-                KeyError, RecursionError):
+        except _TooBig as e:
+            raise ONNXFormatError(f"{self.where}: {name!r} is refused: {e.args[0]}") from None
+        except FormatError:
+            raise
+        except Exception:  # noqa: BLE001 - not a constant, or not one we can compute
             return None
 
     def lstm_sources(self, name, lstm_ids) -> set:
@@ -526,10 +716,37 @@ def _check(arr, shape, what, label, where, attrs):
                               f"{tuple(shape)} ({attrs}); got {arr.shape}")
 
 
-def _read_node(g: _Graph, node):
-    """(canonical direction dicts, layer options, layout, input size) of one LSTM node."""
+# LSTM attribute -> (Python type of its value, a list of them?), as onnx reads them
+_ATTR_TYPES = {"hidden_size": (int, False), "layout": (int, False),
+               "input_forget": (int, False), "output_sequence": (int, False),
+               "direction": (str, False), "clip": (float, False), "activations": (str, True),
+               "activation_alpha": (float, True), "activation_beta": (float, True)}
+
+
+def _check_attr_types(a, label, where):
+    """Each attribute of an LSTM node has the type ONNX defines for it (an INT given for
+    a FLOAT is fine; a FLOAT for an INT, a string for a number, a list for one... not)."""
+    def ok(u, kind):
+        if isinstance(u, bool):
+            return False
+        return isinstance(u, (int, float)) if kind is float else isinstance(u, kind)
+
+    for k, (kind, many) in _ATTR_TYPES.items():
+        if k not in a:
+            continue
+        v = a[k]
+        if not (isinstance(v, list) and all(ok(u, kind) for u in v) if many else ok(v, kind)):
+            want = (f"a list of {kind.__name__}s" if many else
+                    f"an {kind.__name__}" if kind is int else f"a {kind.__name__}")
+            raise ONNXFormatError(f"{where}: LSTM node {label}: attribute {k!r} must be {want}; "
+                                  f"got {v!r:.80}")
+
+
+def _read_node(g: _Graph, node, notes):
+    """(canonical direction dicts, layer options, layout, input size) of one LSTM node;
+    warnings are appended to `notes`."""
     where, label = g.where, g.node_label(node)
-    a = _attrs(node, g.helper)
+    a = _attrs(node, g.helper, where)
     unknown = set(a) - _KNOWN_ATTRS
     if unknown:
         raise ONNXFormatError(f"{where}: LSTM node {label}: unknown attribute(s) "
@@ -538,8 +755,9 @@ def _read_node(g: _Graph, node):
     if direction not in _DIRECTIONS:
         raise ONNXFormatError(f"{where}: LSTM node {label}: direction must be one of "
                               f"{_DIRECTIONS}; got {direction!r}")
+    _check_attr_types(a, label, where)
     D = 2 if direction == "bidirectional" else 1
-    layout = int(a.get("layout", 0))
+    layout = a.get("layout", 0)
     if layout not in (0, 1):
         raise ONNXFormatError(f"{where}: LSTM node {label}: layout must be 0 or 1; got {layout}")
     ins = list(node.input) + [""] * (8 - len(node.input))
@@ -550,33 +768,54 @@ def _read_node(g: _Graph, node):
         if not ins[k]:
             raise ONNXFormatError(f"{where}: LSTM node {label}: required input {n} is missing")
 
-    W = g.constant(ins[1], "W", node)
-    R = g.constant(ins[2], "R", node)
-    W, R = _float(W), _float(R)
-    for arr, n in ((W, "W"), (R, "R")):
+    H = a.get("hidden_size")
+    if H is not None and H < 1:
+        raise ONNXFormatError(f"{where}: LSTM node {label}: hidden_size must be positive; "
+                              f"got {H}")
+    xshape = g.static_shape(ins[0])
+    I = xshape[2] if xshape is not None and len(xshape) == 3 else None
+
+    def expect(what, want):
+        """Compare a weight's shape with what the node needs before it is materialised
+        (an evaluated weight's shape is known first)."""
+        def mismatch(shape):
+            fmt = "(" + ", ".join("?" if w is None else str(w) for w in want) + ")"
+            raise ONNXFormatError(
+                f"{where}: LSTM node {label}: {what} must have shape {fmt} "
+                f"(direction={direction!r}, hidden_size={'?' if H is None else H}, "
+                f"input_size={'?' if I is None else I}); its constant subgraph would produce "
+                f"{tuple(shape)}")
+        return want, mismatch
+
+    def floating(arr, n):
+        arr = _float(arr)
         if arr.dtype.kind != "f":
             raise ONNXFormatError(f"{where}: LSTM node {label}: {n} must be a floating-point "
                                   f"tensor; got {arr.dtype}")
+        return arr
+
+    W = floating(g.constant(ins[1], "W", node, expect(
+        "W (num_directions, 4*hidden_size, input_size)", (D, None if H is None else 4 * H, I))),
+        "W")
     if W.ndim != 3 or W.shape[1] % 4 or not W.shape[1] or not W.shape[2]:
         raise ONNXFormatError(f"{where}: LSTM node {label}: W must have shape "
                               f"(num_directions, 4*hidden_size, input_size); got {W.shape}")
-    if "hidden_size" in a:
-        H = int(a["hidden_size"])
-        if H < 1:
-            raise ONNXFormatError(f"{where}: LSTM node {label}: hidden_size must be positive; "
-                                  f"got {H}")
-    else:
+    if H is None:
         H = W.shape[1] // 4
     I = W.shape[2]
+    R = floating(g.constant(ins[2], "R", node, expect(
+        "R (num_directions, 4*hidden_size, hidden_size)", (D, 4 * H, H))), "R")
     desc = f"direction={direction!r}, hidden_size={H}, input_size={I}"
     _check(W, (D, 4 * H, I), "W (num_directions, 4*hidden_size, input_size)", label, where, desc)
     _check(R, (D, 4 * H, H), "R (num_directions, 4*hidden_size, hidden_size)", label, where, desc)
     Bias = P = None
     if ins[3]:
-        Bias = _float(g.constant(ins[3], "B", node))
-        _check(Bias, (D, 8 * H), "B (num_directions, 8*hidden_size)", label, where, desc)
+        what = "B (num_directions, 8*hidden_size)"
+        Bias = _float(g.constant(ins[3], "B", node, expect(what, (D, 8 * H))))
+        _check(Bias, (D, 8 * H), what, label, where, desc)
     if ins[7]:
-        P = _float(g.constant(ins[7], "P", node))
+        what = "P (num_directions, 3*hidden_size)"
+        P = _float(g.constant(ins[7], "P", node, expect(what, (D, 3 * H))))
         _check(P, (D, 3 * H), "P (num_directions, 3*hidden_size)", label, where, desc)
         if not np.any(P):
             P = None  # zero peepholes: the same LSTM, without the extra work
@@ -611,7 +850,7 @@ def _read_node(g: _Graph, node):
     if clip is not None and not (np.isfinite(clip) and clip > 0):
         raise ONNXFormatError(f"{where}: LSTM node {label}: clip must be a positive number; "
                               f"got {clip}")
-    input_forget = int(a.get("input_forget", 0))
+    input_forget = a.get("input_forget", 0)
     if input_forget not in (0, 1):
         raise ONNXFormatError(f"{where}: LSTM node {label}: input_forget must be 0 or 1; "
                               f"got {input_forget}")
@@ -623,9 +862,9 @@ def _read_node(g: _Graph, node):
             v = g.maybe_constant(ins[k])
             if v is not None and (k == 4 or np.any(v)):
                 what = "lengths=" if k == 4 else "state=(h0, c0)"
-                warnings.warn(f"{where}: LSTM node {label}: {n} ({ins[k]!r}) is a constant "
-                              f"in the file; lstm_infer does not store it: pass it as "
-                              f"{what} when calling the model", stacklevel=3)
+                notes.append(f"{where}: LSTM node {label}: {n} ({ins[k]!r}) is a constant "
+                             f"in the file; lstm_infer does not store it: pass it as "
+                             f"{what} when calling the model")
     return dirs, opts, layout, D, H
 
 
@@ -638,13 +877,18 @@ def _check_link(g: _Graph, prev, prev_dims, nxt, layout, x0_name, x0_features):
     dims = [s for s in shape[:2]] + [None, None]
     T, B = (dims[0], dims[1]) if layout == 0 else (dims[1], dims[0])
     T, B = T or 3, B or 2
+    hint = ""
+    if T * B * D * H > _MAX_LINK_ELEMENTS:  # a declared T, B too large to tag every element
+        T, B = 3, 2
+        hint = " (checked with T=3, B=2: the declared T, B are too large to check)"
     codes = np.arange(T * D * B * H, dtype=np.float64).reshape(T, D, B, H)
+    # x0 takes no memory: it is there for shape computations only
     if layout == 0:
         y, want = codes, codes.transpose(0, 2, 1, 3).reshape(T, B, D * H)
-        x0 = np.full((T, B, x0_features), np.nan)
+        x0 = np.broadcast_to(np.float64(np.nan), (T, B, x0_features))
     else:
         y, want = codes.transpose(2, 0, 1, 3), codes.transpose(2, 0, 1, 3).reshape(B, T, D * H)
-        x0 = np.full((B, T, x0_features), np.nan)
+        x0 = np.broadcast_to(np.float64(np.nan), (B, T, x0_features))
     # the model input is there for shape computations only: NaN marks any data it adds
     env = {prev.output[0]: y, x0_name: x0}
     a, b = g.node_label(prev), g.node_label(nxt)
@@ -655,15 +899,17 @@ def _check_link(g: _Graph, prev, prev_dims, nxt, layout, x0_name, x0_features):
     except _Unsupported as e:
         return (f"the ops between LSTM nodes {a} and {b} include {e.args[0]} ({e.args[1]}), "
                 f"which only moves data in none of the supported ways")
-    except (_Missing, ValueError, TypeError, IndexError, KeyError) as e:
-        return f"the subgraph between LSTM nodes {a} and {b} cannot be followed ({e})"
+    except Exception as e:  # noqa: BLE001 - _Missing, an op given inputs it cannot take...
+        if isinstance(e, RecursionError):
+            e = "nested too deeply"
+        return f"the subgraph between LSTM nodes {a} and {b} cannot be followed ({e}){hint}"
     if got.dtype.kind == "f" and np.isnan(got).any():
         return (f"LSTM node {b}'s X is computed from {a}'s Y and from the model input "
                 f"{x0_name!r} (e.g. a residual connection), not from Y alone")
     if got.shape != want.shape or not np.array_equal(got, want):
         return (f"LSTM node {b}'s X is computed from {a}'s Y but is not its "
                 f"({'T, B' if layout == 0 else 'B, T'}, D*H) sequence (got shape "
-                f"{got.shape} for Y of shape {y.shape}; expected {want.shape} in order)")
+                f"{got.shape} for Y of shape {y.shape}; expected {want.shape} in order){hint}")
     return None
 
 
@@ -679,9 +925,6 @@ def _find_nodes(g: _Graph, node):
     names = [g.node_name(n) for n in lstms]
     if node is not None:
         wanted = [node] if isinstance(node, str) else node
-        if not isinstance(wanted, (list, tuple)) or not wanted or \
-                not all(isinstance(w, str) for w in wanted):
-            raise TypeError(f"node must be an LSTM node name or a list of names; got {node!r}")
         picked = []
         for w in wanted:
             hits = [n for n in lstms if n.name == w] or \
@@ -760,6 +1003,28 @@ def from_onnx(obj, node=None, *, dtype=None) -> LSTM:
     or ops, and ambiguous graphs.
     """
     onnx, helper, numpy_helper = _import_onnx()
+    # the caller's arguments first, outside the net: a TypeError there is the caller's
+    if node is not None:
+        wanted = [node] if isinstance(node, str) else node
+        if not isinstance(wanted, (list, tuple)) or not wanted or \
+                not all(isinstance(w, str) for w in wanted):
+            raise TypeError(f"node must be an LSTM node name or a list of names; got {node!r}")
+    if not isinstance(obj, (onnx.ModelProto, onnx.GraphProto, bytes, bytearray, memoryview,
+                            str, os.PathLike)):
+        raise TypeError(f"from_onnx expects an onnx.ModelProto or a path to an .onnx file; "
+                        f"got {type(obj).__name__}")
+    if dtype is not None and np.dtype(dtype).name not in ("float32", "float64"):
+        raise ValueError(f"dtype must be float32 or float64; got {np.dtype(dtype).name}")
+    where = os.fspath(obj) if isinstance(obj, (str, os.PathLike)) else "the ONNX model"
+    notes = []
+    with guard(ONNXFormatError, str(where)):
+        model = _from_onnx(obj, node, dtype, notes, onnx, helper, numpy_helper)
+    for msg in notes:  # after the net: a warnings filter set to "error" raises them as is
+        warnings.warn(msg, stacklevel=2)
+    return model
+
+
+def _from_onnx(obj, node, dtype, notes, onnx, helper, numpy_helper):
     graph, base, where = _load_model(obj, onnx)
     g = _Graph(graph, base, where, onnx, helper, numpy_helper)
     lstms, picked = _find_nodes(g, node)
@@ -778,7 +1043,7 @@ def from_onnx(obj, node=None, *, dtype=None) -> LSTM:
 
     layers, options, layouts, dims = [], [], [], []
     for n in chain:
-        dirs, opts, layout, D, H = _read_node(g, n)
+        dirs, opts, layout, D, H = _read_node(g, n, notes)
         layers.append(dirs)
         options.append(opts)
         layouts.append(layout)
@@ -802,10 +1067,13 @@ def from_onnx(obj, node=None, *, dtype=None) -> LSTM:
     if len(chain) > 1:
         lens = {n.input[4] if len(n.input) > 4 else "" for n in chain}
         if len(lens) > 1:
-            warnings.warn(f"{where}: the stacked LSTM nodes read different sequence_lens "
-                          f"inputs {sorted(lens)}; lstm_infer applies one lengths= to every "
-                          f"layer", stacklevel=2)
-    return LSTM(layers, batch_first=layouts[0] == 1, layer_options=options, dtype=dtype)
+            notes.append(f"{where}: the stacked LSTM nodes read different sequence_lens "
+                         f"inputs {sorted(lens)}; lstm_infer applies one lengths= to every "
+                         f"layer")
+    try:
+        return LSTM(layers, batch_first=layouts[0] == 1, layer_options=options, dtype=dtype)
+    except (ValueError, TypeError) as e:
+        raise ONNXFormatError(f"{where}: {e}") from None
 
 
 __all__ = ["from_onnx", "is_onnx_file", "ONNXFormatError"]
