@@ -39,24 +39,40 @@ def aligned(a: np.ndarray, align: int = ALIGN) -> np.ndarray:
     numpy only guarantees 16 bytes; a 64-byte vector load that straddles two
     cache lines makes the batch-1 GEMV ~3x slower (measured). Arrays that are
     already aligned (large ones usually are: page-aligned) are kept, not copied."""
-    if not (a.flags.c_contiguous and a.flags.owndata and a.ctypes.data % align == 0):
-        buf = np.empty(a.nbytes + align, dtype=np.uint8)
-        off = (-buf.ctypes.data) % align
-        out = buf[off:off + a.nbytes].view(a.dtype).reshape(a.shape)
+    if not (a.flags.c_contiguous and a.ctypes.data % align == 0):
+        out = aligned_empty(a.shape, a.dtype, align)
         out[...] = a
         a = out
     a.setflags(write=False)
     return a
 
 
-def interleave_rows(w4: np.ndarray, H: int, Hp: int) -> np.ndarray:
+def aligned_empty(shape, dtype, align: int = ALIGN) -> np.ndarray:
+    """An uninitialised C-contiguous array whose data starts on an `align`-byte boundary."""
+    dtype = np.dtype(dtype)
+    n = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    buf = np.empty(n + align, dtype=np.uint8)
+    off = (-buf.ctypes.data) % align
+    return buf[off:off + n].view(dtype).reshape(shape)
+
+
+def interleave_rows(w4: np.ndarray, H: int, Hp: int, out: Optional[np.ndarray] = None):
     """(4H, ...) in gate order i,f,g,o -> (4Hp, ...) grouped as
-    [group 0: i(16) f(16) g(16) o(16)][group 1: ...], zero rows for padding."""
+    [group 0: i(16) f(16) g(16) o(16)][group 1: ...], zero rows for padding.
+
+    Written in one pass into `out` (new if None), so packing a large matrix costs one
+    copy, not three (a loaded model's peak memory is the file plus the model)."""
     rest = w4.shape[1:]
-    gates = np.zeros((4, Hp) + rest, dtype=w4.dtype)
-    gates[:, :H] = w4.reshape((4, H) + rest)
-    g = gates.reshape((4, Hp // GROUP, GROUP) + rest)
-    return np.ascontiguousarray(np.moveaxis(g, 0, 1).reshape((4 * Hp,) + rest))
+    if out is None:
+        out = np.empty((4 * Hp,) + rest, dtype=w4.dtype)
+    dst = out.reshape((Hp // GROUP, 4, GROUP) + rest)
+    src = w4.reshape((4, H) + rest)
+    nf = H // GROUP  # full groups
+    dst[:nf] = np.moveaxis(src[:, :nf * GROUP].reshape((4, nf, GROUP) + rest), 0, 1)
+    if nf * GROUP < H or nf < Hp // GROUP:
+        dst[nf:] = 0
+        dst[nf, :, :H - nf * GROUP] = src[:, nf * GROUP:]
+    return out
 
 
 def deinterleave_rows(wi: np.ndarray, H: int) -> np.ndarray:
@@ -71,6 +87,24 @@ def panels(w: np.ndarray, width: int) -> np.ndarray:
     """(N, K) row-major -> (N/width, K, width): W^T cut into column panels."""
     N, K = w.shape
     return np.ascontiguousarray(w.reshape(N // width, width, K).transpose(0, 2, 1))
+
+
+def gate_panels(w4: np.ndarray, H: int, Hp: int, K: Optional[int] = None) -> np.ndarray:
+    """panels(interleave_rows(w4 zero-padded to K columns), PANEL) in one pass into an
+    aligned array: (Hp/GROUP, K, PANEL) with out[g, k, gate*GROUP + u] =
+    w4[gate*H + g*GROUP + u, k] (zero for padding units and columns)."""
+    K0 = w4.shape[1]
+    K = K0 if K is None else K
+    out = aligned_empty((Hp // GROUP, K, 4, GROUP), w4.dtype)
+    src = w4.reshape(4, H, K0)
+    nf = H // GROUP
+    out[:nf, :K0] = src[:, :nf * GROUP].reshape(4, nf, GROUP, K0).transpose(1, 3, 0, 2)
+    if K0 < K:
+        out[:, K0:] = 0
+    if nf < Hp // GROUP:
+        out[nf:] = 0
+        out[nf, :K0, :, :H - nf * GROUP] = src[:, nf * GROUP:].transpose(2, 0, 1)
+    return out.reshape(Hp // GROUP, K, PANEL)
 
 
 def unpanel(p: np.ndarray) -> np.ndarray:
@@ -139,14 +173,14 @@ def pack(w: dict, H: int, P: int, quant: Optional[str] = None,
             if wt_ih != WT["float32"]:
                 arrays["w_ih_scale"] = interleave_rows(stored["w_ih_scale"], H, Hp)
             arrays["w_hh_scale"] = interleave_rows(stored["w_hh_scale"], H, Hp)
+    elif dtype == np.float32:
+        arrays["w_ih_pan"] = gate_panels(w["w_ih"], H, Hp)
+        arrays["w_hh_pan"] = gate_panels(w["w_hh"], H, Hp, Kh)
     else:
         w_hh = np.zeros((4 * H, Kh), dtype=dtype)
         w_hh[:, :Hout] = w["w_hh"]
-        w_ih, w_hh = interleave_rows(w["w_ih"], H, Hp), interleave_rows(w_hh, H, Hp)
-        if dtype == np.float32:
-            arrays["w_ih_pan"], arrays["w_hh_pan"] = panels(w_ih, PANEL), panels(w_hh, PANEL)
-        else:
-            arrays["w_ih"], arrays["w_hh"] = w_ih, w_hh
+        arrays["w_ih"] = interleave_rows(w["w_ih"], H, Hp, aligned_empty((4 * Hp, I), dtype))
+        arrays["w_hh"] = interleave_rows(w_hh, H, Hp, aligned_empty((4 * Hp, Kh), dtype))
     arrays["bias"] = interleave_rows(w["b"], H, Hp)
     if "p_i" in w:
         peep = np.zeros((3, Hp), dtype=dtype)
