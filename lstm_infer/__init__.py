@@ -7,6 +7,8 @@
 from ._threads import get_num_threads, set_num_threads
 from .config import Activation, LayerSpec, LSTMConfig
 from .formats.detect import detect_format, load
+from .formats.errors import FormatError
+from .formats.isolate import IsolatedLoadError, LoadTimeoutError
 from .formats.pytorch import from_torch
 from .model import LSTM
 
@@ -31,5 +33,6 @@ def from_onnx(obj, node=None, *, dtype=None):
 
 
 __all__ = ["LSTM", "LSTMConfig", "LayerSpec", "Activation", "load", "detect_format",
+           "FormatError", "LoadTimeoutError", "IsolatedLoadError",
            "from_torch", "from_keras", "from_onnx", "set_num_threads", "get_num_threads",
            "__version__"]
