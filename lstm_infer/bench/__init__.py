@@ -41,7 +41,7 @@ from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Sequenc
 
 import numpy as np
 
-from .formats.gate_orders import from_canonical
+from ..formats.gate_orders import from_canonical
 
 
 class Workload(NamedTuple):
@@ -102,7 +102,7 @@ class Runner:
 
 def make_model(wl: Workload, seed: int = 0):
     """Our model for a workload (float32, torch's weight init)."""
-    from . import LSTM
+    from .. import LSTM
     return LSTM.random(wl.I, wl.H, num_layers=wl.num_layers, bidirectional=wl.bidirectional,
                        dtype="float32", seed=seed)
 
@@ -152,7 +152,7 @@ def reference_forward(weights, x: np.ndarray):
 
 def _plain(model) -> bool:
     """True if `reference_forward` and the peers compute what `model` computes."""
-    from .config import DEFAULT_ACTIVATIONS
+    from ..config import DEFAULT_ACTIVATIONS
     c = model.config
     return (c.clip is None and c.cell_clip is None and not c.input_forget
             and tuple(c.activations) == tuple(DEFAULT_ACTIVATIONS) and c.uniform
@@ -177,7 +177,7 @@ def max_abs_diff(got: Sequence, want: Sequence) -> float:
 # ---------------------------------------------------------------- runners
 
 def ours_runner(model, x, threads: int) -> Runner:
-    from . import __version__
+    from .. import __version__
 
     def fn():
         out, (h, c) = model(x, num_threads=threads)
@@ -689,9 +689,9 @@ def _busy_cores(window: float = 0.5) -> Optional[float]:
 
 def environment(threads: int, peers: Iterable[str] = DEFAULT_PEERS) -> dict:
     """Machine, date and versions for the report header."""
-    from . import __version__
+    from .. import __version__
     try:
-        from ._kernels import simd_level
+        from .._kernels import simd_level
         simd = simd_level()
     except Exception as e:  # pragma: no cover - extension not built
         simd = f"unknown ({e})"
