@@ -3,13 +3,18 @@
 `LSTMConfig` is what `model.config` returns; `LayerSpec` describes one layer
 (both directions of a bidirectional layer share one spec); `Activation` is one
 of the activation functions of DESIGN §2, with the parameters that
-disambiguate hard_sigmoid.
+disambiguate hard_sigmoid. The option parsing the constructor runs (model-level
+defaults, then each layer's ``layer_options``) is here too: `check_clip`,
+`parse_activations`, `layer_spec`, `LAYER_OPTIONS`.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from typing import Optional, Tuple
+
+import numpy as np
 
 from ._kernels import ACTIVATION_CODES  # name -> kernel code (LI_ACT_* of _simd/lstm_abi.h)
 
@@ -182,3 +187,69 @@ class LSTMConfig:
         d["activations"] = [[a.name, a.alpha, a.beta] for a in self.activations]
         d["layers"] = [l.to_dict() for l in self.layers]
         return d
+
+
+# ----------------------------------------------------------------------------- option parsing
+def check_clip(name, v):
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
+            or not (np.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive finite number or None; got {v!r}")
+    return float(v)
+
+
+def parse_activations(spec, where):
+    """3 activations (gate, cell, output) -> a tuple of 3 Activation."""
+    if isinstance(spec, (str, Activation)) or not isinstance(spec, (list, tuple)):
+        raise TypeError(f"{where} must be a sequence of 3 activations (gate, cell, output), "
+                        f"e.g. ('sigmoid', 'tanh', 'tanh'); got {spec!r}")
+    acts = tuple(Activation.parse(a) for a in spec)
+    if len(acts) != 3:
+        raise ValueError(f"{where} must be 3 functions (gate, cell, output); got {len(acts)}")
+    return acts
+
+
+LAYER_OPTIONS = {"direction", "merge", "reverse_output", "activations", "clip", "cell_clip",
+                  "input_forget"}
+
+
+def layer_spec(k, spec, opts, defaults):
+    """Apply one layer's options (model-level values are the defaults)."""
+    if not isinstance(opts, dict):
+        raise TypeError(f"layer_options[{k}] must be a dict; got {type(opts).__name__}")
+    unknown = set(opts) - LAYER_OPTIONS
+    if unknown:
+        raise ValueError(f"layer_options[{k}]: unknown option(s) {sorted(unknown)}; expected "
+                         f"some of {sorted(LAYER_OPTIONS)}")
+    D = spec.num_directions
+    direction = opts.get("direction", "bidirectional" if D == 2 else "forward")
+    allowed = ("bidirectional",) if D == 2 else ("forward", "reverse")
+    if direction not in allowed:
+        raise ValueError(f"layer {k}: direction must be one of {allowed} for {D} weight "
+                         f"direction(s); got {direction!r}")
+    merge = opts.get("merge", "concat")
+    if merge not in MERGE_MODES:
+        raise ValueError(f"layer {k}: merge must be one of {MERGE_MODES}; got {merge!r}")
+    if merge != "concat" and D != 2:
+        raise ValueError(f"layer {k}: merge={merge!r} needs a bidirectional layer")
+    reverse_output = bool(opts.get("reverse_output", False))
+    if reverse_output and direction != "reverse":
+        raise ValueError(f"layer {k}: reverse_output (Keras go_backwards) needs direction "
+                         f"'reverse'; got {direction!r}")
+    acts = opts.get("activations")
+    if acts is None:
+        trips = (defaults["activations"],) * D
+    elif (isinstance(acts, (list, tuple)) and len(acts) == D and
+          all(isinstance(t, (list, tuple)) and len(t) == 3 and
+              not isinstance(t[1], (int, float, np.number)) for t in acts) and
+          not (D == 1 and len(acts) == 3)):
+        trips = tuple(parse_activations(t, f"layer {k} activations") for t in acts)
+    else:
+        trips = (parse_activations(acts, f"layer {k} activations"),) * D
+    return dataclasses.replace(
+        spec, reverse=direction == "reverse", reverse_output=reverse_output, merge=merge,
+        activations=trips,
+        clip=check_clip(f"layer {k} clip", opts.get("clip", defaults["clip"])),
+        cell_clip=check_clip(f"layer {k} cell_clip", opts.get("cell_clip", defaults["cell_clip"])),
+        input_forget=bool(opts.get("input_forget", defaults["input_forget"])))

@@ -19,9 +19,7 @@ the Design block at the top of _kernels.pyx.
 """
 from __future__ import annotations
 
-import dataclasses
 import operator
-import threading
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -29,7 +27,8 @@ import numpy as np
 from . import _kernels, _packing, _threads
 from . import quantize as quantize_mod
 from ._validate import MAX_DIM, all_finite, check_allocation
-from .config import DEFAULT_ACTIVATIONS, MERGE_MODES, Activation, LayerSpec, LSTMConfig
+from .config import (DEFAULT_ACTIVATIONS, LAYER_OPTIONS, MERGE_MODES, LayerSpec, LSTMConfig,
+                     check_clip, layer_spec, parse_activations)
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 
@@ -113,11 +112,11 @@ class LSTM:
             quantization = quantize_mod.check_mode(quantization)
             if npdt != np.float32:
                 raise ValueError(f"quantized models compute in float32; got dtype={dtype}")
-        defaults = {"clip": _check_clip("clip", clip),
-                    "cell_clip": _check_clip("cell_clip", cell_clip),
+        defaults = {"clip": check_clip("clip", clip),
+                    "cell_clip": check_clip("cell_clip", cell_clip),
                     "input_forget": bool(input_forget),
                     "activations": DEFAULT_ACTIVATIONS if activations is None
-                    else _parse_activations(activations, "activations")}
+                    else parse_activations(activations, "activations")}
         if len(layers) > _kernels.MAX_NUM_LAYERS:
             raise ValueError(f"at most {_kernels.MAX_NUM_LAYERS} layers are supported; got "
                              f"{len(layers)}")
@@ -146,7 +145,7 @@ class LSTM:
                 dirs = [quantize_mod.dequantize(w, quantization) if isinstance(w, dict) else w
                         for w in stored]
             spec, cw = self._check_layer(k, dirs, in_size, npdt)
-            spec = _layer_spec(k, spec, layer_options[k], defaults)
+            spec = layer_spec(k, spec, layer_options[k], defaults)
             specs.append(spec)
             packed.append([_packing.pack(w, spec.hidden_size, spec.proj_size, quantization,
                                          stored[d] if stored else None)
@@ -539,7 +538,7 @@ class LSTM:
         layers = []
         for l in c.layers:
             d = l.to_dict()
-            layers.append({k: d[k] for k in sorted(_LAYER_OPTIONS)})
+            layers.append({k: d[k] for k in sorted(LAYER_OPTIONS)})
         return {"batch_first": c.batch_first, "dtype": c.dtype, "layer_options": layers,
                 "quantization": c.quantization, "quantize_input_weights": self._quantize_input}
 
@@ -561,71 +560,6 @@ class LSTM:
 
 def _rebuild(weights, kwargs):
     return LSTM(weights, **kwargs)
-
-
-def _check_clip(name, v):
-    if v is None:
-        return None
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) \
-            or not (np.isfinite(v) and v > 0):
-        raise ValueError(f"{name} must be a positive finite number or None; got {v!r}")
-    return float(v)
-
-
-def _parse_activations(spec, where):
-    """3 activations (gate, cell, output) -> a tuple of 3 Activation."""
-    if isinstance(spec, (str, Activation)) or not isinstance(spec, (list, tuple)):
-        raise TypeError(f"{where} must be a sequence of 3 activations (gate, cell, output), "
-                        f"e.g. ('sigmoid', 'tanh', 'tanh'); got {spec!r}")
-    acts = tuple(Activation.parse(a) for a in spec)
-    if len(acts) != 3:
-        raise ValueError(f"{where} must be 3 functions (gate, cell, output); got {len(acts)}")
-    return acts
-
-
-_LAYER_OPTIONS = {"direction", "merge", "reverse_output", "activations", "clip", "cell_clip",
-                  "input_forget"}
-
-
-def _layer_spec(k, spec, opts, defaults):
-    """Apply one layer's options (model-level values are the defaults)."""
-    if not isinstance(opts, dict):
-        raise TypeError(f"layer_options[{k}] must be a dict; got {type(opts).__name__}")
-    unknown = set(opts) - _LAYER_OPTIONS
-    if unknown:
-        raise ValueError(f"layer_options[{k}]: unknown option(s) {sorted(unknown)}; expected "
-                         f"some of {sorted(_LAYER_OPTIONS)}")
-    D = spec.num_directions
-    direction = opts.get("direction", "bidirectional" if D == 2 else "forward")
-    allowed = ("bidirectional",) if D == 2 else ("forward", "reverse")
-    if direction not in allowed:
-        raise ValueError(f"layer {k}: direction must be one of {allowed} for {D} weight "
-                         f"direction(s); got {direction!r}")
-    merge = opts.get("merge", "concat")
-    if merge not in MERGE_MODES:
-        raise ValueError(f"layer {k}: merge must be one of {MERGE_MODES}; got {merge!r}")
-    if merge != "concat" and D != 2:
-        raise ValueError(f"layer {k}: merge={merge!r} needs a bidirectional layer")
-    reverse_output = bool(opts.get("reverse_output", False))
-    if reverse_output and direction != "reverse":
-        raise ValueError(f"layer {k}: reverse_output (Keras go_backwards) needs direction "
-                         f"'reverse'; got {direction!r}")
-    acts = opts.get("activations")
-    if acts is None:
-        trips = (defaults["activations"],) * D
-    elif (isinstance(acts, (list, tuple)) and len(acts) == D and
-          all(isinstance(t, (list, tuple)) and len(t) == 3 and
-              not isinstance(t[1], (int, float, np.number)) for t in acts) and
-          not (D == 1 and len(acts) == 3)):
-        trips = tuple(_parse_activations(t, f"layer {k} activations") for t in acts)
-    else:
-        trips = (_parse_activations(acts, f"layer {k} activations"),) * D
-    return dataclasses.replace(
-        spec, reverse=direction == "reverse", reverse_output=reverse_output, merge=merge,
-        activations=trips,
-        clip=_check_clip(f"layer {k} clip", opts.get("clip", defaults["clip"])),
-        cell_clip=_check_clip(f"layer {k} cell_clip", opts.get("cell_clip", defaults["cell_clip"])),
-        input_forget=bool(opts.get("input_forget", defaults["input_forget"])))
 
 
 def _act_params(trip, spec) -> dict:
