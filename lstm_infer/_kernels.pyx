@@ -24,18 +24,38 @@ Schedule (ONNX Runtime / oneDNN "two GEMM" schedule):
 Tb is chosen so the block's workspace stays small (64 KB when the layer's
 weights fit in half the L2, else 1 MB): it never grows with T.
 
-Quantized models (int8-weights, float16, bfloat16) keep float32 maths: the same
-kernels read int8 / half panels and widen them in registers (li_step_i8 ...),
-int8 with a per-output-row scale applied to the accumulators.
+Weight storage modes (int8-weights, float16, bfloat16) keep float32 maths: the
+same kernels read int8 / half panels and widen them in registers (li_step_i8 ...),
+int8 with a per-output-row scale applied to the accumulators. bfloat16 panels pair
+columns c and c + 16 of each 32-column half in one 32-bit word, so one shift (low
+halves) or mask (high halves) of a single load widens a vector on every ISA.
 
-Buffers (all row-major, dtype T):
+The int8 compute mode quantizes activations too: x and h rows become u8 with zero
+point 128 and a per-row scale (amax / 127) at each block / step; weights are int8
+per output row in k-quad panels (Hp/16, K4, 64, 4), K padded to LI_Q8_KPAD = 64,
+the layout vpdpbusd consumes and, unchanged, the AMX B-tile layout. Accumulation
+is exact int32 on every path (portable C, AVX2 int16 multiply-adds, AVX-512 VNNI,
+AMX tiles from 8 rows): sum q w - colsum, with colsum = 128 * column sums
+precomputed at pack time, then dequantized ((acc - colsum) * s_x) * s_w and gated
+in float32.
+
+Buffers (all row-major, dtype T; the layout constants live in _simd/lstm_abi.h):
   float32: w_ih_pan (Hp/16, I, 64), w_hh_pan (Hp/16, Kh, 64): per group of 16
            units, the 64 gate rows [i f g o] x 16 transposed into a panel
+  int8 mode: w_*_pan (Hp/16, K4, 64, 4) int8, w_*_colsum (4Hp,) int32, w_*_scale (4Hp,)
   float64: w_ih (4Hp, I), w_hh (4Hp, Kh): the same rows, row-major, for BLAS
   Kh = Pp (projected) or Hp
   bias     (4Hp,) ; peep (3, Hp) = p_i, p_f, p_o ; w_hr (Pp, Hp) ; w_hr_pan (Pp/16, Hp, 16)
   Hp = H rounded up to 16, Pp = P rounded up to 16; padded units have zero
   weights in and out, so they never influence real units.
+  Workspace of a task (WsLayout): gathered x rows | block projection G | h ping-pong |
+  c | o*act(c) | int8 mode: u8 rows and their scales; bounded by the time block.
+
+Code map: platform.h decides the ISA once (li_platform: f32 kernels per weight type,
+int8 GEMM, quantizer); _plan decides the schedule (slices, time block, per layer
+serial / tasks / split; LSTM.plan shows it); _run_task runs one task as ONNX
+Runtime's UniDirectionalLstm does: _init_state, then per block _project_block, per
+step _step and _store_rows, with its kernels chosen once (_choose_kernels).
 
 Parallelism: a layer is split into tasks (direction x batch slice), each an
 independent time loop, run on OpenMP threads; no per-step synchronisation. When
@@ -147,6 +167,12 @@ cdef inline void _gemm_nt(int M, int N, int K, floating alpha, const floating* A
 cdef enum:
     SMALL_BATCH = 8      # float32: own GEMV for the projection up to this many rows
     SPLIT_MIN_WEIGHTS = 131072  # W_hh elements from which a batch-1 step is split across threads
+    MIN_SLICE_ROWS = 4   # batch slices of at least this many rows (a task's GEMM tiles fill)
+    # time block of the input projection (_block_steps): its workspace budget
+    WEIGHTS_FIT_L2 = 1 << 20       # a layer's weights in about half a 2 MiB L2 ...
+    BLOCK_BYTES_SMALL = 1 << 16    # ... then a 64 KB block keeps everything L2/L1-resident
+    BLOCK_BYTES_LARGE = 1 << 20    # else a 1 MiB block reads W_ih fewer times
+    MAX_BLOCK_STEPS = 256
 
 # what a task's block projection and step compute with
 cdef enum:
@@ -657,11 +683,11 @@ def _block_steps(int T, int B, int nslices, int G4, int In, int itemsize, long w
     large block (1 MiB) reads W_ih fewer times (stream256: -5%)."""
     cdef int bs = (B + nslices - 1) // nslices
     cdef long row_bytes = <long>(G4 + In) * itemsize * bs
-    cdef long budget = (1 << 16) if wbytes <= (1 << 20) else (1 << 20)
+    cdef long budget = BLOCK_BYTES_SMALL if wbytes <= WEIGHTS_FIT_L2 else BLOCK_BYTES_LARGE
     # as many steps as fit (not a power of two: lat1024's 50 steps are one block, so
     # its 16 MB W_ih streams once per call instead of twice)
     cdef long tb = budget // row_bytes
-    tb = 256 if tb > 256 else tb
+    tb = MAX_BLOCK_STEPS if tb > MAX_BLOCK_STEPS else tb
     return max(1, min(tb, T))
 
 
@@ -720,7 +746,7 @@ cdef int _plan(Layer* layers, int nlayers, Shared* S, int nthreads, int itemsize
     cdef Layer* L
     # batch slices: enough tasks to feed the threads, slices of >= 4 rows
     cdef int want = (nthreads + layers[0].D - 1) // layers[0].D
-    S.nslices = max(1, min(want, S.B // 4))
+    S.nslices = max(1, min(want, S.B // MIN_SLICE_ROWS))
     for k in range(nlayers):
         L = &layers[k]
         maxG4 = max(maxG4, 4 * L.Hp)
@@ -806,3 +832,132 @@ def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
             status = _run_stack(layers, nlayers, &S, nthreads, <double>0)
     if status != 0:
         raise MemoryError("could not allocate the LSTM workspace")
+
+
+# ---------------------------------------------------------------- kernel shims (tests)
+# Thin entries to single kernels of the platform table in use, so tests can compare
+# each with numpy per dtype and SIMD level (sklearn's *_memview shims). Shapes are
+# checked here; the kernels see nothing else.
+
+def _check_rows(a, name, int cols):
+    if a.ndim != 2 or a.shape[1] != cols:
+        raise ValueError(f"{name} must have shape (M, {cols}); got {a.shape}")
+
+
+def kernel_block_projection(PackedDirection p, const float[:, ::1] X):
+    """G = X W_ih^T (M, 4Hp), interleaved rows, no bias: the float32 block GEMM
+    (li_gemm_* for p's W_ih type) or, for the int8 mode, quantize + li_q8_mm."""
+    import numpy as np
+    _check_rows(np.asarray(X), "X", p.In)
+    cdef int M = X.shape[0]
+    cdef long ldq = _round_up(p.In, LI_Q8_KPAD)
+    G = np.zeros((M, 4 * p.Hp), np.float32)
+    cdef float[:, ::1] Gv = G
+    Q = np.zeros((_round16(M), ldq), np.uint8)
+    Qs = np.zeros(_round16(M), np.float32)
+    cdef uint8_t[:, ::1] Qv = Q
+    cdef float[::1] Qsv = Qs
+    if p.itemsize != 4 or M == 0:
+        raise ValueError("a float32 model and M >= 1 rows are needed")
+    with nogil:
+        if p.w.wt_ih == LI_WT_Q8:
+            _plat.quant(M, p.In, &X[0, 0], p.In, &Qv[0, 0], ldq, &Qsv[0])
+            _plat.q8(M, p.Hp // LI_GROUP, <int>(ldq // 4), &Qv[0, 0], ldq, &Qsv[0],
+                     <const int8_t*>p.w.w_ih_pan, p.w.w_ih_colsum, p.w.w_ih_scale, &Gv[0, 0],
+                     4 * p.Hp, 1, 0, NULL, NULL, 0, NULL, 0, NULL, 0, NULL, 0)
+        else:
+            _plat.f32.gemm[p.w.wt_ih](M, p.Hp // LI_GROUP, p.In, &X[0, 0], p.In, p.w.w_ih_pan,
+                                      p.w.w_ih_scale, &Gv[0, 0], 4 * p.Hp)
+    return G
+
+
+def kernel_step(PackedDirection p, const float[:, ::1] G, const float[:, ::1] Hprev,
+                const float[:, ::1] C, dict acts, int flip=0):
+    """One recurrent step of the float32 kernels: z = G + Hprev W_hh^T + bias (+ peepholes),
+    the gates; returns (C', Hc') with Hc' = o * act(c') (before any projection). G is
+    (M, 4Hp) interleaved, Hprev (M, Kh), C (M, Hp)."""
+    import numpy as np
+    _check_rows(np.asarray(G), "G", 4 * p.Hp)
+    _check_rows(np.asarray(Hprev), "Hprev", p.Kh)
+    _check_rows(np.asarray(C), "C", p.Hp)
+    cdef int M = G.shape[0]
+    if p.itemsize != 4 or M == 0 or Hprev.shape[0] != M or C.shape[0] != M:
+        raise ValueError("a float32 model and G, Hprev, C of the same M >= 1 rows are needed")
+    cdef li_acts a
+    _set_acts(&a, acts)
+    Z = np.array(G, dtype=np.float32)
+    Cn = np.array(C, dtype=np.float32)
+    Hc = np.zeros((M, p.Hp), np.float32)
+    cdef float[:, ::1] Zv = Z
+    cdef float[:, ::1] Cv = Cn
+    cdef float[:, ::1] Hv = Hc
+    cdef long ldq = _round_up(p.Kh, LI_Q8_KPAD)
+    Q = np.zeros((_round16(M), ldq), np.uint8)
+    Qs = np.zeros(_round16(M), np.float32)
+    cdef uint8_t[:, ::1] Qv = Q
+    cdef float[::1] Qsv = Qs
+    with nogil:
+        if p.w.wt_hh == LI_WT_Q8:
+            _plat.quant(M, p.Kh, &Hprev[0, 0], p.Kh, &Qv[0, 0], ldq, &Qsv[0])
+            _plat.q8(M, p.Hp // LI_GROUP, <int>(ldq // 4), &Qv[0, 0], ldq, &Qsv[0],
+                     <const int8_t*>p.w.w_hh_pan, p.w.w_hh_colsum, p.w.w_hh_scale, &Zv[0, 0],
+                     4 * p.Hp, 0, 1, <const float*>p.w.bias, <const float*>p.w.peep, p.Hp,
+                     &Cv[0, 0], p.Hp, &Hv[0, 0], p.Hp, &a, flip)
+        else:
+            _plat.f32.step[p.w.wt_hh](M, p.Hp // LI_GROUP, p.Hp, p.Kh, &Zv[0, 0], 4 * p.Hp,
+                                      p.w.w_hh_pan, p.w.w_hh_scale, &Hprev[0, 0], p.Kh,
+                                      <const float*>p.w.bias, <const float*>p.w.peep,
+                                      &Cv[0, 0], p.Hp, &Hv[0, 0], p.Hp, &a, flip)
+    return Cn, Hc
+
+
+def kernel_projection(PackedDirection p, const float[:, ::1] Hc):
+    """h = Hc W_hr^T (M, Pp) with the small-batch GEMV (li_gemv_pan16)."""
+    import numpy as np
+    _check_rows(np.asarray(Hc), "Hc", p.Hp)
+    if p.P == 0 or p.itemsize != 4 or Hc.shape[0] == 0:
+        raise ValueError("a float32 projected model and M >= 1 rows are needed")
+    cdef int M = Hc.shape[0]
+    Y = np.zeros((M, p.Kh), np.float32)
+    cdef float[:, ::1] Yv = Y
+    with nogil:
+        _plat.f32.gemv_pan16(M, p.Pp // LI_GROUP, p.Hp, <const float*>p.w.w_hr_pan,
+                             &Hc[0, 0], p.Hp, &Yv[0, 0], p.Kh)
+    return Y
+
+
+def kernel_gates_f64(PackedDirection p, const double[:, ::1] Z, const double[:, ::1] C,
+                     dict acts):
+    """The float64 gate pass (li_gates_rows_f64): Z (M, 4Hp) = x W_ih^T + h W_hh^T,
+    interleaved, no bias; returns (C', Hc')."""
+    import numpy as np
+    _check_rows(np.asarray(Z), "Z", 4 * p.Hp)
+    _check_rows(np.asarray(C), "C", p.Hp)
+    if p.itemsize != 8 or Z.shape[0] != C.shape[0]:
+        raise ValueError("a float64 model and Z, C of the same rows are needed")
+    cdef int M = Z.shape[0]
+    cdef li_acts a
+    _set_acts(&a, acts)
+    Cn = np.array(C, dtype=np.float64)
+    Hc = np.zeros((M, p.Hp), np.float64)
+    cdef double[:, ::1] Cv = Cn
+    cdef double[:, ::1] Hv = Hc
+    if M:
+        with nogil:
+            li_gates_rows_f64(M, p.Hp, &Z[0, 0], 4 * p.Hp, <const double*>p.w.bias,
+                              <const double*>p.w.peep, &Cv[0, 0], p.Hp, &Hv[0, 0], p.Hp, &a)
+    return Cn, Hc
+
+
+def kernel_gemm_nt(const double[:, ::1] A, const double[:, ::1] B):
+    """C = A @ B.T through the row-major BLAS wrapper _gemm_nt (float64)."""
+    import numpy as np
+    if A.shape[1] != B.shape[1] or A.shape[0] == 0 or B.shape[0] == 0 or A.shape[1] == 0:
+        raise ValueError(f"A (M, K) and B (N, K) with M, N, K >= 1; got "
+                         f"({A.shape[0]}, {A.shape[1]}), ({B.shape[0]}, {B.shape[1]})")
+    C = np.zeros((A.shape[0], B.shape[0]), np.float64)
+    cdef double[:, ::1] Cv = C
+    with nogil:
+        _gemm_nt(<int>A.shape[0], <int>B.shape[0], <int>A.shape[1], 1.0, &A[0, 0],
+                 <int>A.shape[1], &B[0, 0], <int>B.shape[1], 0.0, &Cv[0, 0], <int>B.shape[0])
+    return C

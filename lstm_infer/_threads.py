@@ -118,11 +118,6 @@ def _find_openblas():
 _blas = _find_openblas()
 
 
-def blas_num_threads():
-    """Current thread count of scipy's OpenBLAS, or None if it cannot be controlled."""
-    return None if _blas is None else _blas[1]()
-
-
 def enter_call(num_threads, uses_blas: bool = True) -> int:
     """Register a forward call; returns the worker count it should use.
 

@@ -28,6 +28,8 @@
 #if defined(LI_X86) && defined(__linux__)
 #include <sys/syscall.h>
 #include <unistd.h>
+#define LI_ARCH_REQ_XCOMP_PERM 0x1023 /* arch_prctl: ask for an extended state */
+#define LI_XFEATURE_XTILEDATA 18      /* ... the AMX tile data */
 #endif
 
 typedef struct {
@@ -71,9 +73,10 @@ static li_cpu_features li_probe_cpu(void)
     f.avx512_bf16 = f.avx512 && ((a71 >> 5) & 1);
     const int amx_tile = (d7 >> 24) & 1;
 #ifdef __linux__
-    /* ARCH_REQ_XCOMP_PERM (0x1023) for XFEATURE_XTILEDATA (18): once per process */
+    /* Linux hands out the tile state on request, once per process */
     const int granted = amx_tile && tiles_saved && f.avx512_vnni &&
-                        syscall(SYS_arch_prctl, 0x1023, 18) == 0;
+                        syscall(SYS_arch_prctl, LI_ARCH_REQ_XCOMP_PERM,
+                                LI_XFEATURE_XTILEDATA) == 0;
 #else
     const int granted = 0;
 #endif
