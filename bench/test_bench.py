@@ -1,10 +1,12 @@
 """Ours vs torch vs onnxruntime, one benchmark group per workload, same weights.
 
-Every benchmark first checks the runner's output: against the float64 numpy
-oracle and against our output (and, for ours, against torch.nn.LSTM when torch
-is installed), all within `lstm_infer.bench.TOL`; the output of the timed
-calls is checked again afterwards. `extra_info` records the workload, the
-check's max abs diff and the domain figures (sequences/s, steps/s).
+Every benchmark first checks the runner's output: against our float64 model on
+the same weights (which tests/ anchors to the numpy oracle, tests/reference.py),
+against our output and, when torch is installed, against torch.nn.LSTM's, with
+the tolerances of `lstm_infer.tolerances` (TOL vs float64, TOL_FRAMEWORK between
+engines); the output of the timed calls is checked again afterwards.
+`extra_info` records the workload, the checks' max abs diffs and the domain
+figures (sequences/s, steps/s).
 
     python -m pytest bench --benchmark-only                 # kws, stream256, text
     python -m pytest bench --benchmark-only --bench-all     # + lat1024, tput512, asr-bi
@@ -19,6 +21,7 @@ import pytest
 pytest.importorskip("pytest_benchmark")
 
 from lstm_infer import bench as B  # noqa: E402
+from lstm_infer.tolerances import TOL, TOL_FRAMEWORK  # noqa: E402
 
 RUNNERS = ["ours", "torch", "onnxruntime"]
 WORKLOAD_PARAMS = [pytest.param(name, id=name,
@@ -32,7 +35,7 @@ class Case:
     wl: B.Workload
     model: object
     x: np.ndarray
-    ref: tuple                 # float64 oracle (out, h_n, c_n)
+    ref: tuple                 # our float64 model's (out, h_n, c_n)
     ours: tuple                # our output
     torch: Optional[tuple]     # torch.nn.LSTM's output, if torch is installed
 
@@ -52,18 +55,19 @@ def case(request, bench_threads):
             r.close()
     except B.PeerUnavailable:
         torch_out = None
-    return Case(name, wl, model, x, B.reference_forward(model.weights, x), ours, torch_out)
+    return Case(name, wl, model, x, B.reference(model, x), ours, torch_out)
 
 
 def _check(got, case, runner_name):
     d_ref = B.max_abs_diff(got, case.ref)
-    assert d_ref <= B.TOL, f"{runner_name} vs float64 reference: max abs diff {d_ref:.3g}"
+    assert d_ref <= TOL["float32"], f"{runner_name} vs our float64 model: max abs diff {d_ref:.3g}"
     d_ours = B.max_abs_diff(got, case.ours)
-    assert d_ours <= B.TOL, f"{runner_name} vs ours: max abs diff {d_ours:.3g}"
+    assert d_ours <= TOL_FRAMEWORK["float32"], f"{runner_name} vs ours: max abs diff {d_ours:.3g}"
     d_torch = None
     if case.torch is not None:
         d_torch = B.max_abs_diff(got, case.torch)
-        assert d_torch <= B.TOL, f"{runner_name} vs torch: max abs diff {d_torch:.3g}"
+        assert d_torch <= TOL_FRAMEWORK["float32"], \
+            f"{runner_name} vs torch: max abs diff {d_torch:.3g}"
     return d_ref, d_ours, d_torch
 
 

@@ -40,36 +40,36 @@ def _positive_float(s: str) -> float:
 
 
 def _add_bench(sub) -> None:
-    from . import bench as B
+    from . import bench
 
     wl_help = ", ".join(
         f"{n} {w.T}x{w.B}x{w.I}->{w.H}" + (f" L{w.num_layers}" if w.num_layers > 1 else "")
-        + (" bi" if w.bidirectional else "") for n, w in B.WORKLOADS.items())
+        + (" bi" if w.bidirectional else "") for n, w in bench.WORKLOADS.items())
     p = sub.add_parser(
         "bench", help="time lstm_infer against torch / onnxruntime on standard workloads",
         description="Time one forward call of lstm_infer and its peers (torch.nn.LSTM, "
                     "onnxruntime) built on the same weights, after checking that every "
-                    f"output matches (max abs diff <= {B.TOL:g}). Exit status 1 if a check fails. "
-                    f"Workloads (TxBxI->H): {wl_help}.")
+                    f"output matches (max abs diff <= {bench.tolerance():g}). Exit status 1 if "
+                    f"a check fails. Workloads (TxBxI->H): {wl_help}.")
     p.add_argument("--quick", action="store_true",
-                   help=f"short run: workloads {','.join(B.QUICK_WORKLOADS)} (unless --workloads "
-                        f"is given), {B.QUICK_BUDGET:g} s of timing per runner "
-                        f"(default {B.NORMAL_BUDGET:g} s, all workloads)")
+                   help=f"short run: workloads {','.join(bench.QUICK_WORKLOADS)} (unless "
+                        f"--workloads is given), {bench.QUICK_BUDGET:g} s of timing per runner "
+                        f"(default {bench.NORMAL_BUDGET:g} s, all workloads)")
     p.add_argument("--workloads", type=_csv, metavar="A,B,...",
                    help="comma-separated workload names, or 'all'")
     p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
                    help="threads per forward call, for every runner (default 1)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--peers", type=_csv, metavar="P,Q",
-                   help=f"peers to compare with, from {','.join(B.PEERS)} "
-                        f"(default {','.join(B.DEFAULT_PEERS)}; missing ones are skipped)")
+                   help=f"peers to compare with, from {','.join(bench.PEERS)} "
+                        f"(default {','.join(bench.DEFAULT_PEERS)}; missing ones are skipped)")
     g.add_argument("--no-peers", action="store_true", help="time lstm_infer only")
     p.add_argument("--json", metavar="PATH", help="also write machine info and results as JSON")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
     p.add_argument("--quantize", metavar="MODE[,MODE]", type=_csv,
                    help="instead: quantized ours (int8, int8-weights, float16, bfloat16) vs "
                         "our float32 and, for int8, onnxruntime's DynamicQuantizeLSTM, with "
-                        "errors against the float64 reference")
+                        "errors against our float64 model")
     p.add_argument("--concurrency", type=_positive_int, metavar="N",
                    help="instead: throughput of one model called from 1..N Python threads at "
                         "once (num_threads=1 each), with a check that every result equals the "
@@ -80,72 +80,43 @@ def _add_bench(sub) -> None:
 
 
 def _cmd_bench(args) -> int:
-    from . import bench as B
+    from . import bench
 
-    if args.workloads is None:
-        workloads = list(B.QUICK_WORKLOADS if args.quick else B.WORKLOADS)
-    elif args.workloads == ["all"]:
-        workloads = list(B.WORKLOADS)
-    else:
-        workloads = args.workloads
-    unknown = [w for w in workloads if w not in B.WORKLOADS]
-    if unknown:
-        print(f"lstm-infer bench: unknown workload(s) {', '.join(unknown)}; "
-              f"choose from {', '.join(B.WORKLOADS)} or 'all'", file=sys.stderr)
-        return 2
-    if args.no_peers:
-        peers = []
-    else:
-        peers = args.peers if args.peers is not None else list(B.DEFAULT_PEERS)
-    bad = [p for p in peers if p not in B.PEERS]
-    if bad:
-        print(f"lstm-infer bench: unknown peer(s) {', '.join(bad)}; choose from "
-              f"{', '.join(B.PEERS)}", file=sys.stderr)
-        return 2
-    budget = args.budget or (B.QUICK_BUDGET if args.quick else B.NORMAL_BUDGET)
+    # unknown workloads / peers: ValueError, which main() reports with status 2
+    workloads = bench.select_workloads(args.workloads, quick=args.quick)
+    peers = [] if args.no_peers else bench.select_peers(args.peers)
+    budget = args.budget or (bench.QUICK_BUDGET if args.quick else bench.NORMAL_BUDGET)
 
     if args.quantize:
-        rows = [B.run_quantized(name, mode, threads=args.threads, budget=budget)
+        rows = [bench.run_quantized(name, mode, threads=args.threads, budget=budget)
                 for name in workloads for mode in args.quantize]
-        print(B.render_quantized(rows, markdown=args.markdown), flush=True)
+        print(bench.render_quantized(rows, markdown=args.markdown), flush=True)
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"environment": B.environment(args.threads, []), "budget_s": budget,
-                           "quantized": rows}, f, indent=2)
-                f.write("\n")
+            bench.write_json(args.json, {"environment": bench.environment(args.threads, []),
+                                         "budget_s": budget, "quantized": rows})
         return 0
 
     if args.concurrency:
         rows = []
         for name in workloads:
-            rows += B.concurrency_scaling(name, args.concurrency, budget=budget)
-        print(B.render_concurrency(rows), flush=True)
+            rows += bench.concurrency_scaling(name, args.concurrency, budget=budget)
+        print(bench.render_concurrency(rows), flush=True)
         if args.json:
-            with open(args.json, "w") as f:
-                json.dump({"environment": B.environment(1, []), "budget_s": budget,
-                           "concurrency": rows}, f, indent=2)
-                f.write("\n")
+            bench.write_json(args.json, {"environment": bench.environment(1, []),
+                                         "budget_s": budget, "concurrency": rows})
         return 0 if all(r["mismatches"] == 0 for r in rows) else 1
 
-    def progress(r):
-        if r["median_ms"] is not None:
-            msg = f"{r['median_ms']:.3f} ms"
-            if r["status"] != "ok":
-                msg += f" ({r['status']})"
-        else:
-            msg = f"{r['status']}: {r['reason']}"
-        print(f"  {r['workload']:>10} {r['runner']:<12} {msg}", file=sys.stderr, flush=True)
+    def progress(row):
+        print(bench.progress_line(row), file=sys.stderr, flush=True)
 
-    env = B.environment(args.threads, peers)
-    results = B.run_benchmarks(workloads, peers=peers, threads=args.threads, budget=budget,
-                               progress=progress)
-    print(B.render_table(results, env, markdown=args.markdown), flush=True)
+    env = bench.environment(args.threads, peers)
+    results = bench.run_benchmarks(workloads, peers=peers, threads=args.threads, budget=budget,
+                                   progress=progress)
+    print(bench.render_table(results, env, markdown=args.markdown), flush=True)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump({"environment": env, "budget_s": budget, "tol": B.TOL,
-                       "results": results}, f, indent=2)
-            f.write("\n")
-    ok = B.all_checks_passed(results)
+        bench.write_json(args.json, {"environment": env, "budget_s": budget,
+                                     "tol": bench.tolerance(), "results": results})
+    ok = bench.all_checks_passed(results)
     if not ok:
         print("lstm-infer bench: a correctness check failed (see the notes above)", file=sys.stderr)
     return 0 if ok else 1

@@ -1,10 +1,18 @@
-"""`lstm-infer bench` end to end, on the kws workload with a tiny time budget."""
+"""`lstm-infer bench` end to end (kws, tiny time budgets), and the parts of
+`lstm_infer.bench` it rests on: the float64 model it checks ours against, the
+runners, the exporters, the renderers."""
 import json
+import os
 
+import numpy as np
 import pytest
 
-from lstm_infer import bench
+import lstm_infer as li
+from lstm_infer import bench, tolerances
+from lstm_infer.bench import exporters
 from lstm_infer.cli import main
+
+from reference import lstm_reference
 
 
 def test_bench_ours_only(capsys, tmp_path):
@@ -18,9 +26,11 @@ def test_bench_ours_only(capsys, tmp_path):
     assert row.split()[-1] == "ok"
     data = json.loads(path.read_text())
     assert data["environment"]["threads"] == 1
+    assert data["tol"] == max(tolerances.TOL["float32"], tolerances.TOL_FRAMEWORK["float32"])
     (r,) = data["results"]
     assert r["runner"] == "ours" and r["status"] == "ok"
-    assert r["checked_against"] == "float64 reference" and r["max_abs_diff"] <= bench.TOL
+    assert r["checked_against"] == "ours float64"
+    assert r["tol"] == tolerances.TOL["float32"] and r["max_abs_diff"] <= r["tol"]
     assert r["median_ms"] > 0 and r["p10_ms"] <= r["median_ms"] <= r["p90_ms"]
     assert r["reps"] >= bench.MIN_REPS
     assert r["sequences_per_s"] == pytest.approx(1e3 / r["median_ms"])
@@ -41,30 +51,47 @@ def test_bench_markdown_with_peers(capsys, tmp_path):
     for name in ("torch", "onnxruntime"):
         assert rows[name]["status"] == "ok", rows[name]
         assert rows[name]["checked_against"] == "ours"
-        assert rows[name]["max_abs_diff"] <= bench.TOL
+        assert rows[name]["tol"] == tolerances.TOL_FRAMEWORK["float32"]
+        assert rows[name]["max_abs_diff"] <= rows[name]["tol"]
         assert rows[name]["ratio_vs_ours"] == pytest.approx(
             rows[name]["median_ms"] / rows["ours"]["median_ms"])
 
 
-def test_bench_rejects_unknown_workload(capsys):
-    assert main(["bench", "--workloads", "nope", "--no-peers"]) == 2
-    assert "unknown workload" in capsys.readouterr().err
-
-
-def test_onnx_gate_order_round_trips():
-    import numpy as np
-    from lstm_infer.formats.gate_orders import from_canonical, to_canonical
-    w = np.arange(8.0).reshape(8, 1)
-    assert np.array_equal(to_canonical(from_canonical(w, "onnx"), "onnx"), w)
+@pytest.mark.parametrize("argv, message", [
+    (["--workloads", "nope", "--no-peers"], "unknown workload(s) nope; choose from kws,"),
+    (["--workloads", "kws,nope", "--quantize", "float16"], "unknown workload(s) nope"),
+    (["--workloads", "nope", "--concurrency", "2"], "unknown workload(s) nope"),
+    (["--workloads", "kws", "--peers", "torch,nope"],
+     "unknown peer(s) nope; choose from torch, onnxruntime, tensorflow"),
+    (["--workloads", "kws", "--quantize", "nope"], "quantization mode must be one of"),
+])
+def test_bench_rejects_bad_arguments(capsys, argv, message):
+    assert main(["bench", "--budget", "0.01"] + argv) == 2
+    assert message in capsys.readouterr().err
 
 
 def test_bench_failed_check_exits_1(capsys, monkeypatch):
-    monkeypatch.setattr(bench, "TOL", 0.0)  # float32 vs the float64 oracle is never exact
+    # float32 vs the float64 model is never exact
+    monkeypatch.setitem(tolerances.TOL, "float32", 0.0)
     rc = main(["bench", "--workloads", "kws", "--no-peers", "--budget", "0.01"])
     cap = capsys.readouterr()
     assert rc == 1
     assert "FAIL" in cap.out and "kws/ours: mismatch" in cap.out
+    assert "vs ours float64 exceeds 0" in cap.out
     assert "correctness check failed" in cap.err
+
+
+def test_bench_quantize_weight_only(capsys, tmp_path):
+    path = tmp_path / "q.json"
+    assert main(["bench", "--workloads", "kws", "--quantize", "float16", "--budget", "0.01",
+                 "--json", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "ours max err" in out and any(l.split()[:2] == ["kws", "float16"]
+                                         for l in out.splitlines())
+    (row,) = json.loads(path.read_text())["quantized"]
+    assert row["ours-f32_max_err"] <= tolerances.TOL["float32"]
+    assert tolerances.TOL["float32"] < row["ours_max_err"] < 1e-3  # float16 weights
+    assert "onnxruntime-int8_ms" not in row
 
 
 def test_bench_concurrency_reports_scaling_and_checks_results(capsys):
@@ -73,3 +100,129 @@ def test_bench_concurrency_reports_scaling_and_checks_results(capsys):
     assert status == 0
     lines = [l for l in out.splitlines() if l.startswith("kws")]
     assert len(lines) == 2 and all(l.rstrip().endswith("yes") for l in lines)
+
+
+# ---------------------------------------------------------------- what ours is checked against
+
+def test_float64_model_matches_the_suite_oracle():
+    """The bench checks ours against our float64 model; that model against the
+    independent numpy oracle (tests/reference.py) here, so the bench needs no oracle."""
+    wl = bench.Workload(T=30, B=3, I=7, H=16, num_layers=2, bidirectional=True)
+    model, x = bench.make_model(wl, seed=4), bench.make_input(wl, seed=5)
+    out, h, c = bench.reference(model, x)
+    ref_out, ref_h, ref_c = lstm_reference(model.weights, x)  # h_n, c_n: one array per layer
+    for got, want in ((out, ref_out), (h, np.concatenate(ref_h)), (c, np.concatenate(ref_c))):
+        assert got.dtype == np.float64
+        assert bench.max_abs_diff([got], [want]) <= tolerances.TOL["float64"]
+
+
+def test_max_abs_diff_skips_missing_sides_and_flags_nan_and_shapes():
+    a = np.zeros((2, 3))
+    assert bench.max_abs_diff([a, None], [a + 0.5, a]) == 0.5
+    assert bench.max_abs_diff([a + np.nan], [a]) == float("inf")
+    assert bench.max_abs_diff([a], [a[:1]]) == float("inf")
+
+
+# ---------------------------------------------------------------- runners and exporters
+
+def test_unknown_runner_and_peer():
+    with pytest.raises(ValueError, match="unknown runner 'nope'"):
+        bench.build_runner("nope", None, None, 1)
+    assert bench.select_peers(["onnxruntime", "torch", "onnxruntime"]) == ["onnxruntime", "torch"]
+    assert bench.select_peers(None) == list(bench.DEFAULT_PEERS)
+
+
+def test_peers_refuse_what_they_cannot_express():
+    m = li.LSTM.random(4, 8, peephole=True)
+    with pytest.raises(bench.PeerUnavailable, match="peephole connections"):
+        bench.build_runner("torch", m, np.zeros((2, 1, 4), np.float32), 1)
+    with pytest.raises(ValueError, match=r"layer 0: a projection \(proj_size\)"):
+        exporters.to_onnx(li.LSTM.random(4, 8, proj_size=3))
+    with pytest.raises(ValueError, match="a Keras LSTM stack cannot express this model: "
+                                         "layer 0: peephole connections"):
+        exporters.to_keras_weights(m)
+    with pytest.raises(ValueError, match="merge='sum'"):
+        exporters.to_keras_weights(li.LSTM(li.LSTM.random(4, 8, bidirectional=True).weights,
+                                           layer_options=[{"merge": "sum"}]))
+
+
+def test_to_onnx_is_the_inverse_of_our_onnx_loader():
+    pytest.importorskip("onnx")
+    m = li.LSTM.random(5, 8, num_layers=2, bidirectional=True, peephole=True, seed=3)
+    back = li.from_onnx(exporters.to_onnx(m), node=["lstm0", "lstm1"])
+    assert back.config == m.config
+    for la, lb in zip(back.weights, m.weights):
+        for a, b in zip(la, lb):
+            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_to_onnx_runs_in_onnxruntime_like_ours():
+    pytest.importorskip("onnx")
+    pytest.importorskip("onnxruntime")
+    m = li.LSTM.random(5, 8, num_layers=2, bidirectional=True, peephole=True, seed=3)
+    x = np.random.default_rng(0).uniform(-1, 1, (6, 2, 5)).astype(np.float32)
+    got = bench.build_runner("onnxruntime", m, x, 1).fn()
+    out, (h, c) = m(x)
+    assert bench.max_abs_diff(got, (out, h, c)) <= tolerances.TOL_FRAMEWORK["float32"]
+
+
+def test_to_keras_weights_set_on_keras_layers_compute_like_ours():
+    os.environ.setdefault("KERAS_BACKEND", "torch")
+    keras = pytest.importorskip("keras")
+    m = li.LSTM.random(5, 8, num_layers=2, bidirectional=True, seed=2)
+    inp = keras.Input((None, 5))
+    y, layers = inp, []
+    for _ in range(2):
+        layers.append(keras.layers.Bidirectional(keras.layers.LSTM(8, return_sequences=True)))
+        y = layers[-1](y)
+    net = keras.Model(inp, y)
+    for lyr, ws in zip(layers, exporters.to_keras_weights(m)):
+        lyr.set_weights(ws)
+    x = np.random.default_rng(1).uniform(-1, 1, (6, 2, 5)).astype(np.float32)
+    want = m(x)[0]
+    got = np.transpose(np.asarray(net.predict(np.transpose(x, (1, 0, 2)), verbose=0)),
+                       (1, 0, 2))
+    assert bench.max_abs_diff([got], [want]) <= tolerances.TOL_FRAMEWORK["float32"]
+
+
+# ---------------------------------------------------------------- renderers (output pinned)
+
+def test_render_concurrency_layout():
+    rows = [{"workload": "kws", "python_threads": 1, "calls_per_s": 1161.63,
+             "sequences_per_s": 1161.63, "speedup": 1.0, "mismatches": 0, "calls": 100},
+            {"workload": "asr-bi", "python_threads": 2, "calls_per_s": 99.04,
+             "sequences_per_s": 1584.6, "speedup": 1.93, "mismatches": 3, "calls": 50}]
+    assert bench.render_concurrency(rows).splitlines() == [
+        "workload    python threads  calls/s  sequences/s  speedup  results == serial",
+        "----------  --------------  -------  -----------  -------  -----------------",
+        "kws                      1   1161.6       1161.6    1.00x  yes",
+        "asr-bi                   2     99.0       1584.6    1.93x  NO (3 of 50)"]
+
+
+def test_render_quantized_layout():
+    rows = [{"workload": "kws", "mode": "int8", "ours_ms": 0.1234, "ours-f32_ms": 0.2441,
+             "speedup_vs_f32": 1.98, "onnxruntime-int8_ms": 0.25, "ort_over_ours": 2.02,
+             "ours_max_err": 1.3e-3, "ours_mean_err": 2.3e-4, "onnxruntime-int8_max_err": 1.31e-3,
+             "onnxruntime-int8_mean_err": 2.4e-4, "ours-f32_max_err": 1.4e-7},
+            {"workload": "stream256", "mode": "float16", "ours_ms": 1.345, "ours-f32_ms": 1.251,
+             "speedup_vs_f32": 0.93, "ours_max_err": 1.8e-5, "ours_mean_err": 2.7e-6,
+             "ours-f32_max_err": 2.9e-7}]
+    assert bench.render_quantized(rows).splitlines() == [
+        " workload     mode  ours ms  ours f32 ms  f32/ours  ort-int8 ms  ort/ours  ours max err"
+        "  ours mean err  ort max err  ort mean err  f32 max err",
+        "---------  -------  -------  -----------  --------  -----------  --------  ------------"
+        "  -------------  -----------  ------------  -----------",
+        "      kws     int8    0.123        0.244     1.98x        0.250     2.02x       1.3e-03"
+        "        2.3e-04      1.3e-03       2.4e-04      1.4e-07",
+        "stream256  float16    1.345        1.251     0.93x            -         -       1.8e-05"
+        "        2.7e-06            -             -      2.9e-07"]
+    md = bench.render_quantized(rows, markdown=True).splitlines()
+    assert md[1] == "|" + "---|" * 12
+    assert md[3] == ("| stream256 | float16 | 1.345 | 1.251 | 0.93x | - | - | 1.8e-05 | 2.7e-06 "
+                     "| - | - | 2.9e-07 |")
+
+
+def test_onnx_gate_order_round_trips():
+    from lstm_infer.formats.gate_orders import from_canonical, to_canonical
+    w = np.arange(8.0).reshape(8, 1)
+    assert np.array_equal(to_canonical(from_canonical(w, "onnx"), "onnx"), w)

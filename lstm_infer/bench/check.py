@@ -1,0 +1,63 @@
+"""What every runner's output is checked against, and how far it may be.
+
+Ours is checked against our own float64 model on the same weights (`reference`);
+the peers against ours. The test suite anchors our float64 model to its
+independent numpy oracle (tests/reference.py), so the benchmark needs none of
+its own. Tolerances come from the one table, `lstm_infer.tolerances`, read at
+the time of the check.
+"""
+from __future__ import annotations
+
+from typing import Sequence, Tuple
+
+import numpy as np
+
+from .. import tolerances
+
+
+def float64_twin(model):
+    """`model` (unquantized) rebuilt in float64 on the same weights and options."""
+    from .. import LSTM
+    return LSTM(model.weights, **dict(model.options, dtype="float64"))
+
+
+def reference(model, x) -> Tuple[np.ndarray, ...]:
+    """(out, h_n, c_n) of `model`'s float64 twin on `x`."""
+    out, (h, c) = float64_twin(model)(x)
+    return out, h, c
+
+
+def tol_vs_float64(dtype: str = "float32") -> float:
+    """Max abs difference accepted between ours and our float64 model (DESIGN §3)."""
+    return tolerances.TOL[dtype]
+
+
+def tol_vs_ours(dtype: str = "float32") -> float:
+    """Max abs difference accepted between a peer and ours (DESIGN §3)."""
+    return tolerances.TOL_FRAMEWORK[dtype]
+
+
+def tolerance() -> float:
+    """The largest difference any float32 check accepts."""
+    return max(tol_vs_float64(), tol_vs_ours())
+
+
+def max_abs_diff(got: Sequence, want: Sequence) -> float:
+    """Largest |got - want| over the pairs whose both sides are given (NaN-safe: NaN -> inf)."""
+    worst = 0.0
+    for g, w in zip(got, want):
+        if g is None or w is None:
+            continue
+        g, w = np.asarray(g, dtype=np.float64), np.asarray(w, dtype=np.float64)
+        if g.shape != w.shape:
+            return float("inf")
+        if g.size:
+            d = np.abs(g - w).max()
+            worst = max(worst, float(d) if np.isfinite(d) else float("inf"))
+    return worst
+
+
+def output_errors(got: Sequence, want: Sequence) -> Tuple[float, float]:
+    """Max and mean |got - want| of the outputs ``out`` (the first of each triple)."""
+    d = np.abs(np.asarray(got[0], np.float64) - np.asarray(want[0], np.float64))
+    return float(d.max()), float(d.mean())

@@ -1,0 +1,36 @@
+"""A Keras LSTM stack on TensorFlow, called through tf.function (opt-in: only when
+tensorflow is importable). Weights from `exporters.to_keras_weights`; compared on
+``out`` only (h_n / c_n are not returned)."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..exporters import to_keras_weights
+from . import Runner, exported, import_peer
+
+
+def build(model, x, threads: int) -> Runner:
+    tf = import_peer("tensorflow")
+    weights = exported(to_keras_weights, model, "keras")
+    cfg = model.config
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    keras = tf.keras
+    inp = keras.Input((None, cfg.input_size), dtype="float32")
+    y, layers = inp, []
+    for _ in range(cfg.num_layers):
+        lyr = keras.layers.LSTM(cfg.hidden_size, return_sequences=True)
+        if cfg.bidirectional:
+            lyr = keras.layers.Bidirectional(lyr, merge_mode="concat")
+        y = lyr(y)
+        layers.append(lyr)
+    net = keras.Model(inp, y)
+    for lyr, ws in zip(layers, weights):
+        lyr.set_weights(ws)
+    order = (0, 1, 2) if cfg.batch_first else (1, 0, 2)  # Keras: (B, T, I)
+    xb = tf.constant(np.ascontiguousarray(np.transpose(x, order), dtype=np.float32))
+    call = tf.function(lambda t: net(t, training=False))
+
+    def fn():
+        return np.transpose(call(xb).numpy(), order), None, None
+    return Runner("tensorflow", tf.__version__, fn)
