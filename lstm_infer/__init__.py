@@ -9,28 +9,12 @@ from .config import Activation, LayerSpec, LSTMConfig
 from .formats.detect import detect_format, load
 from .formats.errors import FormatError
 from .formats.isolate import IsolatedLoadError, LoadTimeoutError
+from .formats.keras import from_keras
+from .formats.onnx import from_onnx
 from .formats.pytorch import from_torch
 from .model import LSTM
 
 __version__ = "0.1.0"
-
-
-def from_keras(obj, layer=None):
-    """Convert a Keras LSTM / Bidirectional(LSTM) stack: a keras.Model or a .keras / .h5 path.
-
-    See lstm_infer.formats.keras."""
-    from .formats.keras import from_keras as _from_keras
-
-    return _from_keras(obj, layer=layer)
-
-
-def from_onnx(obj, node=None, *, dtype=None):
-    """Convert ONNX LSTM node(s): an onnx.ModelProto or a path; `node` is a name or a
-    list of names (a stack). See lstm_infer.formats.onnx."""
-    from .formats.onnx import from_onnx as _from_onnx
-
-    return _from_onnx(obj, node=node, dtype=dtype)
-
 
 __all__ = ["LSTM", "LSTMConfig", "LayerSpec", "Activation", "load", "detect_format",
            "FormatError", "LoadTimeoutError", "IsolatedLoadError",

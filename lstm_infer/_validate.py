@@ -48,6 +48,17 @@ def all_finite(a: np.ndarray) -> bool:
     return all(bool(np.isfinite(a[i:i + step]).all()) for i in range(0, a.shape[0], step))
 
 
+def to_array(a) -> np.ndarray:
+    """A weight as a numpy array: torch tensors detached and moved to the CPU (float16 and
+    bfloat16 as float32), anything else through np.asarray."""
+    if hasattr(a, "detach") and hasattr(a, "numpy"):  # a torch tensor
+        a = a.detach().cpu()
+        if str(a.dtype) in ("torch.bfloat16", "torch.float16"):
+            a = a.float()
+        return a.numpy()
+    return np.asarray(a)
+
+
 def physical_memory() -> int:
     """Bytes of RAM of this machine (0 if unknown)."""
     try:

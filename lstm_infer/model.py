@@ -26,7 +26,8 @@ import numpy as np
 
 from . import _kernels, _packing, _threads
 from . import quantize as quantize_mod
-from ._validate import MAX_DIM, all_finite, check_allocation
+from ._build import CanonicalModel
+from ._validate import MAX_DIM, all_finite, check_allocation, to_array
 from .config import (DEFAULT_ACTIVATIONS, LAYER_OPTIONS, MERGE_MODES, LayerSpec, LSTMConfig,
                      check_clip, layer_spec, parse_activations)
 
@@ -36,22 +37,13 @@ _DTYPES = {"float32": np.float32, "float64": np.float64}
 def _as_weight(a, name, dtype):
     """A weight (or state) as a finite array of `dtype`: converted only if needed, never
     stored — the model keeps only its packed copy (so a memory-mapped file is read once)."""
-    a = _to_array(a)
+    a = to_array(a)
     if a.dtype.kind not in "fiu":
         raise TypeError(f"{name} must be a real numeric array; got dtype {a.dtype}")
     a = np.asarray(a, dtype=dtype)
     if not all_finite(a):
         raise ValueError(f"{name} contains NaN or infinity")
     return a
-
-
-def _to_array(a):
-    if hasattr(a, "detach") and hasattr(a, "numpy"):  # a torch tensor
-        a = a.detach().cpu()
-        if str(a.dtype) in ("torch.bfloat16", "torch.float16"):
-            a = a.float()
-        return a.numpy()
-    return np.asarray(a)
 
 
 def _check_shape(a, shape, name):
@@ -99,7 +91,7 @@ class LSTM:
             raise TypeError("layers must be a non-empty list (one entry per layer) of lists "
                             "of direction dicts")
         if dtype is None:
-            all64 = all(_to_array(a).dtype == np.float64
+            all64 = all(to_array(a).dtype == np.float64
                         for l in layers if isinstance(l, (list, tuple))
                         for d in l if isinstance(d, dict)
                         for a in d.values() if a is not None)
@@ -513,9 +505,15 @@ class LSTM:
     def save(self, path) -> None:
         """Save in the native format (safetensors + config); ``li.load`` reads it back
         bit-exactly."""
-        from .formats import native
+        from .formats import native  # formats never imports this module: no cycle
 
-        native.save(self, path)
+        native.save(self.canonical(), path)
+
+    def canonical(self) -> CanonicalModel:
+        """The model as data: ``CanonicalModel(self.weights, self.options)``, which
+        ``lstm_infer._build.build`` (and ``LSTM(data.layers, **data.options)``) turns back
+        into the same model."""
+        return CanonicalModel(self.weights, self.options)
 
     def stream(self, batch_size=1, state=None, *, num_threads=None):
         """A stateful stream: ``s.step(chunk) -> out_chunk`` carries (h, c) across chunks.

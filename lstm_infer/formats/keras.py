@@ -115,12 +115,12 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from .._build import CanonicalModel, build
 from .errors import MAX_METADATA_BYTES, FormatError, guard, read_member
-from ..model import LSTM
 from .gate_orders import to_canonical
 
-__all__ = ["from_keras", "is_keras_file", "keras_layers_summary", "lengths_from_mask",
-           "KerasFileError"]
+__all__ = ["from_keras", "read_keras", "is_keras_file", "keras_layers_summary",
+           "lengths_from_mask", "KerasFileError"]
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -1066,7 +1066,7 @@ def _direction_weights(named, cfg, where, in_size):
     return d, H
 
 
-def _convert(model: _Model, chain: Sequence[_Layer]) -> LSTM:
+def _convert(model: _Model, chain: Sequence[_Layer]) -> CanonicalModel:
     vmajor = _major(model.keras_version)
     layers, options, time_major = [], [], set()
     in_size = None
@@ -1126,10 +1126,8 @@ def _convert(model: _Model, chain: Sequence[_Layer]) -> LSTM:
     if len(time_major) > 1:
         raise KerasFileError(f"{model.source}: layers {[l.name for l in chain]} mix time_major "
                              f"True and False")
-    try:
-        return LSTM(layers, batch_first=not time_major.pop(), layer_options=options)
-    except (ValueError, TypeError) as e:  # e.g. NaN weights, an activation's parameters
-        raise KerasFileError(f"{model.source}: {e}") from None
+    return CanonicalModel(layers, {"batch_first": not time_major.pop(),
+                                   "layer_options": options}, model.source)
 
 
 def _triple(cfg, vmajor, where):
@@ -1148,8 +1146,9 @@ def _refuse_cell_options(cfg, where):
 
 # ============================================================================ public API
 
-def from_keras(obj, layer=None) -> LSTM:
-    """Convert a Keras LSTM stack to an lstm_infer model (see the module docstring).
+def from_keras(obj, layer=None):
+    """Convert a Keras LSTM stack to an lstm_infer model (see the module docstring):
+    `read_keras`'s data, built.
 
     Parameters
     ----------
@@ -1179,17 +1178,29 @@ def from_keras(obj, layer=None) -> LSTM:
     can hang the calling thread for ever. Use ``li.load(path, isolated=True)`` (or
     ``timeout=``), which parses in a child process that is killed on time-out.
     """
+    return _read(obj, layer, build)
+
+
+def read_keras(obj, layer=None) -> CanonicalModel:
+    """The numpy core of `from_keras`: the selected stack's canonical weights (Keras gate
+    order and layout converted) and constructor options, with every check of
+    `from_keras` but the model's own (values, options: `lstm_infer._build.build`)."""
+    return _read(obj, layer, lambda data, error: data)
+
+
+def _read(obj, layer, make):
     names = _layer_names(layer)
     if isinstance(obj, (str, os.PathLike)):
         path = os.fspath(obj)
         with guard(KerasFileError, str(path)):  # the net under the checks
-            return _convert_and_close(_open_path(path), names)
-    return _convert_and_close(_open(obj), names)
+            return _convert_and_close(_open_path(path), names, make)
+    return _convert_and_close(_open(obj), names, make)
 
 
-def _convert_and_close(model: _Model, names) -> LSTM:
+def _convert_and_close(model: _Model, names, make):
     try:
-        return _convert(model, _select(model, names))
+        # e.g. NaN weights, an activation's parameters: a KerasFileError naming the source
+        return make(_convert(model, _select(model, names)), KerasFileError)
     finally:
         model.close()
 

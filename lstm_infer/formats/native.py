@@ -25,6 +25,7 @@ import os
 
 import numpy as np
 
+from .._build import CanonicalModel, build
 from .errors import FormatError, guard
 from . import safetensors_io as st
 
@@ -39,11 +40,21 @@ class NativeFormatError(FormatError):
 
 
 def save(model, path) -> None:
-    """Write `model` to `path` in the native format."""
+    """Write `model` to `path` in the native format: an LSTM, or its canonical data (a
+    `CanonicalModel`, as ``LSTM.save`` passes it: ``model.canonical()``)."""
+    data = model if isinstance(model, CanonicalModel) else model.canonical()
+    write(path, data.layers, data.options)
+
+
+def write(path, layers, options: dict) -> None:
+    """The numpy core of `save`: canonical `layers` (stored quantized forms included) and
+    the constructor `options` to `path`."""
     tensors, dtypes = {}, {}
-    bf16 = model.config.quantization == "bfloat16"
-    for k, (layer, spec) in enumerate(zip(model.weights, model.config.layers)):
-        names = ["reverse"] if spec.reverse else list(_DIR_NAMES[:len(layer)])
+    bf16 = options.get("quantization") == "bfloat16"
+    layer_options = options.get("layer_options") or [{}] * len(layers)
+    for k, layer in enumerate(layers):
+        reverse = layer_options[k].get("direction") == "reverse"
+        names = ["reverse"] if reverse else list(_DIR_NAMES[:len(layer)])
         for dname, w in zip(names, layer):
             for wname, a in w.items():
                 key = f"layers.{k}.{dname}.{wname}"
@@ -51,7 +62,7 @@ def save(model, path) -> None:
                 if bf16 and wname in ("w_ih", "w_hh") and a.dtype == np.uint16:
                     dtypes[key] = "BF16"  # uint16 bit patterns, typed as bf16 in the file
     meta = {"format": FORMAT, "format_version": str(FORMAT_VERSION),
-            "config": json.dumps(model.options, sort_keys=True)}
+            "config": json.dumps(options, sort_keys=True)}
     st.save(path, tensors, meta, dtypes)
 
 
@@ -71,7 +82,15 @@ def load(path):
     """Read a native file back into an LSTM. Raises NativeFormatError (or SafetensorsError
     for a file that is not valid safetensors), both FormatErrors, for any bad file."""
     with guard(NativeFormatError, str(path)):
-        return _load(path)
+        return build(_read(path), NativeFormatError)
+
+
+def read(path) -> CanonicalModel:
+    """The numpy core of `load`: the file's canonical weights (memory-mapped, stored
+    quantized forms as they are) and constructor options, every check of `load` made
+    but the model's own (shapes, values, options: `lstm_infer._build.build`)."""
+    with guard(NativeFormatError, str(path)):
+        return _read(path)
 
 
 def _meta_str(meta, key, path):
@@ -124,9 +143,7 @@ def _layer_dirs(options, k) -> tuple:
             "reverse": _DIR_NAMES[1:]}.get(direction)
 
 
-def _load(path):
-    from ..model import LSTM
-
+def _read(path) -> CanonicalModel:
     entries, meta, start = st.read_header(path, tiling=False)
     if _meta_str(meta, "format", path) != FORMAT:
         raise NativeFormatError(f"{path}: not an lstm_infer native file (metadata format "
@@ -173,7 +190,4 @@ def _load(path):
     tensors = st.arrays(path, entries, start)
     layers = [[{wname: tensors[key] for wname, key in w.items()} for w in dirs]
               for dirs in names]
-    try:
-        return LSTM(layers, **options)
-    except (ValueError, TypeError) as e:
-        raise NativeFormatError(f"{path}: {e}") from None
+    return CanonicalModel(layers, options, str(path))

@@ -94,9 +94,9 @@ from typing import Dict, Optional
 
 import numpy as np
 
-from .errors import FormatError, guard
+from .._build import CanonicalModel, build
 from ..config import Activation
-from ..model import LSTM
+from .errors import FormatError, guard
 from .gate_orders import to_canonical
 
 
@@ -973,8 +973,8 @@ def _chain_order(g: _Graph, lstms):
 
 
 # ----------------------------------------------------------------------------- entry point
-def from_onnx(obj, node=None, *, dtype=None) -> LSTM:
-    """Build an LSTM from the LSTM node(s) of an ONNX model.
+def from_onnx(obj, node=None, *, dtype=None):
+    """Build an LSTM from the LSTM node(s) of an ONNX model (`read_onnx`'s data, built).
 
     Parameters
     ----------
@@ -1002,6 +1002,29 @@ def from_onnx(obj, node=None, *, dtype=None) -> LSTM:
     weights, shapes that disagree with the attributes, unsupported activations
     or ops, and ambiguous graphs.
     """
+    notes = []
+    data = _read(obj, node, dtype, notes)
+    with guard(ONNXFormatError, _where(obj)):
+        model = build(data, ONNXFormatError)
+    for msg in notes:  # after the net: a warnings filter set to "error" raises them as is
+        warnings.warn(msg, stacklevel=2)
+    return model
+
+
+def read_onnx(obj, node=None, *, dtype=None) -> CanonicalModel:
+    """The numpy core of `from_onnx`: the chosen node(s)' canonical weights (ONNX gate
+    order converted, Wb + Rb fused) and constructor options, with every check and
+    warning of `from_onnx` but the model's own (values, options:
+    `lstm_infer._build.build`)."""
+    notes = []
+    data = _read(obj, node, dtype, notes)
+    for msg in notes:
+        warnings.warn(msg, stacklevel=2)
+    return data
+
+
+def _read(obj, node, dtype, notes) -> CanonicalModel:
+    """`read_onnx`, its warnings appended to `notes`."""
     onnx, helper, numpy_helper = _import_onnx()
     # the caller's arguments first, outside the net: a TypeError there is the caller's
     if node is not None:
@@ -1015,13 +1038,13 @@ def from_onnx(obj, node=None, *, dtype=None) -> LSTM:
                         f"got {type(obj).__name__}")
     if dtype is not None and np.dtype(dtype).name not in ("float32", "float64"):
         raise ValueError(f"dtype must be float32 or float64; got {np.dtype(dtype).name}")
-    where = os.fspath(obj) if isinstance(obj, (str, os.PathLike)) else "the ONNX model"
-    notes = []
-    with guard(ONNXFormatError, str(where)):
-        model = _from_onnx(obj, node, dtype, notes, onnx, helper, numpy_helper)
-    for msg in notes:  # after the net: a warnings filter set to "error" raises them as is
-        warnings.warn(msg, stacklevel=2)
-    return model
+    with guard(ONNXFormatError, _where(obj)):
+        return _from_onnx(obj, node, dtype, notes, onnx, helper, numpy_helper)
+
+
+def _where(obj) -> str:
+    """What the net's messages call `obj`."""
+    return str(os.fspath(obj)) if isinstance(obj, (str, os.PathLike)) else "the ONNX model"
 
 
 def _from_onnx(obj, node, dtype, notes, onnx, helper, numpy_helper):
@@ -1070,10 +1093,8 @@ def _from_onnx(obj, node, dtype, notes, onnx, helper, numpy_helper):
             notes.append(f"{where}: the stacked LSTM nodes read different sequence_lens "
                          f"inputs {sorted(lens)}; lstm_infer applies one lengths= to every "
                          f"layer")
-    try:
-        return LSTM(layers, batch_first=layouts[0] == 1, layer_options=options, dtype=dtype)
-    except (ValueError, TypeError) as e:
-        raise ONNXFormatError(f"{where}: {e}") from None
+    return CanonicalModel(layers, {"batch_first": layouts[0] == 1, "layer_options": options,
+                                   "dtype": dtype}, where)
 
 
-__all__ = ["from_onnx", "is_onnx_file", "ONNXFormatError"]
+__all__ = ["from_onnx", "read_onnx", "is_onnx_file", "ONNXFormatError"]

@@ -30,12 +30,18 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ..model import LSTM, _to_array
+from .._build import CanonicalModel, build
+from .._validate import to_array
 from .errors import guard
 from .torch_pickle import (TorchFile, TorchFileError, TorchTensor, _Unsupported, sniff)
 
 __all__ = ["from_torch", "from_state_dict", "load_torch_file", "is_torch_file",
-           "to_state_dict"]
+           "read_state_dict", "read_torch_file", "to_state_dict"]
+
+# The one builder (lstm_infer._build.build: CanonicalModel -> model) under the model's
+# name: what this module's public functions call to return an LSTM (and the seam where
+# tests inject failures in model building).
+LSTM = build
 
 _LSTM_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)weight_ih_l(?P<layer>\d+)(?P<rev>_reverse)?$")
 _CELL_KEY = re.compile(r"^(?P<prefix>(?:.*\.)?)weight_ih$")
@@ -104,8 +110,9 @@ def _resolve(keys, prefix):
     return chosen, ("lstm" if chosen in lstm_p else "cell")
 
 
-def from_state_dict(sd, prefix=None, *, batch_first=False, dtype=None) -> LSTM:
-    """Build an LSTM from a torch-style state dict or checkpoint dict.
+def from_state_dict(sd, prefix=None, *, batch_first=False, dtype=None):
+    """Build an LSTM from a torch-style state dict or checkpoint dict
+    (`read_state_dict`'s data, built).
 
     Parameters
     ----------
@@ -119,6 +126,13 @@ def from_state_dict(sd, prefix=None, *, batch_first=False, dtype=None) -> LSTM:
         Default: float64 if the weights are float64, else float32 (float16 and
         bfloat16 weights run in float32).
     """
+    return LSTM(read_state_dict(sd, prefix, batch_first=batch_first, dtype=dtype))
+
+
+def read_state_dict(sd, prefix=None, *, batch_first=False, dtype=None) -> CanonicalModel:
+    """The numpy core of `from_state_dict`: the chosen LSTM's canonical weights (numpy
+    arrays; the two torch biases fused) and constructor options, its tensor names and
+    shapes checked (ValueError naming the tensor)."""
     if not isinstance(sd, Mapping):
         raise TypeError(f"expected a state dict (a mapping of names to tensors); "
                         f"got {type(sd).__name__}")
@@ -150,7 +164,7 @@ def from_state_dict(sd, prefix=None, *, batch_first=False, dtype=None) -> LSTM:
                              "keys found)")
     else:
         layers = [[_direction(get, prefix, "", None, 0)]]
-    return LSTM(layers, batch_first=batch_first, dtype=dtype)
+    return CanonicalModel(layers, {"batch_first": batch_first, "dtype": dtype})
 
 
 class _Getter:
@@ -183,7 +197,7 @@ def _weight(v, key):
     if isinstance(v, Mapping) or v is None:
         raise ValueError(f"{key} is a {type(v).__name__}, not a tensor")
     try:
-        a = _to_array(v)
+        a = to_array(v)
     except (TypeError, ValueError, RuntimeError) as e:
         raise ValueError(f"{key} cannot be read as an array: {e}") from e
     if a.dtype.kind not in "fiu":
@@ -238,7 +252,7 @@ def _direction(get, prefix, suffix, in_size, layer):
     return w
 
 
-def load_torch_file(path, prefix=None, *, dtype=None, batch_first=False) -> LSTM:
+def load_torch_file(path, prefix=None, *, dtype=None, batch_first=False):
     """Load an LSTM from a PyTorch file, without torch.
 
     Reads ``torch.save`` zip archives (``.pt`` / ``.pth`` / ``.bin``), legacy
@@ -267,9 +281,19 @@ def load_torch_file(path, prefix=None, *, dtype=None, batch_first=False) -> LSTM
         escapes, except those about the path itself (FileNotFoundError...,
         as `errors.guard` lets through).
     """
+    return _torch_file(path, prefix, dtype, batch_first, LSTM)
+
+
+def read_torch_file(path, prefix=None, *, dtype=None, batch_first=False) -> CanonicalModel:
+    """The numpy core of `load_torch_file`: the file's LSTM as canonical data (arrays
+    read from the file), with the same checks and errors but the model's own."""
+    return _torch_file(path, prefix, dtype, batch_first, lambda data: data)
+
+
+def _torch_file(path, prefix, dtype, batch_first, make):
     with TorchFile(path) as tf, guard(TorchFileError, tf.path):
         try:
-            return from_state_dict(tf.obj, prefix, batch_first=batch_first, dtype=dtype)
+            return make(read_state_dict(tf.obj, prefix, batch_first=batch_first, dtype=dtype))
         except TorchFileError:
             raise
         except (ValueError, TypeError) as e:
@@ -304,7 +328,7 @@ def is_torch_file(path) -> bool:
     return False
 
 
-def from_torch(obj, prefix=None, *, dtype=None, batch_first=None) -> LSTM:
+def from_torch(obj, prefix=None, *, dtype=None, batch_first=None):
     """Convert a torch LSTM: a module, a state dict / checkpoint, or a file.
 
     Parameters
@@ -332,11 +356,11 @@ def from_torch(obj, prefix=None, *, dtype=None, batch_first=None) -> LSTM:
         if isinstance(obj, nn.LSTM):
             # dropout between layers only acts in training mode; inference ignores it
             bf = obj.batch_first if batch_first is None else batch_first
-            m = from_state_dict(obj.state_dict(), "", batch_first=bf, dtype=dtype)
-            if m.config.num_layers != obj.num_layers:
+            data = read_state_dict(obj.state_dict(), "", batch_first=bf, dtype=dtype)
+            if len(data.layers) != obj.num_layers:
                 raise ValueError(f"expected {obj.num_layers} layers in the module; "
-                                 f"found {m.config.num_layers}")
-            return m
+                                 f"found {len(data.layers)}")
+            return LSTM(data)
         if isinstance(obj, nn.LSTMCell):
             return from_state_dict(obj.state_dict(), "", batch_first=bool(batch_first),
                                    dtype=dtype)
