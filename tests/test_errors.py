@@ -62,7 +62,7 @@ def test_x_dtype(model, value):
 
 
 def test_x_ragged_list(model):
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises(ValueError, match="inhomogeneous|sequence"):  # numpy's own message
         model([[[0.0, 1.0, 2.0]], [[0.0, 1.0]]])
 
 
@@ -290,7 +290,7 @@ def test_activation_error_lists_supported_names():
 
 
 def test_activations_as_single_string_is_refused():
-    with pytest.raises((ValueError, TypeError)):
+    with raises(TypeError, "sequence of 3 activations", "got 'sigmoid'"):
         li.LSTM.random(I, H, activations="sigmoid")
 
 
@@ -326,11 +326,14 @@ def test_bad_random_sizes(kw, fragment):
 
 
 # ----------------------------------------------------------------------------- from_torch
-torch = pytest.importorskip("torch")
+# State dicts as numpy arrays (to_state_dict, the loader's inverse): no torch needed.
+def _state_dict(**kw):
+    from lstm_infer.formats.pytorch import to_state_dict
+    return to_state_dict(li.LSTM.random(3, 4, **kw))
 
 
 def test_from_torch_errors():
-    sd = torch.nn.LSTM(3, 4).state_dict()
+    sd = _state_dict()
     with raises(ValueError, "missing", "weight_hh_l0"):
         li.from_torch({k: v for k, v in sd.items() if not k.startswith("weight_hh")})
     with raises(ValueError, "'enc.'", "['']"):
@@ -339,12 +342,28 @@ def test_from_torch_errors():
         li.from_torch({})
     with raises(TypeError, "int"):
         li.from_torch(3)
-    with pytest.raises((ValueError, TypeError)):
-        li.from_torch(torch.nn.GRU(3, 4))
+
+
+def test_from_torch_gru_state_dict_is_named():
+    """nn.GRU(3, 4)'s state dict (3H = 12 gate rows): the message suspects a GRU."""
+    sd = {"weight_ih_l0": np.zeros((12, 3), np.float32),
+          "weight_hh_l0": np.zeros((12, 4), np.float32),
+          "bias_ih_l0": np.zeros(12, np.float32), "bias_hh_l0": np.zeros(12, np.float32)}
+    with raises(ValueError, "weight_hh_l0", "(12, 3)", "got (12, 4)", "a GRU, not an LSTM?"):
+        li.from_torch(sd)
 
 
 def test_from_torch_layer_gap_is_refused():
     """A state dict with layers 0 and 2 but no layer 1 must not silently load layer 0 only."""
-    sd = torch.nn.LSTM(3, 4, num_layers=3).state_dict()
+    sd = _state_dict(num_layers=3)
+    with raises(ValueError, "l2"):
+        li.from_torch({k: v for k, v in sd.items() if "_l1" not in k})
+
+
+def test_from_torch_gru_module_is_refused():
+    torch = pytest.importorskip("torch")
+    with raises(TypeError, "converts LSTMs", "got a GRU"):
+        li.from_torch(torch.nn.GRU(3, 4))
+    sd = torch.nn.LSTM(3, 4, num_layers=3).state_dict()  # tensors, not arrays
     with raises(ValueError, "l2"):
         li.from_torch({k: v for k, v in sd.items() if "_l1" not in k})

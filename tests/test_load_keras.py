@@ -10,6 +10,9 @@ Three groups:
   (skipped without keras);
 - broken and unsupported files, made here from the fixtures: always a
   ValueError (KerasFileError for damaged files) that says what is wrong.
+
+Reading a weights file needs h5py: those tests skip one by one without it
+(needs_h5py); the archive-level, sniffing and mask tests need nothing.
 """
 from __future__ import annotations
 
@@ -22,7 +25,6 @@ import zipfile
 if "keras" not in sys.modules:  # Keras 3 reads the backend once, at import
     os.environ["KERAS_BACKEND"] = "torch"
 
-import h5py
 import numpy as np
 import pytest
 
@@ -36,10 +38,23 @@ DATA = os.path.join(HERE, "data", "keras")
 sys.path.insert(0, os.path.join(HERE, "..", "scripts"))
 from make_keras_fixtures import FIXTURES  # noqa: E402
 
+try:
+    import h5py
+except ImportError:
+    h5py = None
+
 pytestmark = pytest.mark.filterwarnings(  # Keras 3 on numpy 2, not ours
     "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 TOL = TOL_FRAMEWORK["float32"]
 T = 7
+
+
+@pytest.fixture
+def need_h5py():
+    pytest.importorskip("h5py")
+
+
+needs_h5py = pytest.mark.usefixtures("need_h5py")
 
 
 def _fixture(name):
@@ -81,6 +96,7 @@ def keras_padded(out, lengths, mode):
 
 
 # ============================================================================ committed fixtures
+@needs_h5py
 @pytest.mark.parametrize("name", list(FIXTURES), ids=list(FIXTURES))
 def test_fixture_matches_keras(name, expected):
     _, layer, _ = FIXTURES[name]
@@ -95,6 +111,7 @@ def test_fixture_matches_keras(name, expected):
         assert_close(keras_last(m, h), want, TOL, name)
 
 
+@needs_h5py
 def test_fixture_hard_sigmoid_follows_keras_version():
     k3 = from_keras(_fixture("stack_v3")).config.layers[-1].activations[0]
     assert (k3[0].name, k3[0].alpha, k3[0].beta) == ("hard_sigmoid", pytest.approx(1 / 6), 0.5)
@@ -103,6 +120,7 @@ def test_fixture_hard_sigmoid_follows_keras_version():
     assert (k2.name, k2.alpha, k2.beta) == ("hard_sigmoid", 0.2, 0.5)
 
 
+@needs_h5py
 def test_fixture_options_and_top_level_api(expected):
     m = li.load(_fixture("stack_v3"))
     l0, l1, l2 = m.config.layers
@@ -114,6 +132,7 @@ def test_fixture_options_and_top_level_api(expected):
     np.testing.assert_array_equal(m(x)[0], m2(x)[0])
 
 
+@needs_h5py
 def test_fixture_embedding_model_lengths_from_tokens(expected):
     tokens = expected["tokens_embed_v3"]
     np.testing.assert_array_equal(lengths_from_mask(tokens, 0), expected["lengths_embed_v3"])
@@ -127,6 +146,7 @@ def test_fixture_embedding_model_lengths_from_tokens(expected):
     assert next(e for e in summary if e["name"] == "lstm_last")["inputs"] == ["dropout"]
 
 
+@needs_h5py
 def test_fixture_two_stacks_need_layer(expected):
     path = _fixture("tf_keras2_fn")
     with pytest.raises(ValueError, match=r"2 separate LSTM stacks.*lstm_a.*bidirectional.*lstm_b"):
@@ -145,6 +165,7 @@ def test_fixture_two_stacks_need_layer(expected):
     assert s["concatenate"]["inputs"] == ["bidirectional", "lstm_b"]
 
 
+@needs_h5py
 def test_fixture_masking_summary_and_time_major(expected, tmp_path):
     s = keras_layers_summary(_fixture("tf_keras2_seq"))
     assert [(e["class_name"], e.get("mask_value")) for e in s][:2] == [
@@ -165,20 +186,28 @@ def test_fixture_masking_summary_and_time_major(expected, tmp_path):
 
 
 def test_is_keras_file(tmp_path):
-    for name in FIXTURES:
-        assert is_keras_file(_fixture(name)), name
+    """.keras archives are sniffed from the zip alone: no h5py needed."""
+    for name, (fn, _, _) in FIXTURES.items():
+        if fn.endswith(".keras"):
+            assert is_keras_file(_fixture(name)), name
     data = open(_fixture("stack_v3"), "rb").read()
     (tmp_path / "cut.keras").write_bytes(data[:200])
     assert is_keras_file(tmp_path / "cut.keras")  # goes to the loader, which reports it
     torch_dir = os.path.join(HERE, "data", "torch")
     for fn in sorted(os.listdir(torch_dir)) if os.path.isdir(torch_dir) else []:
         assert not is_keras_file(os.path.join(torch_dir, fn)), fn
-    with h5py.File(tmp_path / "other.h5", "w") as f:
-        f["x"] = np.zeros(3)
-    assert not is_keras_file(tmp_path / "other.h5")
     (tmp_path / "junk.bin").write_bytes(b"\x00" * 100)
     assert not is_keras_file(tmp_path / "junk.bin")
     assert not is_keras_file(tmp_path / "missing.keras")
+
+
+@needs_h5py
+def test_is_keras_file_h5(tmp_path):
+    for name, (fn, _, _) in FIXTURES.items():
+        assert is_keras_file(_fixture(name)), name
+    with h5py.File(tmp_path / "other.h5", "w") as f:
+        f["x"] = np.zeros(3)
+    assert not is_keras_file(tmp_path / "other.h5")
 
 
 def test_lengths_from_mask():
@@ -244,6 +273,7 @@ def test_corrupted_weights_member(tmp_path):
         from_keras(p)
 
 
+@needs_h5py
 def test_truncated_h5(tmp_path):
     data = open(_fixture("tf_keras2_seq"), "rb").read()
     p = tmp_path / "cut.h5"
@@ -258,6 +288,7 @@ def test_archive_without_weights(tmp_path):
         from_keras(p)
 
 
+@needs_h5py
 def test_archive_missing_layer_weights(tmp_path):
     def edit(f):
         del f["layers/bidirectional/backward_layer"]
@@ -266,6 +297,7 @@ def test_archive_missing_layer_weights(tmp_path):
         from_keras(p)
 
 
+@needs_h5py
 def test_archive_wrong_weight_shape(tmp_path):
     def edit(f):
         v = f["layers/lstm/cell/vars"]
@@ -277,6 +309,7 @@ def test_archive_wrong_weight_shape(tmp_path):
         from_keras(p)
 
 
+@needs_h5py
 def test_config_disagrees_with_weights(tmp_path):
     cfg = _config()
     cfg["config"]["layers"][1]["config"]["units"] = 6
@@ -286,6 +319,7 @@ def test_config_disagrees_with_weights(tmp_path):
         from_keras(p)
 
 
+@needs_h5py
 def test_input_size_disagrees_with_weights(tmp_path):
     cfg = _config()
     cfg["config"]["layers"][1]["build_config"]["input_shape"] = [None, 6, 2]
@@ -295,6 +329,7 @@ def test_input_size_disagrees_with_weights(tmp_path):
         from_keras(p)
 
 
+@needs_h5py
 def test_legacy_missing_dataset(tmp_path):
     p = tmp_path / "md.h5"
     shutil.copy(_fixture("tf_keras2_seq"), p)
@@ -305,6 +340,7 @@ def test_legacy_missing_dataset(tmp_path):
         from_keras(p)
 
 
+@needs_h5py
 def test_weights_only_and_keras1_files(tmp_path):
     with zipfile.ZipFile(_fixture("stack_v3")) as z:  # what Keras 3 save_weights writes
         (tmp_path / "m.weights.h5").write_bytes(z.read("model.weights.h5"))
@@ -325,6 +361,7 @@ def test_weights_only_and_keras1_files(tmp_path):
         from_keras(p)
 
 
+@needs_h5py
 @pytest.mark.parametrize("activation", ["softsign", "elu"])
 def test_unsupported_activation_is_refused(tmp_path, activation):
     cfg = _config()
@@ -334,6 +371,7 @@ def test_unsupported_activation_is_refused(tmp_path, activation):
         from_keras(p)
 
 
+@needs_h5py
 def test_custom_activation_is_refused(tmp_path):
     cfg = _config()
     cfg["config"]["layers"][1]["config"]["recurrent_activation"] = {
@@ -344,6 +382,7 @@ def test_custom_activation_is_refused(tmp_path):
         from_keras(p)
 
 
+@needs_h5py
 def test_hard_sigmoid_without_version_is_refused(tmp_path):
     p = _rewrite_archive(_fixture("stack_v3"), tmp_path / "nov.keras", drop=("metadata.json",))
     with pytest.raises(ValueError, match="does not record its keras_version"):
@@ -365,6 +404,7 @@ def test_not_a_keras_file(tmp_path):
         from_keras(42)
 
 
+@needs_h5py
 def test_merge_mode_none_only_last(tmp_path):
     cfg = _config()
     cfg["config"]["layers"][2]["config"]["merge_mode"] = None  # feeds the next LSTM
@@ -384,7 +424,22 @@ try:
 except Exception:  # noqa: BLE001 - keras missing, or a backend that is not installed
     keras = None
 
-needs_keras = pytest.mark.skipif(keras is None, reason="keras (torch backend) not available")
+
+
+def _need_keras():
+    pytest.importorskip("torch")  # Keras 3 runs on the torch backend here
+    pytest.importorskip("keras")
+    pytest.importorskip("h5py")
+    if keras is None:
+        pytest.skip("could not import 'keras' on the torch backend")
+
+
+@pytest.fixture
+def need_keras():
+    _need_keras()
+
+
+needs_keras = pytest.mark.usefixtures("need_keras")
 
 
 def _seq(I, *layers):
@@ -392,8 +447,11 @@ def _seq(I, *layers):
 
 
 def _live_cases():
-    """name -> (builder, input size, sequences returned?, relu/linear present?)"""
-    L = kl.LSTM
+    """name -> (builder, input size, sequences returned?, relu/linear present?); Keras is
+    imported by the builders only, so the names are known without it."""
+    def L(*args, **kw):
+        return kl.LSTM(*args, **kw)
+
     return {
         "lstm": (lambda: _seq(4, L(6, return_sequences=True)), 4, False),
         "lstm_last": (lambda: _seq(4, L(6)), 4, False),
@@ -430,8 +488,7 @@ def _live_cases():
 @pytest.fixture(scope="module")
 def live(tmp_path_factory):
     """Every live case once: the model, an input, Keras' output, and its two files."""
-    if keras is None:
-        pytest.skip("keras (torch backend) not available")
+    _need_keras()
     d = tmp_path_factory.mktemp("keras_live")
     rng = np.random.default_rng(7)
     cases = {}
@@ -456,7 +513,7 @@ def _source(case, kind):
 
 @needs_keras
 @pytest.mark.parametrize("kind", ["keras", "h5", "object"])
-@pytest.mark.parametrize("name", list(_live_cases()) if keras is not None else [])
+@pytest.mark.parametrize("name", list(_live_cases()))
 def test_live_matches_keras(live, name, kind):
     case = live[name]
     m = from_keras(_source(case, kind))
@@ -583,6 +640,7 @@ def test_live_model_without_lstm_and_gru(tmp_path):
         from_keras(model, layer=model.layers[1].name)
 
 
+@needs_h5py
 @pytest.mark.parametrize("name", ["stack_v3", "stack_v3_h5", "tf_keras2_seq"])
 def test_damaged_files_raise_value_errors(tmp_path, name):
     """Truncations and byte flips anywhere: a ValueError naming the file, or (when only

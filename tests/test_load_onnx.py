@@ -17,20 +17,42 @@ import warnings
 import numpy as np
 import pytest
 
-onnx = pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
-from onnx import TensorProto as TP  # noqa: E402
-from onnx import helper as oh  # noqa: E402
-from onnx import numpy_helper as nh  # noqa: E402
+import lstm_infer as li
+from conftest import TOL as TOL_OWN, TOL_FRAMEWORK, assert_close
+from lstm_infer.formats.onnx import ONNXFormatError, from_onnx, is_onnx_file
+from reference import lstm_reference
 
-import lstm_infer as li  # noqa: E402
-from conftest import TOL as TOL_OWN, TOL_FRAMEWORK, assert_close  # noqa: E402
-from lstm_infer.formats.onnx import ONNXFormatError, from_onnx, is_onnx_file  # noqa: E402
-from reference import lstm_reference  # noqa: E402
+try:  # building and loading models needs onnx; tests skip one by one (needs_onnx)
+    import onnx
+    from onnx import TensorProto as TP
+    from onnx import helper as oh
+    from onnx import numpy_helper as nh
+except ImportError:
+    onnx = TP = oh = nh = None
+try:  # only the parity tests run models with onnxruntime (needs_ort)
+    import onnxruntime as ort
+except ImportError:
+    ort = None
 
 DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "onnx")
 TOL = TOL_FRAMEWORK["float32"]
 T, B, I, H = 6, 3, 4, 5
+# committed exports (scripts/make_onnx_fixtures.py): files for the tests that need no package
+TORCH_EXPORTS = ["torch_bilstm_2layer", "torch_lstm_2layer"]
+
+
+@pytest.fixture
+def need_onnx():
+    pytest.importorskip("onnx")
+
+
+@pytest.fixture
+def need_ort():
+    pytest.importorskip("onnxruntime")
+
+
+needs_onnx = pytest.mark.usefixtures("need_onnx")
+needs_ort = pytest.mark.usefixtures("need_onnx", "need_ort")
 
 
 # ----------------------------------------------------------------------------- builders
@@ -40,7 +62,8 @@ def _model(nodes, inputs, outputs, inits=(), opset=15):
     return oh.make_model(g, opset_imports=[oh.make_opsetid("", opset)], ir_version=8)
 
 
-def _vi(name, elem=TP.FLOAT, shape=None):
+def _vi(name, elem=None, shape=None):
+    elem = TP.FLOAT if elem is None else elem
     return oh.make_tensor_value_info(name, elem, shape)
 
 
@@ -54,7 +77,7 @@ def _weights(rng, D, I, H, *, bias=True, peephole=False, dtype=np.float32, scale
     return {n: a.astype(dtype) for n, a in w.items()}
 
 
-def _lstm_model(w, *, H, direction="forward", layout=0, seq=True, states=True, elem=TP.FLOAT,
+def _lstm_model(w, *, H, direction="forward", layout=0, seq=True, states=True, elem=None,
                 name="lstm", **attrs):
     """One LSTM node: X, sequence_lens, initial_h, initial_c as graph inputs, weights as
     initializers, outputs Y, Y_h, Y_c."""
@@ -130,6 +153,7 @@ def _canonical(w):
 # ----------------------------------------------------------------------------- vs onnxruntime
 @pytest.mark.parametrize("bias,peephole", [(True, False), (False, False), (True, True)],
                          ids=["bias", "no-bias", "peephole"])
+@needs_ort
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 def test_directions_state_lengths_vs_ort(rng, direction, bias, peephole):
     D = 2 if direction == "bidirectional" else 1
@@ -140,6 +164,7 @@ def test_directions_state_lengths_vs_ort(rng, direction, bias, peephole):
     assert not m.config.batch_first and m.dtype == np.float32
 
 
+@needs_ort
 def test_without_state_and_lengths_inputs(rng):
     w = _weights(rng, 2, I, H)
     model = _lstm_model(w, H=H, direction="bidirectional", seq=False, states=False)
@@ -151,6 +176,7 @@ def test_without_state_and_lengths_inputs(rng):
     assert_close(c, Yc, TOL, "c_n")
 
 
+@needs_ort
 @pytest.mark.parametrize("direction", ["forward", "bidirectional"])
 def test_clip_vs_ort(rng, direction):
     D = 2 if direction == "bidirectional" else 1
@@ -159,6 +185,7 @@ def test_clip_vs_ort(rng, direction):
     assert m.config.layers[0].clip == pytest.approx(0.7)
 
 
+@needs_ort
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 def test_input_forget_vs_ort(rng, direction):
     D = 2 if direction == "bidirectional" else 1
@@ -185,6 +212,7 @@ ACTIVATIONS = {
 }
 
 
+@needs_ort
 @pytest.mark.parametrize("case", list(ACTIVATIONS))
 def test_activations_vs_ort(rng, case):
     acts, alpha, beta = ACTIVATIONS[case]
@@ -203,6 +231,7 @@ def test_activations_vs_ort(rng, case):
     assert got == [[names[a.lower()] for a in acts[3 * d:3 * d + 3]] for d in range(D)]
 
 
+@needs_onnx
 def test_hard_sigmoid_parameters_recorded(rng):
     w = _weights(rng, 2, I, H)
     m = from_onnx(_lstm_model(w, H=H, direction="bidirectional",
@@ -218,6 +247,7 @@ def test_hard_sigmoid_parameters_recorded(rng):
                for t in m.config.layers[0].activations)
 
 
+@needs_onnx
 def test_float64_model_vs_oracle(rng):
     """onnxruntime's LSTM has no double kernel: float64 models are checked against the
     float64 numpy oracle (DESIGN §3: 1e-12)."""
@@ -241,6 +271,7 @@ def test_float64_model_vs_oracle(rng):
     assert from_onnx(model, dtype="float32").dtype == np.float32
 
 
+@needs_ort
 def test_zero_length_sequence_keeps_initial_state(rng):
     """Documented difference: onnxruntime returns Y_h = Y_c = 0 for a length-0 sequence,
     we return its initial state (DESIGN §1); Y is 0 for both."""
@@ -260,6 +291,7 @@ def test_zero_length_sequence_keeps_initial_state(rng):
 
 
 # ----------------------------------------------------------------------------- layout = 1
+@needs_ort
 @pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
 def test_layout1_is_batch_first(rng, direction):
     """onnxruntime cannot run layout=1: compare with the same weights at layout 0 and
@@ -287,6 +319,7 @@ def test_layout1_is_batch_first(rng, direction):
 
 
 # ----------------------------------------------------------------------------- constant subgraphs
+@needs_ort
 def test_weights_from_constant_subgraphs(rng):
     """W from a Constant node, R from Transpose(initializer), B from Cast(float64),
     P from Reshape(Identity(Constant)), all evaluated with numpy at load."""
@@ -310,6 +343,7 @@ def test_weights_from_constant_subgraphs(rng):
     _compare(model, 2, rng)
 
 
+@needs_ort
 def test_initializer_that_is_also_a_graph_input(rng):
     """IR < 4 style: initializers listed as graph inputs too (their values are defaults)."""
     w = _weights(rng, 1, I, H)
@@ -318,6 +352,7 @@ def test_initializer_that_is_also_a_graph_input(rng):
     _compare(model, 1, rng)
 
 
+@needs_onnx
 def test_constant_initial_state_warns(rng):
     w = _weights(rng, 1, I, H)
     model = _lstm_model(w, H=H, seq=False, states=False)
@@ -331,8 +366,10 @@ def test_constant_initial_state_warns(rng):
         from_onnx(model)  # zeros: the default state, nothing to say
 
 
-@pytest.mark.parametrize("elem", [TP.FLOAT16, TP.BFLOAT16], ids=["float16", "bfloat16"])
+@needs_onnx
+@pytest.mark.parametrize("elem", ["FLOAT16", "BFLOAT16"], ids=["float16", "bfloat16"])
 def test_half_precision_weights_run_in_float32(rng, elem):
+    elem = getattr(TP, elem)
     w = _weights(rng, 2, I, H, peephole=True)
     half = _lstm_model(w, H=H, direction="bidirectional")
     for t in half.graph.initializer:
@@ -346,6 +383,7 @@ def test_half_precision_weights_run_in_float32(rng, elem):
     np.testing.assert_array_equal(m(x)[0], want)
 
 
+@needs_onnx
 def test_hidden_size_inferred_when_absent(rng):
     w = _weights(rng, 1, I, H)
     model = _lstm_model(w, H=H)
@@ -357,6 +395,7 @@ def test_hidden_size_inferred_when_absent(rng):
     np.testing.assert_array_equal(from_onnx(model)(x)[0], from_onnx(_lstm_model(w, H=H))(x)[0])
 
 
+@needs_ort
 def test_zero_peepholes_are_dropped(rng):
     w = _weights(rng, 1, I, H, peephole=True)
     w["P"][:] = 0
@@ -410,6 +449,7 @@ def _dynamic_reshape(D, h):  # shape computed from Shape(Y) at run time, with a 
     ("bidirectional", 4, "bidirectional", 4, _dynamic_reshape),
     ("reverse", 4, "bidirectional", 6, _transpose_reshape),
 ], ids=["bidir5-fwd3", "fwd-rev-uniform", "bidir-bidir-dynamic", "rev-bidir"])
+@needs_ort
 def test_two_node_chain_vs_ort(rng, d0, h0_, d1, h1_, link):
     model, _ = _chain_model(rng, d0, h0_, d1, h1_, link)
     x, _, _, lens = _inputs(rng, 1)
@@ -432,6 +472,7 @@ def test_two_node_chain_vs_ort(rng, d0, h0_, d1, h1_, link):
     assert alone.config.num_layers == 1 and alone.config.input_size == m.config.layers[1].input_size
 
 
+@needs_ort
 def test_three_node_chain_uniform(rng):
     """Three bidirectional nodes of one size: a uniform stack, h_n stacked as torch's
     exporter concatenates the nodes' Y_h."""
@@ -457,6 +498,7 @@ def test_three_node_chain_uniform(rng):
     assert_close(h, hn, TOL, "h_n")
 
 
+@needs_ort
 def test_chain_layout1(rng):
     """layout=1 stack: Y (B, T, D, H) -> Reshape (B, T, D*H); compared with the layout-0
     stack of the same weights run by onnxruntime."""
@@ -478,6 +520,7 @@ def test_chain_layout1(rng):
     assert_close(h[1], Y1h, TOL, "h_n[1]")
 
 
+@needs_onnx
 def test_chain_with_wrong_data_movement_is_refused(rng):
     """Reshape of a bidirectional Y (T, D, B, H) straight to (T, B, D*H) scrambles the
     directions and the batch: not a layer input, so not a stack."""
@@ -498,7 +541,7 @@ def test_chain_with_wrong_data_movement_is_refused(rng):
         from_onnx(model)
 
 
-def test_two_independent_lstms_need_node(rng):
+def _two_lstms(rng):
     w1, w2 = _weights(rng, 1, I, H), _weights(rng, 2, I, 3)
     nodes = [oh.make_node("LSTM", ["X", "W1", "R1", "B1"], ["Ya", "Ya_h"], name="enc_a",
                           hidden_size=H),
@@ -506,15 +549,25 @@ def test_two_independent_lstms_need_node(rng):
                           hidden_size=3, direction="bidirectional"),
              oh.make_node("Transpose", ["Ya"], ["Ya_t"], name="tr")]
     inits = [nh.from_array(a, n + s) for s, ww in (("1", w1), ("2", w2)) for n, a in ww.items()]
-    model = _model(nodes, [_vi("X", shape=[None, None, I])],
-                   [_vi(n) for n in ("Ya_t", "Ya_h", "Yb", "Yb_h")], inits)
-    with pytest.raises(ONNXFormatError, match=r"2 LSTM nodes \['enc_a', 'enc_b'\].*node="):
-        from_onnx(model)
+    return _model(nodes, [_vi("X", shape=[None, None, I])],
+                  [_vi(n) for n in ("Ya_t", "Ya_h", "Yb", "Yb_h")], inits)
+
+
+@needs_ort
+def test_node_selected_by_name_vs_ort(rng):
+    model = _two_lstms(rng)
     x = rng.uniform(-3, 3, (T, B, I)).astype(np.float32)
     _, _, Yb, Ybh = _ort(model, {"X": x})
     out, (h, _) = from_onnx(model, node="enc_b")(x)
     assert_close(out, _y_to_out(Yb), TOL, "out")
     assert_close(h, Ybh, TOL, "h_n")
+
+
+@needs_onnx
+def test_two_independent_lstms_need_node(rng):
+    model = _two_lstms(rng)
+    with pytest.raises(ONNXFormatError, match=r"2 LSTM nodes \['enc_a', 'enc_b'\].*node="):
+        from_onnx(model)
     with pytest.raises(ONNXFormatError, match=r"no LSTM node is named 'nope'.*enc_a"):
         from_onnx(model, node="nope")
     with pytest.raises(ONNXFormatError, match="it is a Transpose node"):
@@ -525,6 +578,7 @@ def test_two_independent_lstms_need_node(rng):
         from_onnx(model, node=3)
 
 
+@needs_onnx
 def test_residual_connection_is_not_a_chain(rng):
     def residual(D, h):
         return [oh.make_node("Squeeze", ["Y0", "axis1"], ["Y0_s"]),
@@ -535,12 +589,14 @@ def test_residual_connection_is_not_a_chain(rng):
         from_onnx(model)
 
 
+@needs_onnx
 def test_unnamed_node_selected_by_output_name(rng):
     w = _weights(rng, 1, I, H)
     model = _lstm_model(w, H=H, name="")
     assert from_onnx(model, node="Y").config.hidden_size == H
 
 
+@needs_onnx
 def test_encoder_decoder_is_ambiguous(rng):
     """The decoder's initial_h is the encoder's Y_h: two LSTMs that are not a stack."""
     w1, w2 = _weights(rng, 1, I, H), _weights(rng, 1, I, H)
@@ -556,30 +612,45 @@ def test_encoder_decoder_is_ambiguous(rng):
 
 
 # ----------------------------------------------------------------------------- real exports
-@pytest.mark.parametrize("name", ["torch_bilstm_2layer", "torch_lstm_2layer"])
+def _export(name):
+    path = os.path.join(DATA, name + ".onnx")
+    with np.load(os.path.join(DATA, name + ".npz")) as z:
+        return path, dict(z)
+
+
+@needs_onnx
+@pytest.mark.parametrize("name", TORCH_EXPORTS)
 def test_torch_exported_stack(name):
     """Committed exports of nn.LSTM stacks (scripts/make_onnx_fixtures.py): the torch
-    exporter's own graph, compared with torch's outputs and with onnxruntime."""
-    path = os.path.join(DATA, name + ".onnx")
-    ref = np.load(os.path.join(DATA, name + ".npz"))
-    assert is_onnx_file(path) and li.detect_format(path) == "onnx"
+    exporter's own graph, compared with the outputs torch computed."""
+    path, ref = _export(name)
     m = li.load(path)
     assert m.config.num_layers == 2
     out, (h, c) = m(ref["x"])
     assert_close(out, ref["y"], TOL, "out vs torch")
     assert_close(h, ref["h_n"], TOL, "h_n vs torch")
     assert_close(c, ref["c_n"], TOL, "c_n vs torch")
-    y, hn, cn = _ort(onnx.load(path), {"x": ref["x"]})
-    assert_close(out, y, TOL, "out vs onnxruntime")
     m2 = pickle.loads(pickle.dumps(m))
     np.testing.assert_array_equal(m2(ref["x"])[0], out)
+
+
+@needs_ort
+@pytest.mark.parametrize("name", TORCH_EXPORTS)
+def test_torch_exported_stack_vs_ort(name):
+    path, ref = _export(name)
+    y, hn, cn = _ort(onnx.load(path), {"x": ref["x"]})
+    out, (h, c) = li.load(path)(ref["x"])
+    assert_close(out, y, TOL, "out vs onnxruntime")
+    assert_close(h, hn, TOL, "h_n vs onnxruntime")
+    assert_close(c, cn, TOL, "c_n vs onnxruntime")
 
 
 # ----------------------------------------------------------------------------- ONNX's node tests
 def _node_test_dirs():
     dirs = {os.path.basename(d): d for d in glob.glob(os.path.join(DATA, "node", "test_lstm_*"))}
-    installed = os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "node")
-    for d in glob.glob(os.path.join(installed, "test_lstm_*")):
+    installed = (os.path.join(os.path.dirname(onnx.__file__), "backend", "test", "data", "node")
+                 if onnx is not None else None)
+    for d in glob.glob(os.path.join(installed, "test_lstm_*")) if installed else ():
         dirs[os.path.basename(d)] = d  # the installed package's copy wins
     return sorted(dirs.items())
 
@@ -594,10 +665,12 @@ def _read_pb(path):
 NODE_TESTS = _node_test_dirs()
 
 
+@needs_onnx
 def test_node_tests_found():
     assert len(NODE_TESTS) >= 6, NODE_TESTS
 
 
+@needs_onnx
 @pytest.mark.parametrize("case", [d for _, d in NODE_TESTS], ids=[n for n, _ in NODE_TESTS])
 def test_onnx_node_test(case):
     """ONNX's own test_lstm_* cases (model.onnx + test_data_set_*). Their weights are graph
@@ -646,11 +719,12 @@ def test_onnx_node_test(case):
 
 # ----------------------------------------------------------------------------- bad files
 @pytest.fixture
-def good_model(rng):
+def good_model(need_onnx, rng):
     return _lstm_model(_weights(rng, 2, I, H, bias=True, peephole=True), H=H,
                        direction="bidirectional")
 
 
+@needs_onnx
 def test_truncated_file(tmp_path, good_model):
     data = good_model.SerializeToString()
     for cut in (len(data) // 2, len(data) - 7, 40):
@@ -661,6 +735,7 @@ def test_truncated_file(tmp_path, good_model):
             from_onnx(p)
 
 
+@needs_onnx
 def test_corrupted_and_foreign_files(tmp_path, good_model):
     data = bytearray(good_model.SerializeToString())
     data[3] ^= 0xFF
@@ -682,12 +757,14 @@ def test_corrupted_and_foreign_files(tmp_path, good_model):
         from_onnx(42)
 
 
+@needs_onnx
 def test_missing_initializer(good_model):
     del good_model.graph.initializer[1]  # R
     with pytest.raises(ONNXFormatError, match=r"R \('R'\) is missing.*missing initializer"):
         from_onnx(good_model)
 
 
+@needs_onnx
 def test_weights_that_are_graph_inputs(good_model):
     """Weights fed at run time (like ONNX's node tests) are not in the file."""
     good_model.graph.input.append(_vi("Wx", shape=None))
@@ -712,6 +789,7 @@ def _replace_init(model, name, arr):
     ("P", (2, 4 * H), r"P \(num_directions, 3\*hidden_size\) must have shape \(2, 15\)"),
     ("P", (2, 3, H), r"P .* must have shape \(2, 15\) .*got \(2, 3, 5\)"),
 ])
+@needs_onnx
 def test_wrong_shapes(rng, good_model, name, shape, msg):
     _replace_init(good_model, name, rng.uniform(-1, 1, shape).astype(np.float32))
     if name == "W" and shape[2] == I + 1:
@@ -720,6 +798,7 @@ def test_wrong_shapes(rng, good_model, name, shape, msg):
         from_onnx(good_model)
 
 
+@needs_onnx
 @pytest.mark.parametrize("layout", [0, 1])
 def test_declared_state_shape_checked(rng, layout):
     w = _weights(rng, 2, I, H)
@@ -732,6 +811,7 @@ def test_declared_state_shape_checked(rng, layout):
         from_onnx(model)
 
 
+@needs_onnx
 def test_hidden_size_attribute_disagrees(good_model):
     attr = next(a for a in good_model.graph.node[0].attribute if a.name == "hidden_size")
     attr.i = H + 1
@@ -748,6 +828,7 @@ def test_hidden_size_attribute_disagrees(good_model):
     (["Affine", "Tanh", "Tanh"], [0.5], [0.1], "alpha=0.5, beta=0.1"),
     (["Sigmoid", "Tanh"], None, None, "3 functions per direction"),
 ])
+@needs_onnx
 def test_unsupported_activations(rng, acts, alpha, beta, msg):
     attrs = {"activations": acts}
     if alpha:
@@ -758,6 +839,7 @@ def test_unsupported_activations(rng, acts, alpha, beta, msg):
         from_onnx(_lstm_model(_weights(rng, 1, I, H), H=H, **attrs))
 
 
+@needs_onnx
 def test_bad_attributes(rng):
     w = _weights(rng, 1, I, H)
     for attrs, msg in (({"direction": "sideways"}, "direction must be one of"),
@@ -777,6 +859,7 @@ def test_bad_attributes(rng):
             from_onnx(model)
 
 
+@needs_onnx
 def test_unsupported_op_in_constant_subgraph(rng):
     w = _weights(rng, 1, I, H)
     model = _lstm_model(w, H=H)
@@ -788,6 +871,7 @@ def test_unsupported_op_in_constant_subgraph(rng):
         from_onnx(model)
 
 
+@needs_onnx
 def test_integer_weights_refused(rng):
     w = _weights(rng, 1, I, H)
     model = _lstm_model(w, H=H)
@@ -796,6 +880,7 @@ def test_integer_weights_refused(rng):
         from_onnx(model)
 
 
+@needs_onnx
 def test_no_lstm_node():
     node = oh.make_node("GRU", ["X", "W", "R"], ["Y"], hidden_size=3)
     model = _model([node], [_vi("X"), _vi("W"), _vi("R")], [_vi("Y")])
@@ -803,6 +888,7 @@ def test_no_lstm_node():
         from_onnx(model)
 
 
+@needs_onnx
 def test_external_data(tmp_path, rng):
     w = _weights(rng, 2, I, H, peephole=True)
     model = _lstm_model(w, H=H, direction="bidirectional")
@@ -818,6 +904,7 @@ def test_external_data(tmp_path, rng):
         from_onnx(p)
 
 
+@needs_onnx
 def test_bytes_and_graph_inputs(rng):
     w = _weights(rng, 1, I, H)
     model = _lstm_model(w, H=H)
@@ -827,27 +914,44 @@ def test_bytes_and_graph_inputs(rng):
     np.testing.assert_array_equal(from_onnx(model.graph)(x)[0], want)
 
 
-def test_missing_onnx_package(monkeypatch, good_model):
+@pytest.mark.parametrize("name", TORCH_EXPORTS)
+def test_missing_onnx_package(monkeypatch, name):
+    """Without onnx a file is still recognised, and loading it says what to install."""
     monkeypatch.setitem(sys.modules, "onnx", None)
+    path, _ = _export(name)
+    assert is_onnx_file(path) and li.detect_format(path) == "onnx"
     with pytest.raises(ImportError, match="pip install onnx"):
-        from_onnx(good_model)
+        from_onnx(path)
+    with pytest.raises(ImportError, match="pip install onnx"):
+        li.load(path)
 
 
 # ----------------------------------------------------------------------------- sniffing
-def test_is_onnx_file(tmp_path, good_model):
+def test_is_onnx_file(tmp_path):
+    """Sniffing walks the protobuf fields itself: no onnx package needed."""
+    path, _ = _export(TORCH_EXPORTS[0])
+    data = open(path, "rb").read()
     p = tmp_path / "m.bin"
-    p.write_bytes(good_model.SerializeToString())
+    p.write_bytes(data)
     assert is_onnx_file(p) and is_onnx_file(str(p))
     assert li.detect_format(p) == "onnx"
-    out = li.load(p)(np.zeros((2, 1, I), np.float32))[0]
-    assert out.shape == (2, 1, 2 * H)
     for blob in (b"", b"PK\x03\x04" + b"\x00" * 40, b"\x89HDF\r\n\x1a\n" + b"\x00" * 40,
-                 b"\x08\x07", b"\x08\x07\x3a\x02\x00\x00"[:-1]):
+                 b"\x08\x07", b"\x08\x07\x3a\x02\x00\x00"[:-1], data[:len(data) // 2],
+                 b"\x00" * 64, b"hello, this is text\n", np.arange(99, dtype=np.float32).tobytes()):
         p.write_bytes(blob)
-        assert not is_onnx_file(p), blob
+        assert not is_onnx_file(p), blob[:40]
     p.write_bytes(b"\x08\x07\x3a\x00")  # ir_version 7 + an empty graph: an (empty) ModelProto
     assert is_onnx_file(p)
     assert not is_onnx_file(tmp_path / "missing.onnx")
     assert not is_onnx_file(tmp_path)
     li.LSTM.random(I, H).save(tmp_path / "native.safetensors")
     assert not is_onnx_file(tmp_path / "native.safetensors")
+
+
+@needs_onnx
+def test_load_sniffs_any_file_name(tmp_path, good_model):
+    p = tmp_path / "m.bin"
+    p.write_bytes(good_model.SerializeToString())
+    assert is_onnx_file(p) and li.detect_format(p) == "onnx"
+    out = li.load(p)(np.zeros((2, 1, I), np.float32))[0]
+    assert out.shape == (2, 1, 2 * H)

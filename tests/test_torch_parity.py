@@ -8,13 +8,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence  # noqa: E402
+import lstm_infer as li
+from conftest import TOL_FRAMEWORK, assert_close
+from reference import lstm_reference, split_state, stack_state
 
-import lstm_infer as li  # noqa: E402
-from conftest import TOL_FRAMEWORK, assert_close  # noqa: E402
-from reference import lstm_reference, split_state, stack_state  # noqa: E402
+try:  # every test here needs torch; each one skips on its own (_torch_setup)
+    import torch
+    from torch import nn
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+except ImportError:
+    torch = nn = pack_padded_sequence = pad_packed_sequence = None
 
 
 pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported:UserWarning")
@@ -22,6 +25,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not sup
 
 @pytest.fixture(autouse=True)
 def _torch_setup():
+    pytest.importorskip("torch")
     torch.manual_seed(1234)
     prev = torch.get_num_threads()
     torch.set_num_threads(1)  # torch's spinning OpenMP pool would compete with ours
@@ -36,7 +40,8 @@ def _np(t):
     return t.detach().cpu().numpy()
 
 
-def _x(shape, dtype=torch.float32):
+def _x(shape, dtype=None):
+    dtype = torch.float32 if dtype is None else dtype
     return (torch.rand(shape, dtype=torch.float64) * 6 - 3).to(dtype)  # |x| <= 3
 
 
@@ -163,19 +168,23 @@ def test_lstm_cell(bias, simd_level):
              (torch.stack(hs), (h[None], c[None])), np.float32, "cell sequence")
 
 
-class _Seq2Seq(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.embed = nn.Linear(3, 5)
-        self.encoder = nn.LSTM(5, 20, num_layers=2, bidirectional=True)
-        self.decoder = nn.LSTM(40, 12, proj_size=4)
-        self.cell = nn.LSTMCell(4, 8)
-        self.head = nn.Linear(4, 2)
+def _seq2seq():
+    """A model with three recurrent submodules (a class defined once torch is there)."""
+    class Seq2Seq(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Linear(3, 5)
+            self.encoder = nn.LSTM(5, 20, num_layers=2, bidirectional=True)
+            self.decoder = nn.LSTM(40, 12, proj_size=4)
+            self.cell = nn.LSTMCell(4, 8)
+            self.head = nn.Linear(4, 2)
+
+    return Seq2Seq()
 
 
 @pytest.mark.parametrize("prefix", ["encoder", "encoder.", "decoder.", "cell."])
 def test_state_dict_with_prefix(prefix):
-    net = _Seq2Seq().eval()
+    net = _seq2seq().eval()
     sub = getattr(net, prefix.rstrip("."))
     sd = net.state_dict()
     for obj in (sd, {k: v.numpy() for k, v in sd.items()}, net):
@@ -193,7 +202,7 @@ def test_state_dict_with_prefix(prefix):
 
 def test_state_dict_ambiguous_without_prefix():
     with pytest.raises(ValueError, match="prefix"):
-        li.from_torch(_Seq2Seq().state_dict())
+        li.from_torch(_seq2seq().state_dict())
 
 
 def test_state_dict_unique_lstm_found_without_prefix():
