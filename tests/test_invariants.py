@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 import lstm_infer as li
 from lstm_infer import _kernels
 from conftest import SIMD_LEVELS, TOL, TOL_SELF, assert_close
-from reference import cast_weights, random_state, random_weights
+from reference import (cast_weights, lstm_reference, random_state, random_weights, split_state,
+                       stack_state)
 
 # example counts come from the hypothesis profile (conftest.py: "ci" 25, "thorough" 500)
 SETTINGS = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -177,9 +178,11 @@ def test_deterministic(p):
 @SETTINGS
 @given(problems())
 def test_final_state_feeds_back(p):
-    """(h_n, c_n) is accepted as the next call's state, and 'x then x' in two calls
-    equals one call on the concatenation (unidirectional) / runs (bidirectional)."""
+    """(h_n, c_n) is accepted as the next call's state: the second call equals the oracle
+    started from it, and 'x then x' in two calls equals one call on the concatenation
+    (unidirectional)."""
     m, x, state, dt = p["model"], p["x"], p["state"], p["dtype"]
+    w = p["weights"]
     with simd(p["simd"]):
         _, s1 = m(x, state=state)
         out2, s2 = m(x, state=s1)
@@ -187,3 +190,9 @@ def test_final_state_feeds_back(p):
             whole, sw = m(np.concatenate([x, x]), state=state)
             assert_close(out2, whole[x.shape[0]:], TOL_SELF[dt], "second half")
             assert_close(s2[0], sw[0], TOL_SELF[dt], "h_n")
+    f64 = lambda a: np.asarray(a, dtype=np.float64)  # noqa: E731
+    ref, rh, rc = lstm_reference(w, f64(x), state=(split_state(f64(s1[0]), w),
+                                                   split_state(f64(s1[1]), w)))
+    assert_close(out2, ref, TOL[dt], "out from (h_n, c_n)")
+    assert_close(s2[0], stack_state(rh), TOL[dt], "h_n from (h_n, c_n)")
+    assert_close(s2[1], stack_state(rc), TOL[dt], "c_n from (h_n, c_n)")

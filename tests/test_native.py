@@ -67,16 +67,37 @@ def test_load_is_memory_mapped_and_read_only(tmp_path):
     li.LSTM.random(5, 7).save(p)
     tensors, _ = st.load(p)
     a = tensors["layers.0.forward.w_ih"]
-    assert not a.flags.writeable and isinstance(a.base, np.memmap) or isinstance(a, np.memmap)
+    assert not a.flags.writeable
+    assert isinstance(a, np.memmap) or isinstance(a.base, np.memmap), type(a.base)
+    with pytest.raises(ValueError, match="read-only"):
+        a[0, 0] = 1.0
+
+
+def _bf16_value(bits):
+    """The value of bfloat16 bit patterns from the format's definition (1 sign, 8 exponent,
+    7 fraction bits; IEEE 754 binary32 with the low 16 fraction bits cut), in float64."""
+    bits = np.asarray(bits, dtype=np.int64)
+    sign = np.where(bits >> 15, -1.0, 1.0)
+    exp, frac = (bits >> 7) & 0xFF, bits & 0x7F
+    with np.errstate(over="ignore"):
+        normal = np.ldexp(1.0 + frac / 128.0, exp - 127)
+    value = np.where(exp == 0, np.ldexp(frac / 128.0, -126), normal)
+    value = np.where(exp == 0xFF, np.where(frac == 0, np.inf, np.nan), value)
+    return sign * value
 
 
 def test_bf16_bits_convert_exactly():
     from lstm_infer.quantize import bf16_bits_to_f32
-    f = np.array([1.0, -2.5, 3.140625, 1e-3], np.float32)
-    bits = (f.view(np.uint32) >> 16).astype(np.uint16)
-    np.testing.assert_array_equal(bf16_bits_to_f32(bits),
-                                  (bits.astype(np.uint32) << 16).view(np.float32))
-    assert bf16_bits_to_f32(bits)[1] == -2.5
+    bits = np.arange(1 << 16, dtype=np.uint16)  # every pattern: zeros, subnormals, inf, NaN
+    got = bf16_bits_to_f32(bits)
+    assert got.dtype == np.float32 and got.shape == bits.shape
+    want = _bf16_value(bits)
+    nan = np.isnan(want)
+    assert nan.sum() == 2 * 127 and np.array_equal(np.isnan(got), nan)
+    np.testing.assert_array_equal(got[~nan].astype(np.float64), want[~nan])
+    assert np.array_equal(np.signbit(got), bits >= 0x8000)  # -0.0 keeps its sign
+    assert bf16_bits_to_f32(np.array([0xC020], np.uint16))[0] == -2.5
+    assert bf16_bits_to_f32(np.array([0x3F80], np.uint16))[0] == 1.0
 
 
 # ------------------------------------------------------------------ bad files

@@ -7,15 +7,24 @@ import numpy as np
 import pytest
 
 import lstm_infer as li
+from conftest import SIMD_LEVELS
+from lstm_infer import _kernels
 from lstm_infer import quantize as Q
 from reference import lstm_reference
 
 MODES = ["int8", "int8-weights", "float16", "bfloat16"]
+# (mode, input_weights): "int8" always quantizes W_ih too (its activations are int8), so
+# input_weights changes nothing there (test_int8_input_weights_is_a_no_op) and runs once
+VARIANTS = [pytest.param(m, iw, id=m if m == "int8" else f"{m}-{'W_ih+W_hh' if iw else 'W_hh'}")
+            for m in MODES for iw in (False, True) if not (m == "int8" and iw)]
 # max abs error vs the float64 model on T=50, I=H=256, |x| <= 3 (see quantize.py)
-ERROR_BOUND = {("int8", False): 1.5e-2, ("int8", True): 1.5e-2,
+ERROR_BOUND = {("int8", False): 1.5e-2,
                ("int8-weights", False): 2e-3, ("int8-weights", True): 8e-3,
                ("float16", False): 2e-4, ("float16", True): 1e-3,
                ("bfloat16", False): 1e-3, ("bfloat16", True): 5e-3}
+# the SIMD paths to hold against the portable C one (none on a CPU without AVX2)
+SIMD_PATHS = [lvl for lvl in SIMD_LEVELS if lvl != "generic"] or [
+    pytest.param("avx2", marks=pytest.mark.skip(reason="this CPU has only the portable path"))]
 
 
 def _dequantized(model):
@@ -23,8 +32,7 @@ def _dequantized(model):
     return [[Q.dequantize(w, mode) for w in layer] for layer in model.weights]
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("input_weights", [False, True], ids=["W_hh", "W_ih+W_hh"])
+@pytest.mark.parametrize("mode,input_weights", VARIANTS)
 @pytest.mark.parametrize("B", [1, 3, 9])
 def test_kernels_exact_on_stored_weights(simd_level, mode, input_weights, B):
     m = li.LSTM.random(20, 40, num_layers=2, bidirectional=True, peephole=True, seed=4)
@@ -41,20 +49,34 @@ def test_kernels_exact_on_stored_weights(simd_level, mode, input_weights, B):
     np.testing.assert_allclose(h, np.concatenate(h_ref), atol=tol, rtol=0)
 
 
+@pytest.mark.parametrize("level", SIMD_PATHS)
 @pytest.mark.parametrize("B", [1, 4, 13])
-def test_int8_simd_paths_match_portable(simd_level, B):
+def test_int8_simd_paths_match_portable(level, B):
     """AVX-512 VNNI / AVX2 (int16 multiply-adds) vs portable C: the int32 accumulators
     are identical on every path; only float rounding in the gates differs."""
-    from lstm_infer import _kernels
     m = li.LSTM.random(33, 48, bidirectional=True, proj_size=20, seed=5).quantize("int8")
     x = np.random.default_rng(B).uniform(-3, 3, (21, B, 33)).astype(np.float32)
-    got = m(x)[0]
-    _kernels.set_simd_level("generic")  # the fixture restores the level afterwards
-    np.testing.assert_allclose(got, m(x)[0], atol=1e-6, rtol=0)
+    prev = _kernels.simd_level()
+    try:
+        assert _kernels.set_simd_level(level) == level
+        got = m(x)[0]
+        assert _kernels.set_simd_level("generic") == "generic"
+        want = m(x)[0]
+    finally:
+        _kernels.set_simd_level(prev)
+    np.testing.assert_allclose(got, want, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("mode", MODES)
-@pytest.mark.parametrize("input_weights", [False, True], ids=["W_hh", "W_ih+W_hh"])
+def test_int8_input_weights_is_a_no_op():
+    m = li.LSTM.random(12, 16, bidirectional=True, seed=8)
+    a, b = m.quantize("int8").weights, m.quantize("int8", input_weights=True).weights
+    for da, db in zip(a[0], b[0]):
+        assert da.keys() == db.keys() and da["w_ih"].dtype == np.int8
+        for k in da:
+            np.testing.assert_array_equal(da[k], db[k])
+
+
+@pytest.mark.parametrize("mode,input_weights", VARIANTS)
 def test_error_vs_float_model_within_bound(mode, input_weights):
     m64 = li.LSTM.random(256, 256, dtype="float64", seed=7)
     x = np.random.default_rng(0).uniform(-3, 3, (50, 1, 256))
@@ -88,16 +110,27 @@ def test_native_round_trip_all_variants(tmp_path, mode):
     back = li.load(p)
     assert back.config == q.config and back.options == q.options
     x = np.random.default_rng(0).uniform(-1, 1, (3, 11, 6)).astype(np.float32)
-    state = (np.zeros((2, 3, 5), np.float32) + 0.1, np.zeros((2, 3, 16), np.float32))
-    a, b = back(x, lengths=[11, 4, 0]), q(x, lengths=[11, 4, 0])
-    np.testing.assert_array_equal(a[0], b[0])
+    r = np.random.default_rng(1)
+    # the stack is not uniform: one (D, B, H_k) state per layer (projected: h0 is (2, 3, 5))
+    state = ([r.uniform(-.5, .5, (2, 3, 5)), r.uniform(-.5, .5, (1, 3, 8))],
+             [r.uniform(-.5, .5, (2, 3, 16)), r.uniform(-.5, .5, (1, 3, 8))])
+    runs = []
+    for kw in ({}, {"state": state}):
+        a, b = back(x, lengths=[11, 4, 0], **kw), q(x, lengths=[11, 4, 0], **kw)
+        np.testing.assert_array_equal(a[0], b[0])
+        for k in range(2):
+            np.testing.assert_array_equal(a[1][0][k], b[1][0][k])
+            np.testing.assert_array_equal(a[1][1][k], b[1][1][k])
+        runs.append(b)
+    assert not np.array_equal(runs[0][0], runs[1][0])  # the state was used
+    # a length-0 sequence keeps its initial state
+    np.testing.assert_array_equal(runs[1][1][0][0][:, 2], state[0][0][:, 2].astype(np.float32))
     # streaming over a quantized unidirectional model equals one call
     u = li.LSTM.random(6, 16, seed=3).quantize(mode)
     s = u.stream(batch_size=3)
     xs = x.transpose(1, 0, 2)
     np.testing.assert_allclose(np.concatenate([s.step(xs[:5]), s.step(xs[5:])]), u(xs)[0],
                                atol=1e-6, rtol=0)
-    assert state  # state shapes of the projected stack are exercised in test_layer_options
 
 
 def test_requantizing_changes_mode_from_float_values():
@@ -125,7 +158,6 @@ def test_errors():
 @pytest.mark.parametrize("B", [8, 16, 37])
 def test_int8_amx_matches_vnni(B):
     """AMX tiles (>= 8 rows) and AVX-512 VNNI give the same int32 sums."""
-    from lstm_infer import _kernels
     if _kernels.cpu_simd_level() != "avx512" or not _kernels.set_amx(True):
         pytest.skip("this CPU has no AMX (or Linux did not grant it)")
     m = li.LSTM.random(70, 40, num_layers=2, bidirectional=True, peephole=True, seed=6)
