@@ -1929,19 +1929,26 @@ def write_canaries(work):
     """The shared canary files (absolute paths in crafted files point here); each worker
     also gets its own copies (see prepare_worker_dir)."""
     data = fc.canary_bytes()
+    # the templates are never read once workers watch the canaries (a read of a watched
+    # file by the fuzzer itself would count as a case's read outside its file)
+    tmpl = os.path.join(work, "canary_templates")
     out = {"abs_bin": os.path.join(work, "canary.bin"),
            "abs_h5": os.path.join(work, "canary.h5"),
-           "cases_bin": os.path.join(work, "cases", "canary.bin")}
+           "cases_bin": os.path.join(work, "cases", "canary.bin"),
+           "template_bin": os.path.join(tmpl, "canary.bin"),
+           "template_h5": os.path.join(tmpl, "canary.h5")}
     os.makedirs(os.path.join(work, "cases"), exist_ok=True)
-    for p in (out["abs_bin"], out["cases_bin"]):
+    os.makedirs(tmpl, exist_ok=True)
+    for p in (out["abs_bin"], out["cases_bin"], out["template_bin"]):
         with open(p, "wb") as f:
             f.write(data)
     try:
         import numpy as np
         h5py = _h5py()
-        with h5py.File(out["abs_h5"], "w") as f:
+        with h5py.File(out["template_h5"], "w") as f:
             f.create_dataset("w", data=fc.canary_values().astype(np.float32)[:1024].reshape(
                 16, 64))
+        shutil.copyfile(out["template_h5"], out["abs_h5"])
     except ImportError:
         pass
     return out
@@ -1953,7 +1960,7 @@ def prepare_worker_dir(corpus, wdir):
     os.makedirs(os.path.join(wdir, "case"), exist_ok=True)
     c = corpus["canaries"]
     paths = [c["abs_bin"], c["cases_bin"]]
-    for src, name in ((c["abs_bin"], "canary.bin"), (c["abs_h5"], "canary.h5")):
+    for src, name in ((c["template_bin"], "canary.bin"), (c["template_h5"], "canary.h5")):
         if os.path.exists(src):
             dst = os.path.join(wdir, name)
             shutil.copyfile(src, dst)
