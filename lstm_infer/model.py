@@ -1,7 +1,8 @@
 """The LSTM model: canonical weights, validation, packing, forward.
 
 Python validates, Cython computes: everything about shapes, dtypes, lengths
-and state is checked here, with messages that say what was expected and what
+and state is checked here (the weights by the checker the loaders share,
+`_validate.check_layer`), with messages that say what was expected and what
 came, before `_kernels.forward` runs the whole stack without the GIL.
 
 Canonical weights (what the constructor takes, what loaders produce): a list
@@ -27,28 +28,12 @@ import numpy as np
 from . import _kernels, _packing, _threads
 from . import quantize as quantize_mod
 from ._build import CanonicalModel
-from ._validate import MAX_DIM, all_finite, check_allocation, to_array
+from ._validate import (MAX_DIM, all_finite, as_weight, check_allocation, check_layer,
+                        check_shape, to_array)
 from .config import (DEFAULT_ACTIVATIONS, LAYER_OPTIONS, MERGE_MODES, LayerSpec, LSTMConfig,
                      check_clip, layer_spec, parse_activations)
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
-
-
-def _as_weight(a, name, dtype):
-    """A weight (or state) as a finite array of `dtype`: converted only if needed, never
-    stored — the model keeps only its packed copy (so a memory-mapped file is read once)."""
-    a = to_array(a)
-    if a.dtype.kind not in "fiu":
-        raise TypeError(f"{name} must be a real numeric array; got dtype {a.dtype}")
-    a = np.asarray(a, dtype=dtype)
-    if not all_finite(a):
-        raise ValueError(f"{name} contains NaN or infinity")
-    return a
-
-
-def _check_shape(a, shape, name):
-    if a.shape != tuple(shape):
-        raise ValueError(f"{name} must have shape {tuple(shape)}; got {a.shape}")
 
 
 class LSTM:
@@ -136,8 +121,9 @@ class LSTM:
                           if isinstance(w, dict) else w for d, w in enumerate(dirs)]
                 dirs = [quantize_mod.dequantize(w, quantization) if isinstance(w, dict) else w
                         for w in stored]
-            spec, cw = self._check_layer(k, dirs, in_size, npdt)
-            spec = layer_spec(k, spec, layer_options[k], defaults)
+            dims, cw = check_layer(k, dirs, in_size, npdt)
+            spec = layer_spec(k, LayerSpec(*dims[:3], len(dirs) == 2, dims.peephole),
+                              layer_options[k], defaults)
             specs.append(spec)
             packed.append([_packing.pack(w, spec.hidden_size, spec.proj_size, quantization,
                                          stored[d] if stored else None)
@@ -164,64 +150,6 @@ class LSTM:
             (MERGE_MODES.index(s.merge), int(s.reverse), int(s.reverse_output),
              [_act_params(trip, s) for trip in s.activations])
             for s in specs]
-
-    @staticmethod
-    def _check_layer(k, dirs, in_size, npdt):
-        canon = []
-        spec = None
-        for d, w in enumerate(dirs):
-            where = f"layer {k} {'reverse' if d else 'forward'}"
-            if not isinstance(w, dict):
-                raise TypeError(f"{where}: expected a dict of weights; got {type(w).__name__}")
-            unknown = set(w) - {"w_ih", "w_hh", "b", "w_hr", "p_i", "p_f", "p_o"}
-            if unknown:
-                raise ValueError(f"{where}: unknown weight names {sorted(unknown)}")
-            w_ih = _as_weight(w["w_ih"], f"{where} w_ih", npdt)
-            if w_ih.ndim != 2 or w_ih.shape[0] % 4 or w_ih.shape[0] == 0 or w_ih.shape[1] == 0:
-                raise ValueError(f"{where}: w_ih must have shape (4*H, I) with H, I >= 1; "
-                                 f"got {w_ih.shape}")
-            H, I = w_ih.shape[0] // 4, w_ih.shape[1]
-            if in_size is not None and I != in_size:
-                raise ValueError(f"{where}: w_ih must have shape (4*H, I) = ({4 * H}, {in_size}) "
-                                 f"(I = output size of layer {k - 1}); got {w_ih.shape}")
-            P = 0
-            cw = {"w_ih": w_ih}
-            if w.get("w_hr") is not None:
-                w_hr = _as_weight(w["w_hr"], f"{where} w_hr", npdt)
-                if w_hr.ndim != 2 or w_hr.shape[1] != H or not 0 < w_hr.shape[0]:
-                    raise ValueError(f"{where}: w_hr must have shape (P, H) = (P, {H}); "
-                                     f"got {w_hr.shape}")
-                P = w_hr.shape[0]
-                if P >= H:
-                    raise ValueError(f"{where}: proj_size must be smaller than hidden_size "
-                                     f"{H} (as in torch); got {P}")
-                cw["w_hr"] = w_hr
-            Hout = P or H
-            w_hh = _as_weight(w["w_hh"], f"{where} w_hh", npdt)
-            _check_shape(w_hh, (4 * H, Hout), f"{where}: w_hh (4*H, H_out)")
-            cw["w_hh"] = w_hh
-            if w.get("b") is not None:
-                b = _as_weight(w["b"], f"{where} b", npdt)
-                _check_shape(b, (4 * H,), f"{where}: b (4*H,)")
-            else:
-                b = np.zeros(4 * H, dtype=npdt)
-            cw["b"] = b
-            peeps = [w.get(n) is not None for n in ("p_i", "p_f", "p_o")]
-            if any(peeps) and not all(peeps):
-                raise ValueError(f"{where}: peephole needs all of p_i, p_f, p_o")
-            if all(peeps):
-                for n in ("p_i", "p_f", "p_o"):
-                    p = _as_weight(w[n], f"{where} {n}", npdt)
-                    _check_shape(p, (H,), f"{where}: {n} (H,)")
-                    cw[n] = p
-            this = LayerSpec(I, H, P, len(dirs) == 2, all(peeps))
-            if spec is not None and (this.hidden_size, this.proj_size, this.peephole, this.input_size) != (
-                    spec.hidden_size, spec.proj_size, spec.peephole, spec.input_size):
-                raise ValueError(f"{where}: both directions must have the same sizes and "
-                                 f"peephole; forward is {spec}, reverse is {this}")
-            spec = this
-            canon.append(cw)
-        return spec, canon
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -476,15 +404,15 @@ class LSTM:
         out = []
         for arr, name, size in ((h0, "h0", lambda s: s.output_size), (c0, "c0", lambda s: s.hidden_size)):
             if self._config.uniform and not isinstance(arr, (list, tuple)):
-                a = _state_array(arr, name, self._dtype)
+                a = as_weight(arr, name, self._dtype)
                 D, L = specs[0].num_directions, len(specs)
                 want = (D * L, B, size(specs[0]))
                 if unbatched:
                     want = (D * L, size(specs[0]))
-                    _check_shape(a, want, f"{name} (D*num_layers, H)")
+                    check_shape(a, want, f"{name} (D*num_layers, H)")
                     a = a[:, None, :]
                 else:
-                    _check_shape(a, want, f"{name} (D*num_layers, B, H)")
+                    check_shape(a, want, f"{name} (D*num_layers, B, H)")
                 parts = [a[k * D:(k + 1) * D] for k in range(L)]
             else:
                 if not isinstance(arr, (list, tuple)) or len(arr) != len(specs):
@@ -492,12 +420,12 @@ class LSTM:
                                      f"({len(specs)} layers) for this stack; got {type(arr).__name__}")
                 parts = []
                 for k, (a, s) in enumerate(zip(arr, specs)):
-                    a = _state_array(a, f"{name}[{k}]", self._dtype)
+                    a = as_weight(a, f"{name}[{k}]", self._dtype)
                     if unbatched:
-                        _check_shape(a, (s.num_directions, size(s)), f"{name}[{k}] (D, H_k)")
+                        check_shape(a, (s.num_directions, size(s)), f"{name}[{k}] (D, H_k)")
                         a = a[:, None, :]
                     else:
-                        _check_shape(a, (s.num_directions, B, size(s)), f"{name}[{k}] (D, B, H_k)")
+                        check_shape(a, (s.num_directions, B, size(s)), f"{name}[{k}] (D, B, H_k)")
                     parts.append(a)
             out.append([np.ascontiguousarray(p) for p in parts])
         return out[0], out[1]
@@ -568,7 +496,6 @@ def _act_params(trip, spec) -> dict:
             "input_forget": int(spec.input_forget)}
 
 
-_state_array = _as_weight  # same checks: real numbers, finite, cast to the model's dtype
 
 
 def _kernel_friendly(a: np.ndarray) -> bool:

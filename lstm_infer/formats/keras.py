@@ -116,6 +116,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from .._build import CanonicalModel, build
+from .._validate import check_shape
 from .errors import MAX_METADATA_BYTES, FormatError, guard, read_member
 from .gate_orders import to_canonical
 
@@ -1050,16 +1051,13 @@ def _direction_weights(named, cfg, where, in_size):
         raise KerasFileError(f"{where}: weights {[n for n, _ in named]} are not "
                              f"kernel, recurrent_kernel{', bias' if use_bias else ''}")
     I = in_size if in_size is not None else (k.shape[0] if k.ndim == 2 else -1)
-    if k.shape != (I, 4 * H):
-        raise KerasFileError(f"{where}: kernel must have shape (input, 4*units) = "
-                             f"({I}, {4 * H}); got {k.shape}")
-    if rk.shape != (H, 4 * H):
-        raise KerasFileError(f"{where}: recurrent_kernel must have shape (units, 4*units) = "
-                             f"({H}, {4 * H}); got {rk.shape}")
+    # Keras' layout (kernels transposed), H from the config: checked before reading
+    check_shape(k, (I, 4 * H), f"{where}: kernel", "(input, 4*units)", error=KerasFileError)
+    check_shape(rk, (H, 4 * H), f"{where}: recurrent_kernel", "(units, 4*units)",
+                error=KerasFileError)
     b = role.get("bias") if use_bias else None
-    if b is not None and b.shape != (4 * H,):
-        raise KerasFileError(f"{where}: bias must have shape (4*units,) = ({4 * H},); "
-                             f"got {b.shape}")
+    if b is not None:
+        check_shape(b, (4 * H,), f"{where}: bias", "(4*units,)", error=KerasFileError)
     d = {"w_ih": to_canonical(_value(k).T, "keras"), "w_hh": to_canonical(_value(rk).T, "keras")}
     if b is not None:
         d["b"] = to_canonical(_value(b), "keras")

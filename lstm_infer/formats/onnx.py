@@ -95,6 +95,7 @@ from typing import Dict, Optional
 import numpy as np
 
 from .._build import CanonicalModel, build
+from .._validate import check_shape
 from ..config import Activation
 from .errors import FormatError, guard
 from .gate_orders import to_canonical
@@ -711,9 +712,10 @@ def _float(a: np.ndarray) -> np.ndarray:
 
 
 def _check(arr, shape, what, label, where, attrs):
-    if arr.shape != tuple(shape):
-        raise ONNXFormatError(f"{where}: LSTM node {label}: {what} must have shape "
-                              f"{tuple(shape)} ({attrs}); got {arr.shape}")
+    """A stacked (num_directions, ...) tensor's shape; per direction, the model runs the
+    shared canonical checker on the slices."""
+    check_shape(arr, shape, f"{where}: LSTM node {label}: {what}", why=f"({attrs})",
+                error=ONNXFormatError)
 
 
 # LSTM attribute -> (Python type of its value, a list of them?), as onnx reads them

@@ -31,7 +31,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from .._build import CanonicalModel, build
-from .._validate import to_array
+from .._validate import check_direction, check_shape, to_array
 from .errors import guard
 from .torch_pickle import (TorchFile, TorchFileError, TorchTensor, _Unsupported, sniff)
 
@@ -206,49 +206,31 @@ def _weight(v, key):
 
 
 def _direction(get, prefix, suffix, in_size, layer):
-    def name(n):
-        return f"{prefix}{n}{suffix}"
-
-    w_ih, w_hh = get(name("weight_ih")), get(name("weight_hh"))
-    w_hr = get(name("weight_hr"), False)
-    for n, a in (("weight_ih", w_ih), ("weight_hh", w_hh), ("weight_hr", w_hr)):
-        if a is not None and a.ndim != 2:
-            raise ValueError(f"{name(n)} must be 2-D; got shape {a.shape}")
-    rows = w_ih.shape[0]
-    if rows == 0 or rows % 4 or w_ih.shape[1] == 0:
-        gru = w_hr is None and rows == 3 * w_hh.shape[1]
-        raise ValueError(f"{name('weight_ih')} must have shape (4*hidden_size, input_size); "
-                         f"got {w_ih.shape}" + (" -- 3*hidden_size rows: a GRU, not an LSTM?"
-                                                if gru else ""))
-    H = rows // 4
-    if in_size is not None and w_ih.shape[1] != in_size:
-        raise ValueError(f"{name('weight_ih')} must have shape (4*H, I) = ({rows}, {in_size}) "
-                         f"(I = output size of layer {layer - 1}); got {w_ih.shape}")
-    P = 0
-    if w_hr is not None:
-        if w_hr.shape[1] != H or not 0 < w_hr.shape[0] < H:
-            raise ValueError(f"{name('weight_hr')} must have shape (proj_size, hidden_size) = "
-                             f"(P, {H}) with 0 < P < {H}; got {w_hr.shape}")
-        P = w_hr.shape[0]
-    if w_hh.shape != (rows, P or H):
-        gru = w_hr is None and w_hh.shape[1] * 3 == rows
-        raise ValueError(f"{name('weight_hh')} must have shape (4*H, H_out) = ({rows}, {P or H}) "
-                         f"(H = {H} from {name('weight_ih')}"
-                         f"{', H_out = proj_size' if P else ''}); got {w_hh.shape}"
-                         + (" -- a GRU, not an LSTM?" if gru else ""))
-    w = {"w_ih": w_ih, "w_hh": w_hh}
-    b = None
-    for n in ("bias_ih", "bias_hh"):
-        part = get(name(n), False)
-        if part is None:
-            continue
-        if part.shape != (rows,):
-            raise ValueError(f"{name(n)} must have shape (4*H,) = ({rows},); got {part.shape}")
-        b = part.astype(np.float64) if b is None else b + part.astype(np.float64)
-    if b is not None:
-        w["b"] = b  # fused in float64; the model casts once to its dtype
-    if w_hr is not None:
-        w["w_hr"] = w_hr
+    """One direction's torch tensors as canonical weights (the two biases fused), their
+    shapes checked by the shared checker under their torch names."""
+    names = {"w_ih": f"{prefix}weight_ih{suffix}", "w_hh": f"{prefix}weight_hh{suffix}",
+             "w_hr": f"{prefix}weight_hr{suffix}", "b": f"{prefix}bias_ih{suffix}"}
+    w = {n: get(names[n], n != "w_hr" and n != "b") for n in ("w_ih", "w_hh", "w_hr")}
+    if w["w_hr"] is None:
+        del w["w_hr"]
+    parts = [(n, a) for n in (f"{prefix}bias_ih{suffix}", f"{prefix}bias_hh{suffix}")
+             if (a := get(n, False)) is not None]
+    if parts:
+        names["b"], w["b"] = parts[0]
+    try:
+        check_direction(w, names=names, input_size=in_size, layer=layer)
+        for n, part in parts[1:]:
+            check_shape(part, w["b"].shape, n, "(4*H,)")
+    except ValueError as e:
+        ih, hh = w["w_ih"], w["w_hh"]
+        gru = "w_hr" not in w and ih.ndim == 2 and hh.ndim == 2 and \
+            ih.shape[0] == 3 * hh.shape[1]
+        raise ValueError(f"{e} -- 3*hidden_size rows: a GRU, not an LSTM?" if gru else str(e)) \
+            from None
+    if parts:  # fused in float64; the model casts once to its dtype
+        w["b"] = parts[0][1].astype(np.float64)
+        for _, part in parts[1:]:
+            w["b"] = w["b"] + part.astype(np.float64)
     return w
 
 
