@@ -123,10 +123,16 @@ def test_is_torch_file(tmp_path):
         z.writestr("config.json", "{}")
         z.writestr("model.weights.h5", b"")
     assert not is_torch_file(keras_like)
-    # a safetensors file with lstm_infer's native names is not a torch file
+    # a native file is not a torch file; any other safetensors file goes to the torch
+    # loader (detect_format's one rule), which says what it lacks
     native = tmp_path / "native.safetensors"
-    _write_safetensors(native, {"layers.0.forward.w_ih": np.zeros((8, 3), np.float32)})
+    li.LSTM.random(3, 2).save(native)
     assert not is_torch_file(native)
+    other = tmp_path / "other.safetensors"
+    _write_safetensors(other, {"layers.0.forward.w_ih": np.zeros((8, 3), np.float32)})
+    assert is_torch_file(other)
+    with pytest.raises(TorchFileError, match="expected exactly one LSTM"):
+        li.load(other)
 
 
 def test_file_object_and_pathlike(expected):

@@ -1,15 +1,22 @@
-"""`li.load`: detect a file's format from its content (not its suffix) and dispatch."""
+"""`li.load`: detect a file's format from its content (not its suffix) and dispatch.
+
+Each format module has one sniffer (``sniff(path) -> format name or None``: cheap, and
+never raising on bad content); `detect_format` only orders them and, when none claims
+the file, says why.
+"""
 from __future__ import annotations
 
 import os
 import zipfile
 
-from . import native
-from . import safetensors_io as st
-from .errors import FormatError, guard
+from . import keras, native, onnx, pytorch
+X
+from .errors import ZIP_ERRORS, FormatError, check_file, guard
 
-_HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 FORMATS = ("native", "pytorch", "pytorch-safetensors", "keras", "keras-h5", "onnx")
+# native before pytorch (which takes every other safetensors file); keras before pytorch
+# (a zip both could claim has always gone to Keras)
+SNIFFERS = (native.sniff, keras.sniff, pytorch.sniff, onnx.sniff)
 
 
 class UnknownFormatError(FormatError):
@@ -18,53 +25,34 @@ class UnknownFormatError(FormatError):
 
 def detect_format(path) -> str:
     """One of FORMATS, from the file's bytes; raises UnknownFormatError / FileNotFoundError."""
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
-    if os.path.isdir(path):
-        raise UnknownFormatError(f"{path} is a directory; expected a model file")
+    path = check_file(path, UnknownFormatError)
     with open(path, "rb") as f:
         head = f.read(16)
     if not head:
         raise UnknownFormatError(f"{path} is empty")
     with guard(UnknownFormatError, path):  # the net under the sniffers' own checks
-        return _sniff(path, head)
+        for sniff in SNIFFERS:
+            fmt = sniff(path)
+            if fmt is not None:
+                return fmt
+        raise _unknown(path, head)
 
 
-# what zipfile raises for an archive it cannot read (NotImplementedError: a "version
-# needed to extract" or compression method it does not support; RuntimeError: encryption)
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
-               EOFError, OSError, ValueError, OverflowError)
-
-
-def _sniff(path: str, head: bytes) -> str:
-    if st.is_safetensors(path):
-        return "native" if native.is_native(path) else "pytorch-safetensors"
-    if head.startswith(_HDF5_MAGIC):
-        return "keras-h5"
+def _unknown(path: str, head: bytes) -> UnknownFormatError:
+    """Why no loader claims the file."""
     if head.startswith(b"PK"):
         try:
             with zipfile.ZipFile(path) as z:
                 names = z.namelist()
-        except _ZIP_ERRORS as e:
-            raise UnknownFormatError(f"{path}: a zip archive that cannot be read "
-                                     f"({type(e).__name__}: {e}); truncated, corrupted, or "
-                                     f"using a zip feature Python's zipfile does not "
-                                     f"support?") from None
-        if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
-            return "keras"
-        if any(n.endswith("data.pkl") for n in names):
-            return "pytorch"
-        raise UnknownFormatError(f"{path}: a zip archive that is neither a torch.save file "
-                                 f"(*/data.pkl) nor a Keras .keras file (config.json + "
-                                 f"model.weights.h5); it holds {names[:5]}")
-    from .pytorch import is_torch_file
-    if is_torch_file(path):  # legacy (pre-zip) torch.save files: a bare pickle stream
-        return "pytorch"
-    from . import onnx as onnx_format
-    if onnx_format.is_onnx_file(path):
-        return "onnx"
-    raise UnknownFormatError(
+        except ZIP_ERRORS as e:
+            return UnknownFormatError(f"{path}: a zip archive that cannot be read "
+                                      f"({type(e).__name__}: {e}); truncated, corrupted, or "
+                                      f"using a zip feature Python's zipfile does not "
+                                      f"support?")
+        return UnknownFormatError(f"{path}: a zip archive that is neither a torch.save file "
+                                  f"(*/data.pkl) nor a Keras .keras file (config.json + "
+                                  f"model.weights.h5); it holds {names[:5]}")
+    return UnknownFormatError(
         f"{path}: unknown format; expected a native lstm_infer / PyTorch safetensors file, a "
         f"torch.save zip (.pt/.pth/.bin), a Keras .keras or .h5 file, or an ONNX model")
 
@@ -106,10 +94,7 @@ def load(path, *, prefix=None, layer=None, node=None, isolated=False, timeout=No
     if fmt == "native":
         return native.load(path)
     if fmt in ("pytorch", "pytorch-safetensors"):
-        from .pytorch import load_torch_file
-        return load_torch_file(path, prefix=prefix)
+        return pytorch.load_torch_file(path, prefix=prefix)
     if fmt in ("keras", "keras-h5"):
-        from .keras import from_keras
-        return from_keras(path, layer=layer)
-    from .onnx import from_onnx
-    return from_onnx(path, node=node)
+        return keras.from_keras(path, layer=layer)
+    return onnx.from_onnx(path, node=node)

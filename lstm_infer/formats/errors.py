@@ -16,7 +16,9 @@ naming the file rather than an exception from deep inside a library.
 from __future__ import annotations
 
 import contextlib
+import os
 import zipfile
+import zlib
 
 # Bytes of a metadata member (a pickle stream, a config.json) that any real model
 # file stays far below: torch's data.pkl is a few KB per tensor, Keras' config.json
@@ -27,6 +29,13 @@ MAX_METADATA_BYTES = 64 * 1024 * 1024
 # Exceptions that pass through `guard` unchanged: problems with the path, which the
 # caller handles as for any other file.
 _PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+
+
+# What zipfile raises for an archive it cannot read: NotImplementedError for a "version
+# needed to extract" or compression method it does not support, RuntimeError for an
+# encrypted member, zlib.error for a corrupted deflate stream.
+ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
+              EOFError, OSError, ValueError, OverflowError, zlib.error)
 
 
 class FormatError(ValueError):
@@ -73,3 +82,15 @@ def read_member(z: zipfile.ZipFile, name: str, error_cls, where: str,
                         f"archive?)")
     with guard(error_cls, f"{where}: archive member {name!r}"):
         return z.read(info)
+
+
+def check_file(path, error_cls=None, expected: str = "a model file") -> str:
+    """`path` as a string, after the checks every loader makes of a path before opening
+    it: FileNotFoundError if nothing is there; with `error_cls`, that error if it is a
+    directory (without, opening it raises IsADirectoryError, which passes `guard`)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no such file: {path}")
+    if error_cls is not None and os.path.isdir(path):
+        raise error_cls(f"{path} is a directory; expected {expected}")
+    return path

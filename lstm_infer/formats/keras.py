@@ -109,7 +109,6 @@ import shutil
 import sys
 import tempfile
 import zipfile
-import zlib
 from dataclasses import dataclass, field
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -117,10 +116,10 @@ import numpy as np
 
 from .._build import CanonicalModel, build
 from .._validate import check_shape
-from .errors import MAX_METADATA_BYTES, FormatError, guard, read_member
+from .errors import MAX_METADATA_BYTES, ZIP_ERRORS, FormatError, check_file, guard, read_member
 from .gate_orders import to_canonical
 
-__all__ = ["from_keras", "read_keras", "is_keras_file", "keras_layers_summary",
+__all__ = ["from_keras", "read_keras", "sniff", "is_keras_file", "keras_layers_summary",
            "lengths_from_mask", "KerasFileError"]
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
@@ -376,11 +375,10 @@ def _looks_like_keras_model(obj) -> bool:
 
 
 def _open_path(path: str) -> _Model:
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
+    check_file(path)
     with open(path, "rb") as f:
         head = f.read(8)
-    if head.startswith(_ZIP_MAGIC) or head.startswith(b"PK"):
+    if head.startswith(b"PK"):  # a zip (the local header magic checked by zipfile)
         return _open_archive(path)
     if head.startswith(_HDF5_MAGIC):
         return _open_h5(path)
@@ -593,13 +591,6 @@ def _json(raw, what: str, source: str):
 
 # ---------------------------------------------------------------- .keras archive
 
-# what zipfile raises for a damaged or unsupported archive (NotImplementedError: a
-# compression method or "version needed to extract" it does not support; RuntimeError:
-# an encrypted member)
-_ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, RuntimeError,
-               EOFError, OSError, ValueError, OverflowError, zlib.error)
-
-
 def _zip_error(path: str, e: Exception) -> KerasFileError:
     return KerasFileError(f"{path}: not a readable .keras archive ({type(e).__name__}: {e}); "
                           f"truncated or corrupted?")
@@ -652,7 +643,7 @@ def _open_archive(path: str) -> _Model:
         with zipfile.ZipFile(path) as z:
             cfg, version = _archive_config(z, path)
             tmp, size = _extract_weights(z, path)
-    except _ZIP_ERRORS as e:
+    except ZIP_ERRORS as e:
         raise _zip_error(path, e) from None
     try:
         cls, layers = _parse_model_config(cfg, path)
@@ -1244,8 +1235,7 @@ def _summary(model: _Model) -> List[dict]:
 
 def _summary_model(path) -> _Model:
     """Config only: no weights are read."""
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"no such file: {path}")
+    check_file(path)
     with open(path, "rb") as f:
         head = f.read(8)
     if head.startswith(_HDF5_MAGIC):
@@ -1262,46 +1252,55 @@ def _summary_model(path) -> _Model:
         try:
             with zipfile.ZipFile(path) as z:
                 cfg, version = _archive_config(z, path)
-        except _ZIP_ERRORS as e:
+        except ZIP_ERRORS as e:
             raise _zip_error(path, e) from None
     cls, layers = _parse_model_config(cfg, path)
     return _Model(path, cls, layers, version, lambda l: {})
 
 
-def is_keras_file(path) -> bool:
-    """Whether `path` looks like a Keras model file (a cheap content sniff; never raises).
+def sniff(path) -> Optional[str]:
+    """"keras" (a .keras archive) or "keras-h5" (an HDF5 file) if `path` is for this
+    loader, else None: a cheap content sniff that reads at most the zip's directory and
+    never raises on bad content.
 
-    True for a zip whose first member is one of a .keras archive's
-    (metadata.json, config.json, model.weights.h5) — so a truncated archive
-    still goes to the Keras loader, which reports it — and for an HDF5 file
-    with Keras attributes (model_config, layer_names, keras_version) or
-    groups (model_weights; layers + vars), or that h5py cannot open (HDF5
-    being read only by this loader, it then reports the damage).
+    A zip is a .keras archive when its first member is one of an archive's
+    (metadata.json, config.json, model.weights.h5) -- so a truncated archive still
+    goes to this loader, which reports it -- or when its directory lists config.json
+    and a ``*.weights.h5``. Every HDF5 file is this loader's (HDF5 is read by no other):
+    it reports what is wrong with one that is not a Keras model (a weights-only file,
+    another program's data), without h5py being run here.
     """
     try:
         p = os.fspath(path)
         with open(p, "rb") as f:
             head = f.read(64)
-        if head.startswith(_ZIP_MAGIC) and len(head) >= 30:
-            n = int.from_bytes(head[26:28], "little")
-            first = head[30:30 + n]
-            if len(first) < n:
-                with open(p, "rb") as f:
-                    f.seek(30)
-                    first = f.read(n)
-            return first.decode("utf8", "replace") in _ARCHIVE_MEMBERS
         if head.startswith(_HDF5_MAGIC):
-            h5py = _h5py()
-            try:
-                with h5py.File(p, "r") as f:
-                    return (any(a in f.attrs for a in ("model_config", "layer_names",
-                                                       "keras_version"))
-                            or "model_weights" in f or ("layers" in f and "vars" in f))
-            except OSError:
-                return True
+            return "keras-h5"
+        if not head.startswith(_ZIP_MAGIC) or len(head) < 30:
+            return None
+        n = int.from_bytes(head[26:28], "little")
+        first = head[30:30 + n]
+        if len(first) < n:
+            with open(p, "rb") as f:
+                f.seek(30)
+                first = f.read(n)
+        if first.decode("utf8", "replace") in _ARCHIVE_MEMBERS:
+            return "keras"
+        try:
+            with zipfile.ZipFile(p) as z:
+                names = z.namelist()
+        except ZIP_ERRORS:
+            return None
+        if "config.json" in names and any(n.endswith(".weights.h5") for n in names):
+            return "keras"
     except Exception:  # noqa: BLE001 - a sniffer answers, it does not fail
-        return False
-    return False
+        return None
+    return None
+
+
+def is_keras_file(path) -> bool:
+    """Whether `path` is for the Keras loader: ``sniff(path) is not None``."""
+    return sniff(path) is not None
 
 
 def lengths_from_mask(x, mask_value=0.0) -> np.ndarray:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Optional
 
 import numpy as np
 
@@ -66,16 +67,21 @@ def write(path, layers, options: dict) -> None:
     st.save(path, tensors, meta, dtypes)
 
 
-def is_native(path) -> bool:
-    """Does `path` say it is a native file (safetensors whose metadata format is ours)?
-    Only the header's JSON is parsed here: a native file with a bad tensor entry is
-    still native, and `load` names the problem."""
+def sniff(path) -> Optional[str]:
+    """"native" if `path` says it is a native file (safetensors whose metadata format is
+    ours), else None. Only the header's JSON is parsed: a native file with a bad tensor
+    entry is still native, and `load` names the problem; a bad header is not native."""
     if not st.is_safetensors(path):
-        return False
+        return None
     try:
-        return st.read_metadata(path).get("format") == FORMAT
+        return "native" if st.read_metadata(path).get("format") == FORMAT else None
     except (OSError, ValueError):
-        return False
+        return None
+
+
+def is_native(path) -> bool:
+    """Whether `path` is a native file: ``sniff(path) is not None``."""
+    return sniff(path) is not None
 
 
 def load(path):

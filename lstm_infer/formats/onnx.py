@@ -97,7 +97,7 @@ import numpy as np
 from .._build import CanonicalModel, build
 from .._validate import check_shape
 from ..config import Activation
-from .errors import FormatError, guard
+from .errors import FormatError, check_file, guard
 from .gate_orders import to_canonical
 
 
@@ -122,6 +122,11 @@ def _read_varint(f) -> Optional[int]:
             return value
         shift += 7
     return None
+
+
+def sniff(path) -> Optional[str]:
+    """"onnx" if `path` holds a serialized ONNX ModelProto (`is_onnx_file`), else None."""
+    return "onnx" if is_onnx_file(path) else None
 
 
 def is_onnx_file(path) -> bool:
@@ -195,11 +200,7 @@ def _load_model(obj, onnx):
     if isinstance(obj, (bytes, bytearray, memoryview)):
         data, where, base = bytes(obj), "the ONNX bytes", None
     elif isinstance(obj, (str, os.PathLike)):
-        path = os.fspath(obj)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"no such file: {path}")
-        if os.path.isdir(path):
-            raise ONNXFormatError(f"{path} is a directory; expected an .onnx file")
+        path = check_file(obj, ONNXFormatError, "an .onnx file")
         with open(path, "rb") as f:
             data = f.read()
         where, base = path, os.path.dirname(os.path.abspath(path))
@@ -1099,4 +1100,4 @@ def _from_onnx(obj, node, dtype, notes, onnx, helper, numpy_helper):
                                    "dtype": dtype}, where)
 
 
-__all__ = ["from_onnx", "read_onnx", "is_onnx_file", "ONNXFormatError"]
+__all__ = ["from_onnx", "read_onnx", "sniff", "is_onnx_file", "ONNXFormatError"]

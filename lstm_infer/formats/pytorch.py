@@ -26,16 +26,20 @@ unambiguous. A checkpoint holding the same LSTM twice (``model`` and
 from __future__ import annotations
 
 import re
+import zipfile
 from collections.abc import Mapping
+from typing import Optional
 
 import numpy as np
 
 from .._build import CanonicalModel, build
 from .._validate import check_direction, check_shape, to_array
 from .errors import guard
-from .torch_pickle import (TorchFile, TorchFileError, TorchTensor, _Unsupported, sniff)
+from . import native, safetensors_io
+from .torch_pickle import TorchFile, TorchFileError, TorchTensor, _Unsupported
+from .torch_pickle import sniff as torch_sniff
 
-__all__ = ["from_torch", "from_state_dict", "load_torch_file", "is_torch_file",
+__all__ = ["from_torch", "from_state_dict", "load_torch_file", "sniff", "is_torch_file",
            "read_state_dict", "read_torch_file", "to_state_dict"]
 
 # The one builder (lstm_infer._build.build: CanonicalModel -> model) under the model's
@@ -284,30 +288,35 @@ def _torch_file(path, prefix, dtype, batch_first, make):
             raise TorchFileError(f"{tf.path} ({what}): {e}") from e
 
 
-def is_torch_file(path) -> bool:
-    """Whether `path` looks like something `load_torch_file` reads (a cheap content sniff).
+def sniff(path) -> Optional[str]:
+    """"pytorch" or "pytorch-safetensors" if `path` is for `load_torch_file`, else None:
+    a cheap content sniff that reads only headers and never raises on bad content.
 
-    True for a zip with ``<archive>/data.pkl`` (torch.save, also TorchScript,
-    which then gets a clear error), a legacy torch.save file, and a safetensors
-    file whose tensor names are torch LSTM names (``...weight_ih_l0`` /
-    ``...weight_ih``). Reads only headers; never raises.
+    "pytorch": a zip with ``<archive>/data.pkl`` (torch.save, also TorchScript, which
+    then gets a clear error), a legacy torch.save file. "pytorch-safetensors": any
+    safetensors file that is not a native lstm_infer one (`native.sniff`): this loader
+    reads it and says what is wrong (a bad header, no LSTM names).
     """
     try:
-        kind = sniff(path)
+        kind = torch_sniff(path)
         if kind == "legacy":
-            return True
+            return "pytorch"
         if kind == "zip":
-            import zipfile
             with zipfile.ZipFile(path) as z:
-                return any(n == "data.pkl" or (n.endswith("/data.pkl") and n.count("/") == 1)
-                           for n in z.namelist())
-        if kind == "safetensors":
-            with TorchFile(path) as tf:  # parses the JSON header only
-                lstm, cell = _find_prefixes(tf.obj.keys())
-                return bool(lstm or cell)
+                if any(n == "data.pkl" or (n.endswith("/data.pkl") and n.count("/") == 1)
+                       for n in z.namelist()):
+                    return "pytorch"
+        elif kind == "safetensors" and safetensors_io.is_safetensors(path) and \
+                native.sniff(path) is None:
+            return "pytorch-safetensors"
     except Exception:  # noqa: BLE001 - a sniffer answers, it does not fail
-        return False
-    return False
+        return None
+    return None
+
+
+def is_torch_file(path) -> bool:
+    """Whether `path` is for `load_torch_file`: ``sniff(path) is not None``."""
+    return sniff(path) is not None
 
 
 def from_torch(obj, prefix=None, *, dtype=None, batch_first=None):
