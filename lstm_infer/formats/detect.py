@@ -10,7 +10,7 @@ import os
 import zipfile
 
 from . import keras, native, onnx, pytorch
-X
+from . import safetensors_io as st  # noqa: F401 - the header reader native.sniff uses
 from .errors import ZIP_ERRORS, FormatError, check_file, guard
 
 FORMATS = ("native", "pytorch", "pytorch-safetensors", "keras", "keras-h5", "onnx")
