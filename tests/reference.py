@@ -26,6 +26,20 @@ Per layer and direction (``act_f``, ``act_g``, ``act_h`` = the 3 activations,
 Lengths: a sequence of length L only runs steps 0..L-1 (the reverse direction
 runs L-1..0 over its own span); its outputs past L are 0 and its final state
 is the state after its last valid step (the initial state when L = 0).
+
+Per-layer options (``layer_options``, one dict per layer, the model-level
+keywords as defaults), as the Keras and ONNX models need them:
+
+    direction       "forward" | "reverse" (one direction dict: reads each
+                    sequence backwards) | "bidirectional" (two dicts)
+    reverse_output  a "reverse" layer's output at step s is the h of its s-th
+                    processing step, x[L-1-s] (Keras go_backwards), instead of
+                    being put back at time L-1-s; zeros past L either way
+    merge           a bidirectional layer's output: "concat" [fwd, rev],
+                    "sum" fwd + rev, "mul" fwd * rev, "ave" (fwd + rev) / 2
+                    (Keras Bidirectional merge_mode); h_n / c_n stay per direction
+    activations     one triple, or one triple per direction (a list of D)
+    clip, cell_clip, input_forget
 """
 from __future__ import annotations
 
@@ -70,8 +84,12 @@ def activation(spec):
 
 
 # ----------------------------------------------------------------------------- one direction
-def _run_direction(w, x, h0, c0, lengths, reverse, acts, clip, cell_clip, input_forget):
+def _run_direction(w, x, h0, c0, lengths, reverse, acts, clip, cell_clip, input_forget,
+                   processing_order=False):
     """One layer direction over time-major x (T, B, I).
+
+    ``processing_order``: out[s] is the h of step s (for reverse: of x[L-1-s]) instead of
+    the h belonging to time s.
 
     Returns out (T, B, H_out), h_n (B, H_out), c_n (B, H).
     """
@@ -119,7 +137,8 @@ def _run_direction(w, x, h0, c0, lengths, reverse, acts, clip, cell_clip, input_
         m = active[:, None]
         h = np.where(m, h_new, h)
         c = np.where(m, c_new, c)
-        out[src[s, active], rows[active]] = h_new[active]
+        t_out = np.full(B, s) if processing_order else src[s]
+        out[t_out[active], rows[active]] = h_new[active]
     return out, h, c
 
 
@@ -132,8 +151,21 @@ def layer_sizes(layer):
     return H, H_out, len(layer)
 
 
+MERGES = {"concat": lambda a, b: np.concatenate([a, b], axis=2), "sum": lambda a, b: a + b,
+          "mul": lambda a, b: a * b, "ave": lambda a, b: (a + b) / 2}
+
+
+def _direction_activations(spec, D):
+    """One triple, or a list of one triple per direction -> D triples of functions."""
+    spec = DEFAULT_ACTIVATIONS if spec is None else spec
+    trips = [spec] * D if len(spec) == 3 else list(spec)  # D <= 2: a length-3 list is a triple
+    if len(trips) != D or any(len(t) != 3 for t in trips):
+        raise ValueError(f"reference: activations must be a triple or {D} triples; got {spec!r}")
+    return [tuple(activation(a) for a in t) for t in trips]
+
+
 def lstm_reference(weights, x, state=None, lengths=None, *, clip=None, cell_clip=None,
-                   input_forget=False, activations=None):
+                   input_forget=False, activations=None, layer_options=None):
     """Run a canonical-weights LSTM stack in float64.
 
     Parameters
@@ -143,33 +175,51 @@ def lstm_reference(weights, x, state=None, lengths=None, *, clip=None, cell_clip
     state : None or (h0, c0), each a list with one array per layer,
         h0[k] (D, B, H_out_k), c0[k] (D, B, H_k)
     lengths : None or (B,) ints
-    clip, cell_clip, input_forget, activations : as the LSTM constructor
+    clip, cell_clip, input_forget, activations : as the LSTM constructor (defaults of
+        every layer)
+    layer_options : None or one dict per layer (module docstring)
 
     Returns
     -------
-    out : (T, B, D * H_out) of the last layer
+    out : (T, B, F) of the last layer (F = D * H_out, or H_out when merged)
     h_n, c_n : lists with one (D, B, H_out_k) / (D, B, H_k) array per layer
     """
     x = np.asarray(x, dtype=np.float64)
     T, B, _ = x.shape
     lengths = np.full(B, T) if lengths is None else np.asarray(lengths).astype(np.intp)
-    acts = tuple(activation(a) for a in (activations or DEFAULT_ACTIVATIONS))
+    layer_options = [{}] * len(weights) if layer_options is None else layer_options
+    defaults = dict(clip=clip, cell_clip=cell_clip, input_forget=input_forget,
+                    activations=activations)
     inp = x
     h_n, c_n = [], []
-    for k, layer in enumerate(weights):
+    for k, (layer, opts) in enumerate(zip(weights, layer_options)):
+        unknown = set(opts) - {"direction", "reverse_output", "merge", *defaults}
+        if unknown:
+            raise ValueError(f"reference: unknown layer option(s) {sorted(unknown)}")
+        o = {**defaults, **opts}
         H, H_out, D = layer_sizes(layer)
+        direction = o.get("direction", "bidirectional" if D == 2 else "forward")
+        if (direction == "bidirectional") != (D == 2):
+            raise ValueError(f"reference: layer {k}: direction {direction!r} with {D} dicts")
+        if o.get("reverse_output") and direction != "reverse":
+            raise ValueError("reference: reverse_output is for a reverse layer")
+        if o.get("merge", "concat") != "concat" and D != 2:
+            raise ValueError("reference: merge is for a bidirectional layer")
+        acts = _direction_activations(o["activations"], D)
         outs, hs, cs = [], [], []
         for d, w in enumerate(layer):
             if state is None:
                 h0, c0 = np.zeros((B, H_out)), np.zeros((B, H))
             else:
                 h0, c0 = state[0][k][d], state[1][k][d]
-            o, h, c = _run_direction(w, inp, h0, c0, lengths, d == 1, acts, clip, cell_clip,
-                                     input_forget)
-            outs.append(o)
+            reverse = d == 1 or direction == "reverse"
+            out, h, c = _run_direction(w, inp, h0, c0, lengths, reverse, acts[d], o["clip"],
+                                       o["cell_clip"], o["input_forget"],
+                                       processing_order=bool(o.get("reverse_output")))
+            outs.append(out)
             hs.append(h)
             cs.append(c)
-        inp = np.concatenate(outs, axis=2)
+        inp = MERGES[o.get("merge", "concat")](*outs) if D == 2 else outs[0]
         h_n.append(np.stack(hs))
         c_n.append(np.stack(cs))
     return inp, h_n, c_n
