@@ -116,11 +116,12 @@ import numpy as np
 
 from .._build import CanonicalModel, build
 from .._validate import check_shape
+from ._export import float_weights, model_of, refuse
 from .errors import MAX_METADATA_BYTES, ZIP_ERRORS, FormatError, check_file, guard, read_member
 from .gate_orders import to_canonical
 
-__all__ = ["from_keras", "read_keras", "sniff", "is_keras_file", "keras_layers_summary",
-           "lengths_from_mask", "KerasFileError"]
+__all__ = ["from_keras", "read_keras", "to_keras_weights", "sniff", "is_keras_file",
+           "keras_layers_summary", "lengths_from_mask", "KerasFileError"]
 
 _HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -1301,6 +1302,35 @@ def sniff(path) -> Optional[str]:
 def is_keras_file(path) -> bool:
     """Whether `path` is for the Keras loader: ``sniff(path) is not None``."""
     return sniff(path) is not None
+
+
+def to_keras_weights(model_or_data) -> List[List[np.ndarray]]:
+    """Per layer, the list Keras ``LSTM.set_weights`` (``Bidirectional(LSTM).set_weights``
+    for a bidirectional layer) takes, for a model (an LSTM or its `CanonicalModel`): the
+    inverse of the Keras loader's conversion.
+
+    Each direction, forward first: kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H,);
+    Keras' gate order i, f, c, o is ours, our fused bias its single bias (so the Keras
+    layers need ``use_bias=True``, the default). float32 copies; a weight-only quantized
+    model gives the float32 weights it computes with. The Keras layers must match the
+    model: ``LSTM(H, return_sequences=True)`` per layer (``Bidirectional`` around it for
+    bidirectional layers), default activations; ``batch_first`` is Keras' own layout.
+
+    Raises ValueError listing what a Keras LSTM stack cannot express (a projection,
+    peepholes, clip, cell_clip, CIFG, other activations, a reverse-only layer, merge
+    modes other than concat, layers of different sizes, the "int8" mode). Needs no Keras.
+    """
+    model = model_of(model_or_data)
+    refuse(model, "a Keras LSTM stack", peephole=False)
+    out = []
+    for layer in float_weights(model):
+        ws = []
+        for w in layer:
+            ws += [np.array(np.asarray(w["w_ih"]).T, dtype=np.float32),
+                   np.array(np.asarray(w["w_hh"]).T, dtype=np.float32),
+                   np.array(w["b"], dtype=np.float32)]
+        out.append(ws)
+    return out
 
 
 def lengths_from_mask(x, mask_value=0.0) -> np.ndarray:

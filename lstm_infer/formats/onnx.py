@@ -97,8 +97,9 @@ import numpy as np
 from .._build import CanonicalModel, build
 from .._validate import check_shape
 from ..config import Activation
+from ._export import float_weights, model_of, refuse
 from .errors import FormatError, check_file, guard
-from .gate_orders import to_canonical
+from .gate_orders import from_canonical, to_canonical
 
 
 class ONNXFormatError(FormatError):
@@ -1100,4 +1101,72 @@ def _from_onnx(obj, node, dtype, notes, onnx, helper, numpy_helper):
                                    "dtype": dtype}, where)
 
 
-__all__ = ["from_onnx", "read_onnx", "sniff", "is_onnx_file", "ONNXFormatError"]
+# ----------------------------------------------------------------------------- export
+def to_onnx(model_or_data, path=None, *, opset: int = 17):
+    """An ONNX graph of a model (an LSTM or its `CanonicalModel`): the inverse of
+    `from_onnx` (``from_onnx(to_onnx(m))`` has ``m``'s config and weights).
+
+    One LSTM node per layer (``lstm0``, ``lstm1``, ...; weights as initializers, gates
+    reordered to i, o, f, c, our fused bias in Wb and zeros in Rb, peepholes as P), each
+    Y (T, D, B, H) transposed and reshaped to (T, B, D*H) for the next layer. Input
+    ``X`` (T, B, I); outputs ``Y`` (T, B, D*H), ``Y_h`` and ``Y_c`` (D*L, B, H): ours.
+    A weight-only quantized model ("int8-weights", "float16", "bfloat16") gives the
+    float32 weights it computes with. Written to `path` too when given; checked with
+    ``onnx.checker``.
+
+    Raises ValueError listing what this graph cannot express (a projection, clip,
+    cell_clip, CIFG, other activations, a reverse-only layer, merge modes other than
+    concat, layers of different sizes, batch_first, the "int8" mode) and ImportError
+    without the onnx package.
+    """
+    model = model_of(model_or_data)
+    refuse(model, "the ONNX graph built here", peephole=True, batch_first=False)
+    onnx, helper, numpy_helper = _import_onnx()
+    cfg = model.config
+    H = cfg.hidden_size
+    D = 2 if cfg.bidirectional else 1
+    nodes, inits = [], []
+    cur = "X"
+    hs, cs = [], []
+    for k, layer in enumerate(float_weights(model)):
+        W = np.stack([from_canonical(w["w_ih"], "onnx") for w in layer]).astype(np.float32)
+        R = np.stack([from_canonical(w["w_hh"], "onnx") for w in layer]).astype(np.float32)
+        Bw = np.stack([np.concatenate([from_canonical(w["b"], "onnx"), np.zeros(4 * H)])
+                       for w in layer]).astype(np.float32)
+        names = [f"W{k}", f"R{k}", f"B{k}"]
+        inits += [numpy_helper.from_array(a, n) for a, n in zip((W, R, Bw), names)]
+        inputs = [cur] + names
+        if cfg.peephole:  # ONNX P = [p_i, p_o, p_f]
+            P = np.stack([np.concatenate([w["p_i"], w["p_o"], w["p_f"]]) for w in layer])
+            inits.append(numpy_helper.from_array(P.astype(np.float32), f"P{k}"))
+            inputs += ["", "", "", f"P{k}"]  # sequence_lens, initial_h, initial_c unset
+        nodes.append(helper.make_node(
+            "LSTM", inputs, [f"Y{k}", f"Yh{k}", f"Yc{k}"], name=f"lstm{k}", hidden_size=H,
+            direction="bidirectional" if D == 2 else "forward"))
+        nodes.append(helper.make_node("Transpose", [f"Y{k}"], [f"Yt{k}"], perm=[0, 2, 1, 3]))
+        nxt = "Y" if k == cfg.num_layers - 1 else f"X{k + 1}"
+        nodes.append(helper.make_node("Reshape", [f"Yt{k}", "shape_TB_"], [nxt]))
+        hs.append(f"Yh{k}")
+        cs.append(f"Yc{k}")
+        cur = nxt
+    inits.append(numpy_helper.from_array(np.array([0, 0, -1], dtype=np.int64), "shape_TB_"))
+    nodes.append(helper.make_node("Concat", hs, ["Y_h"], axis=0))
+    nodes.append(helper.make_node("Concat", cs, ["Y_c"], axis=0))
+    f32 = onnx.TensorProto.FLOAT
+    graph = helper.make_graph(
+        nodes, "lstm_infer",
+        [helper.make_tensor_value_info("X", f32, ["T", "B", cfg.input_size])],
+        [helper.make_tensor_value_info("Y", f32, ["T", "B", D * H]),
+         helper.make_tensor_value_info("Y_h", f32, [D * cfg.num_layers, "B", H]),
+         helper.make_tensor_value_info("Y_c", f32, [D * cfg.num_layers, "B", H])],
+        initializer=inits)
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
+                          producer_name="lstm_infer")
+    m.ir_version = 8  # opset 17's IR; accepted by every onnxruntime >= 1.13
+    onnx.checker.check_model(m)
+    if path is not None:
+        onnx.save(m, os.fspath(path))
+    return m
+
+
+__all__ = ["from_onnx", "read_onnx", "to_onnx", "sniff", "is_onnx_file", "ONNXFormatError"]
