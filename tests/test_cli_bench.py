@@ -1,15 +1,14 @@
 """`lstm-infer bench` end to end (kws, tiny time budgets), and the parts of
 `lstm_infer.bench` it rests on: the float64 model it checks ours against, the
-runners, the exporters, the renderers."""
+runners, the renderers. (The exporters the peers load through are tested with
+their format modules: test_export_torch.py, test_export_onnx_keras.py.)"""
 import json
-import os
 
 import numpy as np
 import pytest
 
 import lstm_infer as li
 from lstm_infer import bench, tolerances
-from lstm_infer.bench import exporters
 from lstm_infer.cli import main
 
 from reference import lstm_reference
@@ -123,7 +122,7 @@ def test_max_abs_diff_skips_missing_sides_and_flags_nan_and_shapes():
     assert bench.max_abs_diff([a], [a[:1]]) == float("inf")
 
 
-# ---------------------------------------------------------------- runners and exporters
+# ---------------------------------------------------------------- runners
 
 def test_unknown_runner_and_peer():
     with pytest.raises(ValueError, match="unknown runner 'nope'"):
@@ -132,31 +131,32 @@ def test_unknown_runner_and_peer():
     assert bench.select_peers(None) == list(bench.DEFAULT_PEERS)
 
 
-def test_peers_refuse_what_they_cannot_express():
-    m = li.LSTM.random(4, 8, peephole=True)
-    with pytest.raises(bench.PeerUnavailable, match="peephole connections"):
-        bench.build_runner("torch", m, np.zeros((2, 1, 4), np.float32), 1)
-    with pytest.raises(ValueError, match=r"layer 0: a projection \(proj_size\)"):
-        exporters.to_onnx(li.LSTM.random(4, 8, proj_size=3))
-    with pytest.raises(ValueError, match="a Keras LSTM stack cannot express this model: "
-                                         "layer 0: peephole connections"):
-        exporters.to_keras_weights(m)
-    with pytest.raises(ValueError, match="merge='sum'"):
-        exporters.to_keras_weights(li.LSTM(li.LSTM.random(4, 8, bidirectional=True).weights,
-                                           layer_options=[{"merge": "sum"}]))
+def test_peers_skip_what_their_exporter_cannot_express():
+    """An exporter's ValueError (checked before the framework is needed) is the
+    peer's PeerUnavailable, i.e. a skipped row, with the exporter's reasons."""
+    x = np.zeros((2, 1, 4), np.float32)
+    with pytest.raises(bench.PeerUnavailable, match="layer 0: peephole connections"):
+        bench.build_runner("torch", li.LSTM.random(4, 8, peephole=True), x, 1)
+    pytest.importorskip("onnxruntime")
+    with pytest.raises(bench.PeerUnavailable, match=r"layer 0: a projection \(proj_size\)"):
+        bench.build_runner("onnxruntime", li.LSTM.random(4, 8, proj_size=3), x, 1)
 
 
-def test_to_onnx_is_the_inverse_of_our_onnx_loader():
-    pytest.importorskip("onnx")
-    m = li.LSTM.random(5, 8, num_layers=2, bidirectional=True, peephole=True, seed=3)
-    back = li.from_onnx(exporters.to_onnx(m), node=["lstm0", "lstm1"])
-    assert back.config == m.config
-    for la, lb in zip(back.weights, m.weights):
-        for a, b in zip(la, lb):
-            assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+def test_peers_skipped_rows_say_why(monkeypatch):
+    from lstm_infer.bench import runners
+    from lstm_infer.bench.runners import ours
+
+    def unavailable(*a):
+        raise runners.PeerUnavailable("not here")
+    monkeypatch.setitem(runners._REGISTRY, "fake", ("ours", "missing", "fake"))
+    monkeypatch.setattr(ours, "missing", unavailable, raising=False)
+    rows = bench.run_workload("kws", peers=["fake"], budget=0.01)
+    assert [r["runner"] for r in rows] == ["ours", "fake"]
+    assert rows[1]["status"] == "skipped" and rows[1]["reason"] == "not here"
+    assert bench.all_checks_passed(rows)
 
 
-def test_to_onnx_runs_in_onnxruntime_like_ours():
+def test_onnxruntime_runner_computes_like_ours():
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
     m = li.LSTM.random(5, 8, num_layers=2, bidirectional=True, peephole=True, seed=3)
@@ -164,25 +164,6 @@ def test_to_onnx_runs_in_onnxruntime_like_ours():
     got = bench.build_runner("onnxruntime", m, x, 1).fn()
     out, (h, c) = m(x)
     assert bench.max_abs_diff(got, (out, h, c)) <= tolerances.TOL_FRAMEWORK["float32"]
-
-
-def test_to_keras_weights_set_on_keras_layers_compute_like_ours():
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = pytest.importorskip("keras")
-    m = li.LSTM.random(5, 8, num_layers=2, bidirectional=True, seed=2)
-    inp = keras.Input((None, 5))
-    y, layers = inp, []
-    for _ in range(2):
-        layers.append(keras.layers.Bidirectional(keras.layers.LSTM(8, return_sequences=True)))
-        y = layers[-1](y)
-    net = keras.Model(inp, y)
-    for lyr, ws in zip(layers, exporters.to_keras_weights(m)):
-        lyr.set_weights(ws)
-    x = np.random.default_rng(1).uniform(-1, 1, (6, 2, 5)).astype(np.float32)
-    want = m(x)[0]
-    got = np.transpose(np.asarray(net.predict(np.transpose(x, (1, 0, 2)), verbose=0)),
-                       (1, 0, 2))
-    assert bench.max_abs_diff([got], [want]) <= tolerances.TOL_FRAMEWORK["float32"]
 
 
 # ---------------------------------------------------------------- renderers (output pinned)

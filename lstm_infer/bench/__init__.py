@@ -33,8 +33,9 @@ runner is built; a missing one is reported as skipped.
 Modules: `workloads` (sizes, model, input), `runners` (one module per engine),
 `check` (what each output is compared with, and the tolerances), `timing`,
 `suite` (build, check and time each runner), `concurrency`, `machine` (the
-report's header), `report` (rendering), `exporters` (our model as an ONNX graph
-and as Keras weights, for the peers).
+report's header), `report` (rendering). The peers load our weights through the
+exporters of `lstm_infer.formats` (`pytorch.to_state_dict`, `onnx.to_onnx`,
+`keras.to_keras_weights`).
 """
 from .check import max_abs_diff, reference, tolerance
 from .concurrency import concurrency_scaling

@@ -1,4 +1,4 @@
-"""onnxruntime CPU sessions on our model's ONNX graph (`exporters.to_onnx`).
+"""onnxruntime CPU sessions on our model's ONNX graph (`formats.onnx.to_onnx`).
 
 ``build``: the float32 graph, all graph optimisations on. ``build_int8``: the same
 graph through ``onnxruntime.quantization.quantize_dynamic`` (int8 weights, dynamic
@@ -12,7 +12,7 @@ import tempfile
 
 import numpy as np
 
-from ..exporters import to_onnx
+from ...formats.onnx import to_onnx
 from . import PeerUnavailable, Runner, exported, import_peer
 
 

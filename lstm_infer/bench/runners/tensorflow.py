@@ -1,11 +1,11 @@
 """A Keras LSTM stack on TensorFlow, called through tf.function (opt-in: only when
-tensorflow is importable). Weights from `exporters.to_keras_weights`; compared on
+tensorflow is importable). Weights from `formats.keras.to_keras_weights`; compared on
 ``out`` only (h_n / c_n are not returned)."""
 from __future__ import annotations
 
 import numpy as np
 
-from ..exporters import to_keras_weights
+from ...formats.keras import to_keras_weights
 from . import Runner, exported, import_peer
 
 
