@@ -20,7 +20,8 @@ Schedule (ONNX Runtime / oneDNN "two GEMM" schedule):
          tile (rows x 16 units x 4 gates): the pre-activations are gated while
          still in registers/L1; at batch 1 it is a GEMV bound by L2 bandwidth
        - float64: BLAS GEMM into G_t, then li_gates_rows_f64
-  3. projection (proj_size): own GEMV (<= SMALL_BATCH rows) or BLAS GEMM
+  3. projection (proj_size): float32: own kernel on 16-wide W_hr panels, rows
+     independent at any batch; float64: BLAS GEMM
 Tb is chosen so the block's workspace stays small (64 KB when the layer's
 weights fit in half the L2, else 1 MB): it never grows with T.
 
@@ -165,7 +166,6 @@ cdef inline void _gemm_nt(int M, int N, int K, floating alpha, const floating* A
 
 # ---------------------------------------------------------------- driver
 cdef enum:
-    SMALL_BATCH = 8      # float32: own GEMV for the projection up to this many rows
     SPLIT_MIN_WEIGHTS = 131072  # W_hh elements from which a batch-1 step is split across threads
     MIN_SLICE_ROWS = 4   # batch slices of at least this many rows (a task's GEMM tiles fill)
     # time block of the input projection (_block_steps): its workspace budget
@@ -414,7 +414,9 @@ cdef void _step(const Layer* L, const Task* t, const Kernels* k, int s, int na,
         li_gates_rows_f64(na, L.Hp, <const double*>Gs, G4, <const double*>bias,
                           <const double*>peep, <double*>C, L.Hp, <double*>hcell, L.Hp, acts)
     if L.P > 0:
-        if k.mode != MODE_F64 and na <= SMALL_BATCH:
+        # float32: our own kernel at every batch size (its rows are independent: BLAS's
+        # blocking would make a row's result depend on the batch); float64: BLAS
+        if k.mode != MODE_F64:
             k.gemv_proj(na, L.Pp // LI_GROUP, L.Hp, <const float*>w.w_hr_pan, <const float*>Hc,
                         L.Hp, <float*>hnx, L.Kh)
         else:

@@ -143,8 +143,8 @@ class LSTM:
         # per-layer (directions, H_out, H) so forward() does no config lookups
         self._dims = [(s.num_directions, s.output_size, s.hidden_size) for s in specs]
         self._uniform = self._config.uniform
-        # float32 runs only our own kernels, except a projection at batch > 8 (BLAS GEMM)
-        self._uses_blas = npdt == np.float64 or any(s.proj_size for s in specs)
+        # float32 runs only our own kernels; float64 calls BLAS (pinned to one thread)
+        self._uses_blas = npdt == np.float64
         # per layer: (merge code, reverse-only, outputs in processing order, acts per direction)
         self._layer_params = [
             (MERGE_MODES.index(s.merge), int(s.reverse), int(s.reverse_output),

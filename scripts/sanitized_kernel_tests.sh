@@ -11,7 +11,7 @@ root=$(pwd)
 kernel_tests="tests/test_model.py tests/test_layer_options.py tests/test_split.py
   tests/test_strides.py tests/test_stream.py tests/test_threads.py tests/test_quantize.py
   tests/test_invariants.py tests/test_hostile_inputs.py tests/test_unbiased_gates.py
-  tests/test_kernels.py"
+  tests/test_kernels.py tests/test_determinism.py"
 python -m pip install -q "Cython>=3.0" "setuptools>=64" >/dev/null
 
 for variant in "${@:-debug asan}"; do

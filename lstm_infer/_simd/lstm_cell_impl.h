@@ -385,26 +385,50 @@ LI_DEFINE_GEMM(LI_WT_BF16, li_gemm_bf16)
 
 /* y[b][p*16 + j] = sum_k x[b][k] * Wpan[p][k][j]  (projection).
  * Wpan (N16, K, 16); x (nb, K) stride ldx; y (nb, 16*N16) stride ldy. */
+/* Rows of the projection h = Hc W_hr^T against one 16-wide panel (K x 16), R rows per
+ * pass so each weight vector loaded serves R rows. Every row's arithmetic is the
+ * same whatever R or its position (two chains, even and odd k, summed at the end):
+ * a row's result never depends on the batch it shares a call with. */
+#ifndef LI_PROJ_ROWS
+#define LI_PROJ_ROWS (LI_VW == 4 ? 1 : (LI_VW == 8 ? 3 : 6)) /* accumulators fit the registers */
+#endif
+static inline __attribute__((always_inline)) void
+LI_FN(pan16_rows)(const int R, int K, const float *w, const float *x, long ldx, float *y,
+                  long ldy)
+{
+    enum { NV = 16 / LI_VW };
+    VF acc[LI_PROJ_ROWS][NV], e[LI_PROJ_ROWS][NV];
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < NV; q++) { acc[r][q] = (VF){0}; e[r][q] = acc[r][q]; }
+    int k = 0;
+    for (; k + 2 <= K; k += 2)
+        for (int q = 0; q < NV; q++) {
+            const VF w0 = LDV(w + k * 16 + q * LI_VW), w1 = LDV(w + (k + 1) * 16 + q * LI_VW);
+            for (int r = 0; r < R; r++) {
+                acc[r][q] += x[r * ldx + k] * w0;
+                e[r][q] += x[r * ldx + k + 1] * w1;
+            }
+        }
+    for (; k < K; k++)
+        for (int q = 0; q < NV; q++) {
+            const VF w0 = LDV(w + k * 16 + q * LI_VW);
+            for (int r = 0; r < R; r++) acc[r][q] += x[r * ldx + k] * w0;
+        }
+    for (int r = 0; r < R; r++)
+        for (int q = 0; q < NV; q++) STV(y + r * ldy + q * LI_VW, acc[r][q] + e[r][q]);
+}
+
+/* Y (nb, 16 N16) = X (nb, K) @ the 16-wide panels of W_hr (the projection, any batch). */
 static void LI_FN(li_gemv_pan16_f32)(int nb, int N16, int K, const float *Wpan, const float *x,
                                      long ldx, float *y, long ldy)
 {
-    enum { NV = 16 / LI_VW };
     for (int p = 0; p < N16; p++) {
         const float *w = Wpan + (long)p * K * 16;
-        for (int b = 0; b < nb; b++) {
-            const float *xb = x + b * ldx;
-            VF acc[NV], e[NV];
-            for (int q = 0; q < NV; q++) { acc[q] = (VF){0}; e[q] = acc[q]; }
-            int k = 0;
-            for (; k + 2 <= K; k += 2)
-                for (int q = 0; q < NV; q++) {
-                    acc[q] += xb[k] * LDV(w + k * 16 + q * LI_VW);
-                    e[q] += xb[k + 1] * LDV(w + (k + 1) * 16 + q * LI_VW);
-                }
-            for (; k < K; k++)
-                for (int q = 0; q < NV; q++) acc[q] += xb[k] * LDV(w + k * 16 + q * LI_VW);
-            for (int q = 0; q < NV; q++) STV(y + b * ldy + p * 16 + q * LI_VW, acc[q] + e[q]);
-        }
+        int b = 0;
+        for (; b + LI_PROJ_ROWS <= nb; b += LI_PROJ_ROWS)
+            LI_FN(pan16_rows)(LI_PROJ_ROWS, K, w, x + b * ldx, ldx, y + b * ldy + p * 16, ldy);
+        for (; b < nb; b++) /* the remainder, one row at a time: the same arithmetic */
+            LI_FN(pan16_rows)(1, K, w, x + b * ldx, ldx, y + b * ldy + p * 16, ldy);
     }
 }
 
