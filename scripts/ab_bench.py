@@ -8,7 +8,8 @@ build_ext --inplace`). Every round runs `python -m lstm_infer bench --no-peers` 
 per tree and thread count, in a fresh process with PYTHONPATH set to the tree, the
 tree order rotated each round, so drift and other load on a shared machine hit both
 builds alike. Prints per workload the median over rounds of each build's median and
-the after/before ratio.
+of its 10th percentile (less sensitive to other load on a shared machine), and the
+after/before ratios.
 """
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ def run_once(tree: str, threads: int, workloads: str) -> dict:
                        cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
         with open(out) as f:
             res = json.load(f)["results"]
-    return {r["workload"]: r["median_ms"] for r in res
+    return {r["workload"]: (r["median_ms"], r["p10_ms"]) for r in res
             if r["runner"] == "ours" and r.get("status") == "ok"}
 
 
@@ -56,15 +57,19 @@ def main(argv=None) -> int:
     for (name, threads, wl), v in sorted(times.items()):
         if name != "before":
             continue
-        b = statistics.median(v)
-        af = statistics.median(times.get(("after", threads, wl), [float("nan")]))
-        rows.append({"workload": wl, "threads": threads, "before_ms": b, "after_ms": af,
-                     "ratio": af / b})
-    print("| workload | threads | before ms | after ms | after/before |")
-    print("|---|---|---|---|---|")
+        w = times.get(("after", threads, wl), [(float("nan"), float("nan"))])
+        b_med, b_p10 = (statistics.median(x[i] for x in v) for i in (0, 1))
+        a_med, a_p10 = (statistics.median(x[i] for x in w) for i in (0, 1))
+        rows.append({"workload": wl, "threads": threads, "before_ms": b_med, "after_ms": a_med,
+                     "ratio": a_med / b_med, "before_p10_ms": b_p10, "after_p10_ms": a_p10,
+                     "ratio_p10": a_p10 / b_p10})
+    print("| workload | threads | before ms | after ms | after/before | before p10 | after p10 "
+          "| after/before (p10) |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['workload']} | {r['threads']} | {r['before_ms']:.3f} | {r['after_ms']:.3f} "
-              f"| {r['ratio']:.3f} |")
+              f"| {r['ratio']:.3f} | {r['before_p10_ms']:.3f} | {r['after_p10_ms']:.3f} "
+              f"| {r['ratio_p10']:.3f} |")
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"rows": rows, "raw": {"|".join(map(str, k)): v for k, v in times.items()}},
