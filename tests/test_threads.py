@@ -156,6 +156,7 @@ class _Counter:
         return (n1 - n0) / (t1 - t0), t1 - t0
 
 
+@pytest.mark.timing  # counter rates under load: run with -m timing (pyproject.toml)
 def test_forward_releases_the_gil():
     m = li.LSTM.random(64, 256, seed=0)
     x = np.random.default_rng(0).uniform(-3, 3, (20000, 1, 64)).astype(np.float32)
