@@ -820,13 +820,17 @@ def test_bad_safetensors(tmp_path):
 
 
 # ---------------------------------------------------------------------------- odds and ends
-def test_reading_files_never_imports_torch():
+def test_reading_files_never_imports_torch(tmp_path):
     code = ("import sys, lstm_infer as li\n"
+            f"assert li.__file__ == {li.__file__!r}, li.__file__\n"
             f"li.from_torch({_fixture('bidir_proj')!r})\n"
             f"li.from_torch({_fixture('legacy_f64')!r})\n"
             f"li.from_torch({_fixture('safetensors')!r})\n"
             "assert 'torch' not in sys.modules, 'torch was imported'\n")
-    subprocess.run([sys.executable, "-c", code], check=True, cwd=os.path.dirname(HERE))
+    # the lstm_infer these tests import (an installed copy, or this checkout's build)
+    root = os.path.dirname(os.path.dirname(os.path.abspath(li.__file__)))
+    env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=tmp_path, env=env)
 
 
 def test_big_endian_archive(tmp_path):
