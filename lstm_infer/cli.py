@@ -157,11 +157,9 @@ def describe(model, path=None) -> dict:
             "input_size": c.input_size, "output_size": c.output_size, "num_layers": c.num_layers,
             "parameters": params, "layers": layers, "other_layers": None}
     if path and info["format"] in ("keras", "keras-h5"):
-        from .formats import keras as K
-        summary = getattr(K, "keras_layers_summary", None)
-        if summary is not None:
-            info["other_layers"] = [e for e in summary(path)
-                                    if not (isinstance(e, dict) and e.get("lstm"))]
+        from .formats.keras import keras_layers_summary
+        info["other_layers"] = [e for e in keras_layers_summary(path)
+                                if not (isinstance(e, dict) and e.get("lstm"))]
     return info
 
 

@@ -469,12 +469,17 @@ class LSTM:
                 "quantization": c.quantization, "quantize_input_weights": self._quantize_input}
 
     def quantize(self, mode: str, input_weights: bool = False) -> "LSTM":
-        """A new model with quantized weights: "int8-weights", "float16" or "bfloat16".
+        """A new model in a quantized mode (the original model is unchanged):
 
-        By default only the recurrent W_hh (streamed every step) is quantized;
-        ``input_weights=True`` also quantizes W_ih, for memory (more error, no
-        speed at batch 1): see lstm_infer.quantize. Maths stays float32; the
-        original model is unchanged."""
+        ``"int8"``: int8 compute -- W_ih and W_hh int8 per output row, x and h
+        quantized to u8 per row at every step, int32 accumulation, gates in float32
+        (``input_weights`` does not apply: both matrices are always quantized).
+
+        ``"int8-weights"``, ``"float16"``, ``"bfloat16"``: weight storage -- weights
+        kept in that precision and widened in registers, maths in float32. By default
+        only the recurrent W_hh (streamed every step) is stored so;
+        ``input_weights=True`` also stores W_ih, for memory (more error, no speed at
+        batch 1). See lstm_infer.quantize for the schemes and measured errors."""
         weights = self.weights
         if self._config.quantization is not None:
             weights = [[quantize_mod.dequantize(w, self._config.quantization) for w in layer]

@@ -34,14 +34,10 @@ from __future__ import annotations
 import numpy as np
 
 MODES = ("int8", "int8-weights", "float16", "bfloat16")
-PLANNED = ()
 _NAMES = ("w_ih", "w_hh")
 
 
 def check_mode(mode):
-    if mode in PLANNED:
-        raise ValueError(f"quantization mode {mode!r} (dynamically quantized activations) is not "
-                         f"available in this version; available: {', '.join(MODES)}")
     if mode not in MODES:
         raise ValueError(f"quantization mode must be one of {MODES}; got {mode!r}")
     return mode
