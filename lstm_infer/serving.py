@@ -375,14 +375,15 @@ class Batcher:
         ``invalid``; ``batches``, ``batch_sizes`` {size: count}, ``mean_batch_size``,
         ``flushes`` {reason: count} (``"max_batch"``, ``"max_tokens"``, ``"delay"``,
         ``"close"``), ``tokens`` (valid time steps run), ``padded_tokens`` (T_max x B
-        summed), ``retried_alone`` (batches rerun one by one after an error);
+        summed), ``retried_alone`` (batches rerun one by one after an error), ``busy_s``
+        (seconds the worker spent running batches: forward calls and slicing);
         ``queued`` and ``queued_tokens`` now; ``latency_p50_ms`` / ``latency_p99_ms``
         (submit to result, last 10 000 completed requests; None before any)."""
         with self._lock:
             d = {k: self._counts[k] for k in
                  ("submitted", "completed", "failed", "timed_out", "cancelled",
                   "rejected_full", "invalid", "batches", "tokens", "padded_tokens",
-                  "retried_alone")}
+                  "retried_alone", "busy_s")}
             d["batch_sizes"] = dict(sorted(self._batch_sizes.items()))
             d["flushes"] = dict(self._flushes)
             d["queued"], d["queued_tokens"] = self._live, self._queued_tokens
@@ -529,6 +530,7 @@ class Batcher:
             return batch, reason, expired
 
     def _execute(self, batch, reason):
+        start = time.monotonic()
         try:
             results = self._forward(batch)
             retried = False
@@ -548,6 +550,7 @@ class Batcher:
             c["retried_alone"] += retried
             c["tokens"] += sum(r.T for r in batch)
             c["padded_tokens"] += T * len(batch)
+            c["busy_s"] += done - start
             self._batch_sizes[len(batch)] += 1
             self._flushes[reason] += 1
             for req, res in zip(batch, results):
