@@ -68,15 +68,28 @@ class Metrics:
 
     def __init__(self):
         self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self.active = 0  # requests being answered
         self.requests = 0
         self.status = collections.Counter()
         self.latencies = collections.deque(maxlen=10_000)
 
+    def begin(self):
+        with self._lock:
+            self.active += 1
+
     def record(self, status, seconds):
         with self._lock:
+            self.active -= 1
             self.requests += 1
             self.status[status] += 1
             self.latencies.append(seconds)
+            self._idle.notify_all()
+
+    def drain(self, timeout):
+        """Wait (up to `timeout` s) until no request is being answered."""
+        with self._lock:
+            return self._idle.wait_for(lambda: self.active == 0, timeout)
 
     def snapshot(self):
         with self._lock:
@@ -120,6 +133,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
     def _answer(self, handler):
         t0 = time.perf_counter()
         headers = []
+        self.metrics.begin()
         try:
             status, payload = handler()
         except BadRequest as e:
@@ -132,8 +146,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             headers.append(("Retry-After", "1"))
         except Exception as e:  # a bug: say so, keep serving
             status, payload = 500, {"error": f"internal error: {type(e).__name__}: {e}"}
-        self._send(status, payload, headers)
-        self.metrics.record(status, time.perf_counter() - t0)
+        try:
+            self._send(status, payload, headers)
+        finally:
+            self.metrics.record(status, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ routes
     def do_GET(self):
@@ -204,15 +220,23 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 class Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True  # a stalled client never blocks shutdown
+    daemon_threads = True  # an idle keep-alive connection never blocks shutdown
     request_queue_size = 128  # listen backlog: many clients connect at once
     batcher: Batcher = None
+    metrics: Metrics = None
 
-    def close(self):
-        """Stop serving, then let the batcher finish what it has queued."""
-        self.shutdown()
+    def stop(self, drain=5.0):
+        """After serve_forever has returned: no new connections; the batcher runs what
+        it has queued (later requests on open connections get 503); the answers in
+        progress are written (up to `drain` seconds)."""
         self.server_close()
         self.batcher.close()
+        self.metrics.drain(drain)
+
+    def close(self):
+        """Stop serving (from another thread than serve_forever's), then `stop`."""
+        self.shutdown()
+        self.stop()
 
 
 def make_server(model, host="127.0.0.1", port=8000, *, max_body=MAX_BODY,
@@ -221,11 +245,12 @@ def make_server(model, host="127.0.0.1", port=8000, *, max_body=MAX_BODY,
     Batcher(model, **batcher_options); ``server.close()`` stops both. port 0: any
     free port (``server.server_address``)."""
     batcher = Batcher(model, **batcher_options)
+    metrics = Metrics()
     handler = type("BoundHandler", (Handler,), dict(
-        batcher=batcher, metrics=Metrics(), max_body=max_body, max_steps=max_steps,
+        batcher=batcher, metrics=metrics, max_body=max_body, max_steps=max_steps,
         quiet=quiet))
     server = Server((host, port), handler)
-    server.batcher = batcher
+    server.batcher, server.metrics = batcher, metrics
     return server
 
 
@@ -270,8 +295,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         pass
     finally:
-        server.server_close()
-        server.batcher.close()  # queued requests finish first
+        server.stop()  # queued requests finish, their answers are written
     print("stopped", flush=True)
 
 

@@ -189,3 +189,21 @@ def test_subprocess_serves_and_stops_on_sigterm():
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_close_answers_the_request_in_flight(model):
+    rec = Recording(model, gated=True)
+    r = Running(rec, max_delay_ms=0.0)
+    answers = []
+    client = threading.Thread(target=lambda: answers.append(
+        r.request("/predict", {"x": [[0.2] * I] * 4})))
+    client.start()
+    rec.hold()
+    closer = threading.Thread(target=r.close)
+    closer.start()             # stops accepting; waits for the batcher and the answer
+    rec.gate.set()
+    closer.join(WAIT)
+    client.join(WAIT)
+    assert not closer.is_alive() and answers and answers[0][0] == 200
+    assert np.array_equal(np.array(answers[0][1]["out"], np.float32),
+                          model(np.full((4, I), 0.2, np.float32))[0])
