@@ -66,7 +66,8 @@ def check_num_threads(n, name: str = "num_threads") -> int:
                         f"({type(n).__name__})") from None
     if n < 1:
         raise ValueError(f"{name} must be a positive integer; got {n}")
-    return min(n, max_threads())
+    # the cap is at least THREADS_PER_CORE_CAP: only larger requests ask for the cores
+    return n if n <= THREADS_PER_CORE_CAP else min(n, max_threads())
 
 
 def set_num_threads(n) -> None:

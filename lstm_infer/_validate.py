@@ -71,17 +71,24 @@ def to_array(a) -> np.ndarray:
     return np.asarray(a)
 
 
-def physical_memory() -> int:
-    """Bytes of RAM of this machine (0 if unknown)."""
+def _physical_memory() -> int:
     try:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (ValueError, OSError, AttributeError):
         return 0
 
 
+_RAM = _physical_memory()  # read once: a forward call checks against it
+
+
+def physical_memory() -> int:
+    """Bytes of RAM of this machine (0 if unknown)."""
+    return _RAM
+
+
 def check_allocation(nbytes: int, what: str) -> None:
     """Refuse a request needing more bytes than the machine has, before allocating."""
-    ram = physical_memory()
+    ram = _RAM
     if ram and nbytes > ram:
         raise AllocationError(f"{what} needs {nbytes / 2**30:.1f} GiB, more than this "
                               f"machine's {ram / 2**30:.1f} GiB of memory")
