@@ -18,6 +18,7 @@ naming it.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import Mapping, NamedTuple, Optional
 
@@ -86,12 +87,32 @@ def physical_memory() -> int:
     return _RAM
 
 
-def check_allocation(nbytes: int, what: str) -> None:
-    """Refuse a request needing more bytes than the machine has, before allocating."""
-    ram = _RAM
-    if ram and nbytes > ram:
+def _address_space_limit() -> int:
+    """The process's RLIMIT_AS in bytes (0: none)."""
+    try:
+        import resource
+        soft = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, ValueError, OSError):
+        return 0
+    return 0 if soft == resource.RLIM_INFINITY else soft
+
+
+@contextlib.contextmanager
+def check_allocation(nbytes: int, what: str):
+    """Refuse a request needing more bytes than the machine (or the process's address
+    space limit) allows, before allocating; inside the block, an allocation that fails
+    anyway (other memory in use) becomes the same clear AllocationError."""
+    limits = [b for b in (_RAM, _address_space_limit()) if b]
+    if limits and nbytes > min(limits):
         raise AllocationError(f"{what} needs {nbytes / 2**30:.1f} GiB, more than this "
-                              f"machine's {ram / 2**30:.1f} GiB of memory")
+                              f"process can have ({min(limits) / 2**30:.1f} GiB)")
+    try:
+        yield
+    except MemoryError as e:
+        if isinstance(e, AllocationError):
+            raise
+        raise AllocationError(f"{what} needs {nbytes / 2**30:.1f} GiB of buffers, which could "
+                              f"not be allocated ({e})") from None
 
 
 # ---------------------------------------------------------------------------- canonical weights

@@ -275,17 +275,22 @@ class LSTM:
         if T > MAX_DIM or B > MAX_DIM:
             raise ValueError(f"x has shape {given_shape}: at most {MAX_DIM} time steps and "
                              f"sequences per call are supported (32-bit indices)")
+        lens = self._check_lengths(lengths, B, T, unbatched)
+        h0s, c0s = self._check_state(state, B, unbatched)
         copy = x_tb.dtype != self._dtype or not _kernel_friendly(x_tb)
-        check_allocation(self._call_bytes(T, B, copy), f"a call on x of shape {given_shape}")
+        with check_allocation(self._call_bytes(T, B, copy), f"a call on x of shape {given_shape}"):
+            return self._run(x, x_tb, copy, lens, h0s, c0s, T, B, unbatched, num_threads)
+
+    def _run(self, x, x_tb, copy, lens, h0s, c0s, T, B, unbatched, num_threads):
+        """forward() after validation: allocate, run the kernels, shape the results."""
+        cfg = self._config
+        specs = cfg.layers
         if copy:
             x_tb = np.ascontiguousarray(x_tb, dtype=self._dtype)
         # every position is checked, also those past a sequence's length (never read):
         # a NaN in padding is as likely a bug upstream as in the data
         if x.dtype.kind == "f" and x_tb.size and not all_finite(x_tb):
             raise ValueError("x contains NaN or infinity")
-
-        lens = self._check_lengths(lengths, B, T, unbatched)
-        h0s, c0s = self._check_state(state, B, unbatched)
 
         # outputs: the user's `out` is written in place through a strided (T, B, F) view
         dims = self._dims

@@ -186,3 +186,22 @@ def test_object_dtype_integer_lengths_accepted():
     np.testing.assert_array_equal(got[0], ref[0])
     with pytest.raises(TypeError, match="lengths must be integers"):
         m(x, lengths=np.array([5, "2"], dtype=object))
+
+
+def test_allocation_failure_under_an_address_space_limit_is_clean():
+    # found by bench/fuzz_forward.py: 16 GiB of outputs fit this machine's RAM but not
+    # the process's RLIMIT_AS, and numpy's MemoryError escaped
+    r = _run_python("""
+        import resource, numpy as np, lstm_infer as li
+        from lstm_infer._validate import AllocationError
+        resource.setrlimit(resource.RLIMIT_AS, (6 << 30, 6 << 30))
+        m = li.LSTM.random(1, 1)
+        x = np.broadcast_to(np.zeros(1, np.float32), (65536, 65536, 1))
+        try:
+            m(x)
+        except AllocationError as e:
+            assert isinstance(e, ValueError), e
+            print("clean:", e)
+    """)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("clean:") and "GiB" in r.stdout, r.stdout
