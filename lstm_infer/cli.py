@@ -41,31 +41,54 @@ def _positive_float(s: str) -> float:
 
 def _add_bench(sub) -> None:
     from . import bench
+    from .quantize import MODES
 
     wl_help = ", ".join(
         f"{n} {w.T}x{w.B}x{w.I}->{w.H}" + (f" L{w.num_layers}" if w.num_layers > 1 else "")
-        + (" bi" if w.bidirectional else "") for n, w in bench.WORKLOADS.items())
+        + (" bi" if w.bidirectional else "") + (f" p{w.proj_size}" if w.proj_size else "")
+        for n, w in bench.WORKLOADS.items())
     p = sub.add_parser(
-        "bench", help="time lstm_infer against torch / onnxruntime on standard workloads",
-        description="Time one forward call of lstm_infer and its peers (torch.nn.LSTM, "
-                    "onnxruntime) built on the same weights, after checking that every "
-                    f"output matches (max abs diff <= {bench.tolerance():g}). Exit status 1 if "
-                    f"a check fails. Workloads (TxBxI->H): {wl_help}.")
+        "bench", help="time lstm_infer against its peers (torch, onnxruntime, OpenVINO, "
+                      "TensorFlow) on standard workloads",
+        description="Time one forward call of lstm_infer and its peers built on the same "
+                    "weights, after checking every output (float32: max abs diff <= "
+                    f"{bench.tolerance():g}; int8 / bf16 runners: <= {bench.tol_reduced():g} "
+                    "vs our float64 model). Engines are timed round-robin: in each round every "
+                    "engine runs one block of calls, the engine order rotating each round. "
+                    "Exit status 1 if a check fails. Workloads (TxBxI->H): "
+                    f"{wl_help}; or sizes TxBxIxH[-L<layers>][-bi][-p<proj>].")
     p.add_argument("--quick", action="store_true",
                    help=f"short run: workloads {','.join(bench.QUICK_WORKLOADS)} (unless "
-                        f"--workloads is given), {bench.QUICK_BUDGET:g} s of timing per runner "
+                        f"--workloads is given), {bench.QUICK_BUDGET:g} s of timing per engine "
                         f"(default {bench.NORMAL_BUDGET:g} s, all workloads)")
     p.add_argument("--workloads", type=_csv, metavar="A,B,...",
-                   help="comma-separated workload names, or 'all'")
+                   help="comma-separated workload names or TxBxIxH sizes, or 'all'")
     p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
-                   help="threads per forward call, for every runner (default 1)")
+                   help="threads per forward call, for every engine (default 1)")
     g = p.add_mutually_exclusive_group()
     g.add_argument("--peers", type=_csv, metavar="P,Q",
                    help=f"peers to compare with, from {','.join(bench.PEERS)} "
-                        f"(default {','.join(bench.DEFAULT_PEERS)}; missing ones are skipped)")
+                        f"(default: all; missing ones are skipped)")
     g.add_argument("--no-peers", action="store_true", help="time lstm_infer only")
+    p.add_argument("--modes", type=_csv, metavar="M,N",
+                   help=f"our modes to time: float32 (always) and quantization modes from "
+                        f"{','.join(MODES)} (default {','.join(bench.DEFAULT_MODES)})")
+    p.add_argument("--rounds", type=_positive_int, default=bench.DEFAULT_ROUNDS, metavar="N",
+                   help=f"round-robin rounds (default {bench.DEFAULT_ROUNDS}); medians are "
+                        "over all calls of all rounds")
+    b = p.add_mutually_exclusive_group()
+    b.add_argument("--block-calls", type=_positive_int, metavar="N",
+                   help="calls per engine per round (default: as many as fill --block-time)")
+    b.add_argument("--block-time", type=_positive_float, metavar="S",
+                   help="seconds per engine per round, evictions included (default: the "
+                        "time budget / rounds)")
+    p.add_argument("--cold", action="store_true",
+                   help="evict the caches before every timed call (untimed): read a buffer "
+                        "of twice the last-level cache, from as many threads as the call uses")
     p.add_argument("--json", metavar="PATH", help="also write machine info and results as JSON")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    p.add_argument("--roofline", metavar="FILE",
+                   help="a JSON from `lstm-infer roofline --json`: adds '% of sgemm peak'")
     p.add_argument("--quantize", metavar="MODE[,MODE]", type=_csv,
                    help="instead: quantized ours (int8, int8-weights, float16, bfloat16) vs "
                         "our float32 and, for int8, onnxruntime's DynamicQuantizeLSTM, with "
@@ -74,7 +97,7 @@ def _add_bench(sub) -> None:
                    help="instead: throughput of one model called from 1..N Python threads at "
                         "once (num_threads=1 each), with a check that every result equals the "
                         "serial one")
-    # Seconds of timed calls per runner; for tests and ad-hoc runs.
+    # Seconds of timed calls per engine (over all rounds); for tests and ad-hoc runs.
     p.add_argument("--budget", type=_positive_float, help=argparse.SUPPRESS)
     p.set_defaults(func=_cmd_bench)
 
@@ -82,13 +105,16 @@ def _add_bench(sub) -> None:
 def _cmd_bench(args) -> int:
     from . import bench
 
-    # unknown workloads / peers: ValueError, which main() reports with status 2
+    # unknown workloads / peers / modes: ValueError, which main() reports with status 2
     workloads = bench.select_workloads(args.workloads, quick=args.quick)
     peers = [] if args.no_peers else bench.select_peers(args.peers)
+    modes = bench.select_modes(args.modes)
     budget = args.budget or (bench.QUICK_BUDGET if args.quick else bench.NORMAL_BUDGET)
+    roof = bench.load_roofline(args.roofline) if args.roofline else None
 
     if args.quantize:
-        rows = [bench.run_quantized(name, mode, threads=args.threads, budget=budget)
+        rows = [bench.run_quantized(name, mode, threads=args.threads, budget=budget,
+                                    rounds=args.rounds)
                 for name in workloads for mode in args.quantize]
         print(bench.render_quantized(rows, markdown=args.markdown), flush=True)
         if args.json:
@@ -109,17 +135,65 @@ def _cmd_bench(args) -> int:
     def progress(row):
         print(bench.progress_line(row), file=sys.stderr, flush=True)
 
-    env = bench.environment(args.threads, peers)
+    evictor = bench.CacheEvictor(threads=args.threads) if args.cold else None
+    block_time = None if args.block_calls else (args.block_time or budget / args.rounds)
+    timing = {"rounds": args.rounds, "block_calls": args.block_calls,
+              "block_time_s": block_time, "lead_in": 1, "cold": args.cold,
+              "evict_bytes": evictor.nbytes if evictor else None,
+              "evict_threads": evictor.threads if evictor else None, "budget_s": budget}
+    peak = None
+    if roof is not None:
+        peak, peak_threads = bench.peak_for(roof, args.threads)
+        timing.update(peak_gflops=peak, peak_threads=peak_threads, roofline=args.roofline)
+    env = bench.environment(args.threads, ["ours"] + peers, timing=timing)
     results = bench.run_benchmarks(workloads, peers=peers, threads=args.threads, budget=budget,
-                                   progress=progress)
+                                   progress=progress, modes=modes,
+                                   rounds=args.rounds, block_calls=args.block_calls,
+                                   block_time=block_time, cold=args.cold, evictor=evictor,
+                                   peak_gflops=peak)
     print(bench.render_table(results, env, markdown=args.markdown), flush=True)
     if args.json:
         bench.write_json(args.json, {"environment": env, "budget_s": budget,
-                                     "tol": bench.tolerance(), "results": results})
+                                     "tol": bench.tolerance(),
+                                     "tol_reduced": bench.tol_reduced(),
+                                     "roofline": roof, "results": results})
     ok = bench.all_checks_passed(results)
     if not ok:
         print("lstm-infer bench: a correctness check failed (see the notes above)", file=sys.stderr)
     return 0 if ok else 1
+
+
+# ---------------------------------------------------------------- roofline
+
+def _add_roofline(sub) -> None:
+    from .bench import roofline
+
+    p = sub.add_parser(
+        "roofline", help="measure this machine's limits (sgemm peak, cache / DRAM bandwidth)",
+        description="Measure this machine's limits, for `lstm-infer bench --roofline`: float32 "
+                    "sgemm GFLOP/s (scipy's BLAS, N x N, 1 thread and all usable CPUs), and one "
+                    "thread's read bandwidth from L2, the last-level cache and DRAM (GB/s). "
+                    "AMX (amx_bf16 / amx_int8 in /proc/cpuinfo) is noted where present, not "
+                    "measured. Figures from a busy machine are low.")
+    p.add_argument("--quick", action="store_true",
+                   help=f"N = {roofline.QUICK_SGEMM_N} (default {roofline.SGEMM_N}), shorter "
+                        "timings, a smaller DRAM buffer")
+    p.add_argument("--size", type=_positive_int, metavar="N", help="sgemm matrix size N")
+    p.add_argument("--json", metavar="PATH", help="also write the figures as JSON")
+    # seconds of repeated calls per figure; for tests
+    p.add_argument("--min-time", type=_positive_float, help=argparse.SUPPRESS)
+    p.set_defaults(func=_cmd_roofline)
+
+
+def _cmd_roofline(args) -> int:
+    from . import bench
+    from .bench import roofline
+
+    d = roofline.measure(quick=args.quick, sgemm_n=args.size, min_time=args.min_time)
+    print(roofline.render(d), flush=True)
+    if args.json:
+        bench.write_json(args.json, d)
+    return 0
 
 
 # ---------------------------------------------------------------- inspect / convert / run
@@ -273,7 +347,7 @@ def _cmd_run(args) -> int:
 
 # ---------------------------------------------------------------- entry point
 
-_SUBCOMMANDS = (_add_inspect, _add_convert, _add_run, _add_bench)
+_SUBCOMMANDS = (_add_inspect, _add_convert, _add_run, _add_bench, _add_roofline)
 
 
 def build_parser() -> argparse.ArgumentParser:

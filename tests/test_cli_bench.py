@@ -16,8 +16,8 @@ from reference import lstm_reference
 
 def test_bench_ours_only(capsys, tmp_path):
     path = tmp_path / "r.json"
-    rc = main(["bench", "--quick", "--workloads", "kws", "--no-peers", "--budget", "0.02",
-               "--json", str(path)])
+    rc = main(["bench", "--quick", "--workloads", "kws", "--no-peers", "--modes", "float32",
+               "--budget", "0.02", "--json", str(path)])
     out = capsys.readouterr().out
     assert rc == 0
     assert "ours ms" in out and "ours-f64 diff" in out
@@ -39,8 +39,8 @@ def test_bench_markdown_with_peers(capsys, tmp_path):
     pytest.importorskip("torch")
     pytest.importorskip("onnxruntime")
     path = tmp_path / "r.json"
-    rc = main(["bench", "--workloads", "kws", "--peers", "torch,onnxruntime", "--budget", "0.02",
-               "--markdown", "--json", str(path)])
+    rc = main(["bench", "--workloads", "kws", "--peers", "torch,onnxruntime", "--modes", "float32",
+               "--budget", "0.02", "--markdown", "--json", str(path)])
     out = capsys.readouterr().out
     assert rc == 0
     assert "| workload |" in out and "| torch ms |" in out and "| ort ms |" in out
@@ -56,12 +56,48 @@ def test_bench_markdown_with_peers(capsys, tmp_path):
             rows[name]["median_ms"] / rows["ours"]["median_ms"])
 
 
+def test_bench_quick_round_robin_cold_every_peer(capsys, tmp_path):
+    """The new options on a tiny custom workload: every peer (the missing ones skipped),
+    our int8 mode, round-robin rounds and blocks, cold caches, threads, JSON."""
+    path = tmp_path / "r.json"
+    rc = main(["bench", "--quick", "--workloads", "6x2x4x8-L2-bi", "--rounds", "3",
+               "--block-calls", "2", "--cold", "--threads", "2", "--budget", "0.01",
+               "--json", str(path)])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.out + cap.err
+    assert "round-robin, 3 rounds, engine order rotated each round, blocks of 2 calls" in cap.out
+    assert "cold caches:" in cap.out and "ours GFLOP/s" in cap.out
+    assert "max abs error vs our float64 model, reduced precision" in cap.out
+    data = json.loads(path.read_text())
+    assert data["environment"]["timing"]["cold"] is True
+    assert data["environment"]["timing"]["evict_bytes"] == 2 * bench.llc_bytes()
+    rows = {r["runner"]: r for r in data["results"]}
+    assert list(rows) == ["ours", "ours-int8"] + list(bench.PEERS)
+    for r in rows.values():
+        assert r["status"] in ("ok", "skipped"), r
+        assert r["threads"] == 2
+        if r["status"] == "ok":
+            assert r["reps"] == 6 and r["cold"] is True and r["rounds"] == 3
+            assert r["p10_ms"] <= r["median_ms"] <= r["p90_ms"] and r["gflops"] > 0
+        else:
+            assert r["reason"]
+    if rows["openvino-bf16"]["status"] == "ok":      # bf16 hardware: it really ran bf16
+        assert rows["openvino-bf16"]["precision"] == "bf16"
+    for name in ("openvino-f32", "torch", "onnxruntime"):
+        if rows[name]["status"] == "ok":
+            assert rows[name]["precision"] == "float32" and rows[name]["ratio_against"] == "ours"
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--workloads", "nope", "--no-peers"], "unknown workload(s) nope; choose from kws,"),
     (["--workloads", "kws,nope", "--quantize", "float16"], "unknown workload(s) nope"),
     (["--workloads", "nope", "--concurrency", "2"], "unknown workload(s) nope"),
     (["--workloads", "kws", "--peers", "torch,nope"],
-     "unknown peer(s) nope; choose from torch, onnxruntime, tensorflow"),
+     "unknown peer(s) nope; choose from torch, onnxruntime, onnxruntime-int8, openvino-f32, "
+     "openvino-bf16, tensorflow"),
+    (["--workloads", "kws", "--no-peers", "--modes", "int4"], "unknown mode(s) int4"),
+    (["--workloads", "10x0x4x8", "--no-peers"], "T, B, I, H and L must be at least 1"),
+    (["--workloads", "10x1x4", "--no-peers"], "or give sizes as TxBxIxH"),
     (["--workloads", "kws", "--quantize", "nope"], "quantization mode must be one of"),
 ])
 def test_bench_rejects_bad_arguments(capsys, argv, message):
@@ -72,7 +108,8 @@ def test_bench_rejects_bad_arguments(capsys, argv, message):
 def test_bench_failed_check_exits_1(capsys, monkeypatch):
     # float32 vs the float64 model is never exact
     monkeypatch.setitem(tolerances.TOL, "float32", 0.0)
-    rc = main(["bench", "--workloads", "kws", "--no-peers", "--budget", "0.01"])
+    rc = main(["bench", "--workloads", "kws", "--no-peers", "--modes", "float32",
+               "--budget", "0.01"])
     cap = capsys.readouterr()
     assert rc == 1
     assert "FAIL" in cap.out and "kws/ours: mismatch" in cap.out
@@ -148,9 +185,10 @@ def test_peers_skipped_rows_say_why(monkeypatch):
 
     def unavailable(*a):
         raise runners.PeerUnavailable("not here")
-    monkeypatch.setitem(runners._REGISTRY, "fake", ("ours", "missing", "fake"))
+    monkeypatch.setitem(runners._REGISTRY, "fake",
+                        runners.Spec("ours", "missing", "fake", "lstm_infer", "float32"))
     monkeypatch.setattr(ours, "missing", unavailable, raising=False)
-    rows = bench.run_workload("kws", peers=["fake"], budget=0.01)
+    rows = bench.run_workload("kws", peers=["fake"], budget=0.01, modes=["float32"])
     assert [r["runner"] for r in rows] == ["ours", "fake"]
     assert rows[1]["status"] == "skipped" and rows[1]["reason"] == "not here"
     assert bench.all_checks_passed(rows)

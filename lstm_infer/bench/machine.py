@@ -1,17 +1,20 @@
 """What the report says about the machine and the run: CPU, cores, other load, date,
-versions, git revision, threads and SIMD level (from /proc, os, platform and git)."""
+versions, git revision, threads and SIMD level (from /proc, os, platform and git);
+the cache sizes (sysfs) and CPU flags (/proc/cpuinfo) that `roofline` and `--cold`
+size their buffers and notes by."""
 from __future__ import annotations
 
 import datetime
+import glob
 import os
 import platform
 import subprocess
 import time
-from typing import Iterable, Optional
+from typing import Dict, Iterable, Optional, Set
 
 import numpy as np
 
-from .runners import DEFAULT_PEERS
+from .runners import DEFAULT_PEERS, package_of
 
 BUSY_CORES = 0.25    # other processes using more than this many cores -> "timings are noisy"
 
@@ -25,6 +28,66 @@ def _cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+CACHE_SYSFS = "/sys/devices/system/cpu/cpu0/cache"
+DEFAULT_LLC_BYTES = 64 << 20   # when sysfs says nothing
+
+
+def _parse_size(text: str) -> Optional[int]:
+    """sysfs cache sizes: "512K", "32768K", "2M", or plain bytes."""
+    text = text.strip().upper()
+    mult = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+    digits = text[:-1] if text[-1:] in "KMG" else text
+    try:
+        return int(digits) * mult if digits else None
+    except ValueError:
+        return None
+
+
+def cache_sizes(root: str = CACHE_SYSFS) -> Dict[int, int]:
+    """Bytes of cpu0's data / unified cache per level ({1: 32768, 2: 524288, 3: ...}),
+    from sysfs; {} where sysfs has none (not Linux, or a container hiding it)."""
+    sizes: Dict[int, int] = {}
+    for d in sorted(glob.glob(os.path.join(root, "index*"))):
+        try:
+            with open(os.path.join(d, "type")) as f:
+                kind = f.read().strip()
+            with open(os.path.join(d, "level")) as f:
+                level = int(f.read())
+            with open(os.path.join(d, "size")) as f:
+                size = _parse_size(f.read())
+        except (OSError, ValueError):
+            continue
+        if kind in ("Data", "Unified") and size:
+            sizes[level] = max(size, sizes.get(level, 0))
+    return sizes
+
+
+def llc_bytes(root: str = CACHE_SYSFS) -> int:
+    """The last-level cache's size (the largest level sysfs lists), else DEFAULT_LLC_BYTES."""
+    sizes = cache_sizes(root)
+    return sizes[max(sizes)] if sizes else DEFAULT_LLC_BYTES
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> Set[str]:
+    """The first CPU's feature flags from /proc/cpuinfo (empty set if unreadable)."""
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask), else os.cpu_count()."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def _version(module: str) -> Optional[str]:
@@ -67,22 +130,23 @@ def _busy_cores(window: float = 0.5) -> Optional[float]:
     return (1 - (i2 - i1) / (t2 - t1)) * (os.cpu_count() or 1)
 
 
-def environment(threads: int, peers: Iterable[str] = DEFAULT_PEERS) -> dict:
-    """Machine, date and versions for the report header."""
+def environment(threads: int, peers: Iterable[str] = DEFAULT_PEERS,
+                timing: Optional[dict] = None) -> dict:
+    """Machine, date and versions for the report header; `timing` (how the run was
+    timed: `timing_description`) is carried along."""
     from .. import __version__
     try:
         from .._kernels import simd_level
         simd = simd_level()
     except Exception as e:  # pragma: no cover - extension not built
         simd = f"unknown ({e})"
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = os.cpu_count()
+    cores = usable_cpus()
     versions = {"python": platform.python_version(), "numpy": np.__version__,
                 "scipy": _version("scipy"), "lstm_infer": __version__}
     for p in peers:
-        versions[p] = _version(p)
+        pkg = package_of(p) or p
+        if pkg not in versions:
+            versions[pkg] = _short_version(_version(pkg))
     try:
         load = round(os.getloadavg()[0], 2)
     except (AttributeError, OSError):
@@ -93,4 +157,10 @@ def environment(threads: int, peers: Iterable[str] = DEFAULT_PEERS) -> dict:
         "platform": platform.platform(),
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "versions": versions, "git": _git_revision(), "threads": threads, "simd": simd,
+        "timing": timing,
     }
+
+
+def _short_version(v: Optional[str]) -> Optional[str]:
+    """OpenVINO's "2026.4.1-22982-e213a14-releases/2026/4" as "2026.4.1"."""
+    return v.split("-")[0] if v and "/" in v else v

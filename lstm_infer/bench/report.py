@@ -6,13 +6,15 @@ from __future__ import annotations
 import json
 from typing import Dict, List, Optional, Sequence
 
+from . import check
 from .machine import BUSY_CORES
 from .runners import short_name
 from .suite import all_checks_passed
 
-LEGEND = ("median ms per forward call; X/ours = X median / ours median (> 1: ours faster); "
-          "xRT = audio seconds per second at 10 ms frames; diffs are max abs; "
-          "'!' = failed its correctness check")
+LEGEND = ("median ms per forward call over all round-robin calls; X/ours = X median / ours "
+          "median (> 1: ours faster; int8 peers against ours-int8 when timed); xRT = audio "
+          "seconds per second at 10 ms frames; GFLOP/s = the GEMMs' 2*T*B*4H*(I_l+H) per "
+          "layer and direction / median; diffs are max abs; '!' = failed its correctness check")
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[str]], markdown: bool = False,
@@ -56,6 +58,35 @@ def _fmt_diff(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.1e}"
 
 
+def _fmt_gflops(v: Optional[float]) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3g}" if v < 100 else f"{v:.0f}"
+
+
+def error_rows(results: Sequence[dict]):
+    """Header and rows of the reduced-precision table: per workload, each
+    reduced-precision runner's max abs error vs our float64 model (with ours float32's
+    for scale), and its precision as run. None if no such runner was checked."""
+    by_wl, peers = _pivot(results)
+    reduced = [p for p in peers if any(_is_reduced(r) for r in results if r["runner"] == p)]
+    if not reduced:
+        return None
+    header = ["workload", "ours f32 err"] + [f"{short_name(p)} err" for p in reduced]
+    rows = []
+    for name, runs in by_wl.items():
+        cells = [name, _fmt_diff(runs.get("ours", {}).get("max_abs_diff"))]
+        for p in reduced:
+            r = runs.get(p)
+            if r is None or r["max_abs_diff"] is None:
+                cells.append(r["status"] if r else "-")
+            else:
+                cells.append(_fmt_diff(r["max_abs_diff"]) + ("!" if r["status"] == "mismatch"
+                                                             else ""))
+        rows.append(cells)
+    return header, rows
+
+
 def _pivot(results: Sequence[dict]):
     by_wl: Dict[str, Dict[str, dict]] = {}
     for r in results:
@@ -67,14 +98,30 @@ def _pivot(results: Sequence[dict]):
     return by_wl, peers
 
 
+def _is_reduced(r: dict) -> bool:
+    """Checked against float64 with the reduced-precision bound (not against ours)."""
+    return r["runner"] != "ours" and r.get("checked_against") == "ours float64"
+
+
+def _ratio_header(peer: str, results: Sequence[dict]) -> str:
+    against = {r.get("ratio_against") for r in results if r["runner"] == peer} - {None}
+    base = short_name(against.pop()) if len(against) == 1 else "ours"
+    return f"{short_name(peer)}/{base}"
+
+
 def table_rows(results: Sequence[dict]):
     """Header and rows (strings) of the comparison table, one row per workload."""
     by_wl, peers = _pivot(results)
     short = [short_name(p) for p in peers]
+    # our modes get no ratio column, nor do peers never timed (skipped everywhere)
+    rated = [p for p in peers if not p.startswith("ours")
+             and any(r.get("ratio_vs_ours") is not None for r in results if r["runner"] == p)]
+    with_peak = any(r.get("pct_of_peak") is not None for r in results)
     header = (["workload", "T", "B", "I", "H", "L", "D", "ours ms", "ours p10-p90"]
-              + [f"{s} ms" for s in short] + [f"{s}/ours" for s in short]
-              + ["ours seq/s", "ours steps/s", "ours xRT", "ours-f64 diff", "peer-ours diff",
-                 "check"])
+              + [f"{s} ms" for s in short] + [_ratio_header(p, results) for p in rated]
+              + ["ours seq/s", "ours steps/s", "ours xRT", "ours GFLOP/s"]
+              + (["ours % peak"] if with_peak else [])
+              + ["ours-f64 diff", "peer-ours diff", "check"])
     rows = []
     for name, runs in by_wl.items():
         o = runs.get("ours") or next(iter(runs.values()))
@@ -89,15 +136,19 @@ def table_rows(results: Sequence[dict]):
                 cells.append(r["status"] if r else "-")
             else:
                 cells.append(_fmt_ms(r["median_ms"]) + ("!" if r["status"] == "mismatch" else ""))
-        for p in peers:
+        for p in rated:
             r = runs.get(p)
             ratio = r.get("ratio_vs_ours") if r else None
             cells.append("-" if ratio is None else f"{ratio:.2f}x")
         cells += [_fmt_rate(ours.get("sequences_per_s")), _fmt_rate(ours.get("steps_per_s")),
-                  "-" if ours.get("x_realtime") is None else f"{ours['x_realtime']:.0f}x"]
+                  "-" if ours.get("x_realtime") is None else f"{ours['x_realtime']:.0f}x",
+                  _fmt_gflops(ours.get("gflops"))]
+        if with_peak:
+            pct = ours.get("pct_of_peak")
+            cells.append("-" if pct is None else f"{pct:.0f}%")
         cells.append(_fmt_diff(ours.get("max_abs_diff")))
         pd = [runs[p]["max_abs_diff"] for p in peers
-              if p in runs and runs[p]["max_abs_diff"] is not None]
+              if p in runs and runs[p]["max_abs_diff"] is not None and not _is_reduced(runs[p])]
         cells.append(_fmt_diff(max(pd)) if pd else "-")
         cells.append("ok" if all_checks_passed(runs.values()) else "FAIL")
         rows.append([str(c) for c in cells])
@@ -123,6 +174,8 @@ def _environment_lines(env: dict) -> List[str]:
             f"date: {env['date']}",
             f"versions: {vs}{git}",
             f"threads per call: {env['threads']}; lstm_infer SIMD level: {env['simd']}"]
+    if env.get("timing"):
+        meta.append("timing: " + timing_line(env["timing"]))
     busy, load = env.get("busy_cores_at_start"), env.get("load_avg_1min")
     if busy is not None or load is not None:
         m = "other load at start: " + ", ".join(
@@ -132,6 +185,23 @@ def _environment_lines(env: dict) -> List[str]:
             m += " <- the machine was busy: timings are noisy"
         meta.append(m)
     return meta
+
+
+def timing_line(t: dict) -> str:
+    """How a run was timed, in one line (from the CLI's timing dict)."""
+    block = (f"blocks of {t['block_calls']} calls" if t.get("block_calls")
+             else f"blocks of ~{t['block_time_s'] * 1e3:.0f} ms")
+    line = (f"round-robin, {t['rounds']} rounds, engine order rotated each round, {block} "
+            f"per engine ({t.get('lead_in', 1)} untimed lead-in call each); ")
+    if t.get("cold"):
+        line += (f"cold caches: {t['evict_bytes'] / 2**20:.0f} MiB read from "
+                 f"{t['evict_threads']} thread(s) before every call (untimed)")
+    else:
+        line += "hot caches"
+    if t.get("peak_gflops"):
+        line += (f"; % peak of {t['peak_gflops']:.1f} GFLOP/s sgemm at "
+                 f"{t['peak_threads']} thread(s) ({t.get('roofline')})")
+    return line
 
 
 def render_table(results: Sequence[dict], env: Optional[dict] = None,
@@ -145,6 +215,11 @@ def render_table(results: Sequence[dict], env: Optional[dict] = None,
         lines += ([f"- {m}" for m in meta] if markdown else meta) + [""]
     lines += format_table(header, rows, markdown)
     lines += ["", f"_{LEGEND}_" if markdown else LEGEND]
+    errors = error_rows(results)
+    if errors:
+        lines += ["", "max abs error vs our float64 model, reduced precision (checked to "
+                  f"<= {check.tol_reduced():g}: a wiring check, not a precision target):", ""]
+        lines += format_table(*errors, markdown)
     notes = _notes(results)
     if notes:
         lines += [""] + [("- " if markdown else "note: ") + n for n in notes]

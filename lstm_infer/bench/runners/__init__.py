@@ -7,14 +7,15 @@ Engines are imported only when their runner is built; one that is missing, or
 cannot express the model, raises `PeerUnavailable` (reported as skipped).
 
 To add a peer: write ``runners/<peer>.py`` with ``build``, add its line to
-`_REGISTRY` (module, builder, short name for table headers), and add it to
-`PEERS` to make it selectable with ``--peers``.
+`_REGISTRY` (module, builder, short name for table headers, package, precision),
+and add it to `PEERS` to make it selectable with ``--peers``. Our own modes are
+``ours`` (float32) and ``ours-<mode>`` for each quantization mode (`ours.build_mode`).
 """
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
-from typing import Callable, Iterable, List, Optional
+from dataclasses import dataclass, field
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional
 
 
 class PeerUnavailable(Exception):
@@ -24,37 +25,72 @@ class PeerUnavailable(Exception):
 @dataclass
 class Runner:
     """A ready-to-time forward call. ``fn()`` returns (out, h_n, c_n) as numpy
-    arrays in our layout; h_n/c_n may be None when the peer does not give them."""
+    arrays in our layout; h_n/c_n may be None when the peer does not give them.
+    ``precision`` is the arithmetic the engine actually ran ("float32", "int8",
+    "bf16"; an engine asked for bf16 that fell back to float32 says "float32"),
+    ``info`` what else the report should say about it (settings, requested hints)."""
 
     name: str
     version: str
     fn: Callable[[], tuple]
     close: Callable[[], None] = lambda: None
+    precision: str = "float32"
+    info: Dict[str, object] = field(default_factory=dict)
 
 
-# runner name -> (module in this package, builder function, short name)
-_REGISTRY = {
-    "ours": ("ours", "build", "ours"),
-    "torch": ("torch", "build", "torch"),
-    "onnxruntime": ("onnxruntime", "build", "ort"),
-    "onnxruntime-int8": ("onnxruntime", "build_int8", "ort-int8"),
-    "tensorflow": ("tensorflow", "build", "tf"),
+class Spec(NamedTuple):
+    module: str      # module in this package
+    builder: str     # its function: builder(model, x, threads) -> Runner
+    short: str       # name in table headers
+    package: str     # the import whose version the report gives
+    precision: str   # what it is meant to compute in: its results are checked by it
+
+
+_REGISTRY: Dict[str, Spec] = {
+    "ours": Spec("ours", "build", "ours", "lstm_infer", "float32"),
+    "torch": Spec("torch", "build", "torch", "torch", "float32"),
+    "onnxruntime": Spec("onnxruntime", "build", "ort", "onnxruntime", "float32"),
+    "onnxruntime-int8": Spec("onnxruntime", "build_int8", "ort-int8", "onnxruntime", "int8"),
+    "openvino-f32": Spec("openvino", "build_f32", "ov-f32", "openvino", "float32"),
+    "openvino-bf16": Spec("openvino", "build_bf16", "ov-bf16", "openvino", "bf16"),
+    "tensorflow": Spec("tensorflow", "build", "tf", "tensorflow", "float32"),
 }
-PEERS = ("torch", "onnxruntime", "tensorflow")   # selectable with --peers
-DEFAULT_PEERS = ("torch", "onnxruntime")
+# selectable with --peers; every one is optional (skipped when it cannot run here)
+PEERS = ("torch", "onnxruntime", "onnxruntime-int8", "openvino-f32", "openvino-bf16",
+         "tensorflow")
+DEFAULT_PEERS = PEERS
 
 
 def build_runner(name: str, model, x, threads: int) -> Runner:
-    """Build runner `name` ("ours" or a peer) on `model`'s weights; raises PeerUnavailable."""
+    """Build runner `name` ("ours", "ours-<mode>" for a quantization mode, or a peer)
+    on `model`'s weights; raises PeerUnavailable."""
+    if name.startswith("ours-"):
+        from .ours import build_mode
+        return build_mode(model, x, threads, name[len("ours-"):])
     if name not in _REGISTRY:
         raise ValueError(f"unknown runner {name!r}; choose from {sorted(_REGISTRY)}")
-    module, builder, _ = _REGISTRY[name]
-    return getattr(importlib.import_module(f".{module}", __name__), builder)(model, x, threads)
+    spec = _REGISTRY[name]
+    return getattr(importlib.import_module(f".{spec.module}", __name__), spec.builder)(
+        model, x, threads)
 
 
 def short_name(name: str) -> str:
     """The runner's name in table headers ("ort" for onnxruntime...)."""
-    return _REGISTRY[name][2] if name in _REGISTRY else name
+    return _REGISTRY[name].short if name in _REGISTRY else name
+
+
+def package_of(name: str) -> Optional[str]:
+    """The package whose version stands for runner `name` (None if unknown)."""
+    return "lstm_infer" if name.startswith("ours") else (
+        _REGISTRY[name].package if name in _REGISTRY else None)
+
+
+def intended_precision(name: str) -> str:
+    """What runner `name` is meant to compute in ("float32", "int8", "bf16")."""
+    if name.startswith("ours-"):
+        from .ours import compute_precision
+        return compute_precision(name[len("ours-"):])
+    return _REGISTRY[name].precision if name in _REGISTRY else "float32"
 
 
 def select_peers(peers: Optional[Iterable[str]] = None) -> List[str]:
