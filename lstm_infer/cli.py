@@ -87,6 +87,9 @@ def _add_bench(sub) -> None:
                         "of twice the last-level cache, from as many threads as the call uses")
     p.add_argument("--json", metavar="PATH", help="also write machine info and results as JSON")
     p.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="also draw a bar chart per workload and engine (needs matplotlib: "
+                        "the 'plot' extra)")
     p.add_argument("--roofline", metavar="FILE",
                    help="a JSON from `lstm-infer roofline --json`: adds '% of sgemm peak'")
     p.add_argument("--quantize", metavar="MODE[,MODE]", type=_csv,
@@ -110,6 +113,8 @@ def _cmd_bench(args) -> int:
     peers = [] if args.no_peers else bench.select_peers(args.peers)
     modes = bench.select_modes(args.modes)
     budget = args.budget or (bench.QUICK_BUDGET if args.quick else bench.NORMAL_BUDGET)
+    if args.plot:
+        bench.require_matplotlib()   # ImportError (status 2) before a long run, not after
     roof = bench.load_roofline(args.roofline) if args.roofline else None
 
     if args.quantize:
@@ -132,7 +137,10 @@ def _cmd_bench(args) -> int:
                                          "budget_s": budget, "concurrency": rows})
         return 0 if all(r["mismatches"] == 0 for r in rows) else 1
 
+    bar = bench.ProgressBar()
+
     def progress(row):
+        bar.clear()
         print(bench.progress_line(row), file=sys.stderr, flush=True)
 
     evictor = bench.CacheEvictor(threads=args.threads) if args.cold else None
@@ -147,16 +155,22 @@ def _cmd_bench(args) -> int:
         timing.update(peak_gflops=peak, peak_threads=peak_threads, roofline=args.roofline)
     env = bench.environment(args.threads, ["ours"] + peers, timing=timing)
     results = bench.run_benchmarks(workloads, peers=peers, threads=args.threads, budget=budget,
-                                   progress=progress, modes=modes,
+                                   progress=progress, on_block=bar.update, modes=modes,
                                    rounds=args.rounds, block_calls=args.block_calls,
                                    block_time=block_time, cold=args.cold, evictor=evictor,
                                    peak_gflops=peak)
+    bar.clear()
     print(bench.render_table(results, env, markdown=args.markdown), flush=True)
     if args.json:
         bench.write_json(args.json, {"environment": env, "budget_s": budget,
                                      "tol": bench.tolerance(),
                                      "tol_reduced": bench.tol_reduced(),
                                      "roofline": roof, "results": results})
+    if args.plot:
+        bench.write_plot(results, args.plot,
+                         title=f"{env['cpu']}, {args.threads} thread(s)"
+                               + (", cold caches" if args.cold else ""))
+        print(f"plot: {args.plot}", file=sys.stderr)
     ok = bench.all_checks_passed(results)
     if not ok:
         print("lstm-infer bench: a correctness check failed (see the notes above)", file=sys.stderr)

@@ -1,6 +1,8 @@
 """lstm_infer.bench.timing: round-robin order and block sizes, the cache evictor
 before every timed call (fakes: a clock and runners that log what they do), and
-the suite's wiring of both."""
+the suite's wiring of both; the progress bar."""
+import io
+
 import numpy as np
 import pytest
 
@@ -159,3 +161,15 @@ def test_llc_from_sysfs_and_its_default(tmp_path):
     assert bench.cache_sizes(str(tmp_path)) == {1: 32 << 10, 2: 512 << 10, 3: 32 << 20}
     assert bench.llc_bytes(str(tmp_path)) == 32 << 20
     assert bench.llc_bytes(str(tmp_path / "none")) == 64 << 20
+
+
+def test_progress_bar_draws_on_a_terminal_only():
+    out = io.StringIO()
+    bar = bench.ProgressBar(stream=out, enabled=True, width=10, interval=0)
+    bar.update(0.5, "kws round 1/7 ours")
+    assert out.getvalue().startswith("\r[#####.....]  50% ") and "kws round 1/7" in out.getvalue()
+    bar.clear()
+    assert out.getvalue().endswith("\r")
+    quiet = io.StringIO()  # not a tty: nothing drawn
+    bench.ProgressBar(stream=quiet).update(0.5, "x")
+    assert quiet.getvalue() == ""

@@ -47,13 +47,16 @@ Modules: `workloads` (sizes, model, input, flops), `runners` (one module per
 engine), `check` (what each output is compared with, and the tolerances),
 `timing` (round-robin, cache eviction), `suite` (build, check and time the
 runners), `concurrency`, `machine` (the report's header, caches, CPU flags),
-`report` (rendering), `roofline` (the machine's measured limits). The peers load our weights through
+`report` (rendering), `plot` (``--plot``), `progress` (the stderr bar),
+`roofline` (the machine's measured limits). The peers load our weights through
 the exporters of `lstm_infer.formats` (`pytorch.to_state_dict`, `onnx.to_onnx`,
 `keras.to_keras_weights`).
 """
 from .check import max_abs_diff, reference, tol_reduced, tolerance
 from .concurrency import concurrency_scaling
 from .machine import BUSY_CORES, cache_sizes, cpu_flags, environment, llc_bytes
+from .plot import require_matplotlib, write_plot
+from .progress import ProgressBar
 from .report import (progress_line, render_concurrency, render_quantized, render_table,
                      table_rows, write_json)
 from .roofline import load as load_roofline
@@ -77,5 +80,6 @@ __all__ = [
     "run_workload", "run_benchmarks", "run_quantized", "all_checks_passed",
     "concurrency_scaling", "environment", "BUSY_CORES", "cache_sizes", "llc_bytes",
     "cpu_flags", "render_table", "table_rows", "render_quantized", "render_concurrency",
-    "progress_line", "write_json", "load_roofline", "peak_for",
+    "progress_line", "write_json", "ProgressBar", "require_matplotlib", "write_plot",
+    "load_roofline", "peak_for",
 ]
