@@ -24,15 +24,20 @@ class ProgressBar:
         self.start = time.perf_counter()
         self._last = -1.0
         self._shown = 0
+        self._first = None   # (time, fraction) of the first update: the rate's origin
 
     def line(self, fraction: float, label: str) -> str:
         """The bar's text for `fraction` done (0..1) and `label`."""
         fraction = min(max(fraction, 0.0), 1.0)
         full = int(round(fraction * self.width))
-        elapsed = time.perf_counter() - self.start
+        now = time.perf_counter()
+        elapsed = now - self.start
+        if self._first is None:
+            self._first = (now, fraction)
+        t0, f0 = self._first
         eta = ""
-        if 0.02 < fraction < 1:
-            eta = f", ~{elapsed * (1 - fraction) / fraction:.0f} s left"
+        if fraction < 1 and fraction - f0 > 0.02:
+            eta = f", ~{(now - t0) * (1 - fraction) / (fraction - f0):.0f} s left"
         return (f"[{'#' * full}{'.' * (self.width - full)}] {fraction * 100:3.0f}% "
                 f"{elapsed:.0f} s{eta}  {label}")
 

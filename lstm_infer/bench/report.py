@@ -156,12 +156,18 @@ def table_rows(results: Sequence[dict]):
 
 
 def _notes(results: Sequence[dict]) -> List[str]:
-    notes = []
+    """One note per runner that did not pass; a reason shared by several workloads
+    (a peer missing, a precision not available) is said once, naming them."""
+    grouped: Dict[tuple, List[str]] = {}
     for r in results:
         if r["status"] != "ok":
             what = r["reason"] or (f"max abs diff {r['max_abs_diff']:.2e} vs "
                                    f"{r['checked_against']} exceeds {r['tol']:g}")
-            notes.append(f"{r['workload']}/{r['runner']}: {r['status']}: {what}")
+            grouped.setdefault((r["runner"], r["status"], what), []).append(r["workload"])
+    notes = []
+    for (runner, status, what), wls in grouped.items():
+        where = wls[0] if len(wls) == 1 else "{" + ", ".join(wls) + "}"
+        notes.append(f"{where}/{runner}: {status}: {what}")
     return notes
 
 

@@ -45,8 +45,9 @@ def _type_name(value) -> str:
     return str(value)
 
 
-def _rnn_precisions(compiled) -> list:
-    """runtimePrecision of the compiled graph's RNN nodes (empty if unreadable)."""
+def _rnn_nodes(compiled) -> list:
+    """(runtimePrecision, primitiveType) of the compiled graph's RNN nodes (empty if
+    the runtime model cannot be read)."""
     found = []
     try:
         ops = compiled.get_runtime_model().get_ordered_ops()
@@ -56,7 +57,8 @@ def _rnn_precisions(compiled) -> list:
         info = op.get_rt_info()
         try:
             if "layerType" in info and _type_name(info["layerType"]) in _RNN_LAYERS:
-                found.append(_type_name(info["runtimePrecision"]))
+                prim = _type_name(info["primitiveType"]) if "primitiveType" in info else None
+                found.append((_type_name(info["runtimePrecision"]), prim))
         except Exception:
             continue
     return found
@@ -85,14 +87,16 @@ def _build(model, x, threads: int, hint: str, name: str) -> Runner:
                                                "NUM_STREAMS": 1,
                                                "INFERENCE_NUM_THREADS": threads})
     hint_ran = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    rnn = _rnn_precisions(compiled)
+    nodes = _rnn_nodes(compiled)
+    rnn = [p for p, _ in nodes]
     ran = rnn[0] if rnn and len(set(rnn)) == 1 else hint_ran
     try:
         caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
     except Exception:
         caps = None
     info = {"precision_hint": hint, "compiled_precision_hint": hint_ran,
-            "rnn_runtime_precisions": rnn, "cpu_capabilities": caps,
+            "rnn_runtime_precisions": rnn,
+            "rnn_primitives": sorted({q for _, q in nodes if q}), "cpu_capabilities": caps,
             "num_streams": _type_name(compiled.get_property("NUM_STREAMS")),
             "inference_num_threads": compiled.get_property("INFERENCE_NUM_THREADS")}
     precision = _PRECISION.get(ran, ran)
