@@ -171,6 +171,7 @@ def test_unknown_runner_and_peer():
 def test_peers_skip_what_their_exporter_cannot_express():
     """An exporter's ValueError (checked before the framework is needed) is the
     peer's PeerUnavailable, i.e. a skipped row, with the exporter's reasons."""
+    pytest.importorskip("torch")
     x = np.zeros((2, 1, 4), np.float32)
     with pytest.raises(bench.PeerUnavailable, match="layer 0: peephole connections"):
         bench.build_runner("torch", li.LSTM.random(4, 8, peephole=True), x, 1)

@@ -18,9 +18,14 @@ import shutil
 import tracemalloc
 import zipfile
 
-import h5py
 import numpy as np
 import pytest
+
+try:  # crafting and reading HDF5 files needs h5py (the keras extra); tests that do skip
+    import h5py
+except ImportError:
+    h5py = None
+needs_h5py = pytest.mark.skipif(h5py is None, reason="could not import 'h5py'")
 
 import lstm_infer as li
 from lstm_infer.formats import detect
@@ -171,6 +176,7 @@ _LEAKS = {  # name: (h5 edit, .keras edit, what the message says)
 }
 
 
+@needs_h5py
 @pytest.mark.parametrize("container", ["h5", "keras"])
 @pytest.mark.parametrize("leak", sorted(_LEAKS))
 def test_links_and_storage_out_of_the_file_are_refused(tmp_path, canary, leak, container):
@@ -187,6 +193,7 @@ def test_links_and_storage_out_of_the_file_are_refused(tmp_path, canary, leak, c
         assert says in str(e.value) and f"/{name}" in str(e.value) and str(p) in str(e.value)
 
 
+@needs_h5py
 def test_canary_is_read_without_the_check(tmp_path, canary):
     """The files above really leak: h5py follows external storage when asked to."""
     p = _edit_h5(tmp_path / "leak.h5", lambda f: _LEAKS["external-storage"][0](f, canary))
@@ -231,6 +238,7 @@ def test_weights_member_zip_bomb_is_refused(tmp_path):
     assert peak < 8 << 20, peak
 
 
+@needs_h5py
 def test_weights_member_is_extracted_not_read_into_memory(tmp_path):
     """A legitimate (stored) weights member is copied to a temporary file in 1 MiB steps."""
     err, peak = _peak_bytes(lambda: from_keras(KERAS))
@@ -249,6 +257,7 @@ def _replace(f, name, shape, **kw):
     return f.create_dataset(name, shape=shape, dtype="<f4", **kw)
 
 
+@needs_h5py
 @pytest.mark.parametrize("how", ["unallocated", "gzip-bomb"])
 def test_dataset_declaring_more_than_it_stores_is_refused_unread(tmp_path, how):
     """units=1100: recurrent_kernel (1100, 4400) f4 = 19 MB, matching the config, but
@@ -273,6 +282,7 @@ def test_dataset_declaring_more_than_it_stores_is_refused_unread(tmp_path, how):
     assert peak < 8 << 20, peak
 
 
+@needs_h5py
 def test_huge_unallocated_dataset_is_refused_from_its_shape(tmp_path):
     """An unallocated chunked (30000, 30000) kernel (3.4 GB declared, 24 KB file): the shape
     disagrees with the config, which is checked before any read."""
@@ -283,6 +293,7 @@ def test_huge_unallocated_dataset_is_refused_from_its_shape(tmp_path):
     assert peak < 4 << 20, peak
 
 
+@needs_h5py
 def test_a_small_compressed_file_still_loads(tmp_path):
     """Compression within the inflation budget is accepted (h5repack'd files)."""
     def edit(f):
@@ -296,6 +307,7 @@ def test_a_small_compressed_file_still_loads(tmp_path):
                                   from_keras(H5, layer="lstm")(x)[0])
 
 
+@needs_h5py
 def test_dataset_beyond_the_end_of_the_file_is_refused(tmp_path):
     p = tmp_path / "cut.h5"
     data = open(H5, "rb").read()
@@ -342,6 +354,7 @@ _MALFORMED = {  # name: (fixture, where in config.json (() = all of it), value, 
 }
 
 
+@needs_h5py
 @pytest.mark.parametrize("name", sorted(_MALFORMED))
 def test_malformed_config_raises_keras_file_error(tmp_path, name):
     src, where, value, says = _MALFORMED[name]
@@ -364,6 +377,7 @@ def test_malformed_config_raises_keras_file_error(tmp_path, name):
         assert says is None, "loaded"
 
 
+@needs_h5py
 @pytest.mark.parametrize("meta", [b"[]", b"3", b"null", b'{"keras_version": [3]}'])
 def test_malformed_metadata(tmp_path, meta):
     p = _edit_keras(tmp_path / "meta.keras", members={"metadata.json": meta})
@@ -371,6 +385,7 @@ def test_malformed_metadata(tmp_path, meta):
         from_keras(p)
 
 
+@needs_h5py
 def test_deeply_nested_config_json(tmp_path):
     deep = b"[" * 100_000 + b"]" * 100_000
     p = _edit_keras(tmp_path / "deep.keras", config=deep)
@@ -383,6 +398,7 @@ def test_deeply_nested_config_json(tmp_path):
         from_keras(h5)
 
 
+@needs_h5py
 def test_corrupt_superblock_in_archive(tmp_path):
     """h5py's file-object driver raised OverflowError for an absurd end-of-file address."""
     w = bytearray(_members(KERAS)["model.weights.h5"])
@@ -392,6 +408,7 @@ def test_corrupt_superblock_in_archive(tmp_path):
         from_keras(p)
 
 
+@needs_h5py
 def test_weight_name_naming_a_group(tmp_path):
     def edit(f):
         f["model_weights/lstm"].attrs["weight_names"] = np.array(
@@ -401,6 +418,7 @@ def test_weight_name_naming_a_group(tmp_path):
         from_keras(p)
 
 
+@needs_h5py
 def test_weight_name_through_a_dataset(tmp_path):
     def edit(f):
         f["model_weights/lstm"].attrs["weight_names"] = np.array(
@@ -411,6 +429,7 @@ def test_weight_name_through_a_dataset(tmp_path):
         from_keras(p)
 
 
+@needs_h5py
 @pytest.mark.parametrize("dtype", ["<i4", "S8", "<c8", "?"])
 def test_non_float_weight(tmp_path, dtype):
     def edit(f):
@@ -420,12 +439,14 @@ def test_non_float_weight(tmp_path, dtype):
         from_keras(_edit_h5(tmp_path / "dt.h5", edit))
 
 
+@needs_h5py
 def test_oversized_attribute_is_refused_unread(tmp_path, monkeypatch):
     monkeypatch.setattr(keras_format, "_MAX_CONFIG_BYTES", 1000)
     with pytest.raises(KerasFileError, match="attribute .model_config. of / holds"):
         from_keras(H5)
 
 
+@needs_h5py
 def test_unexpected_exception_becomes_keras_file_error(monkeypatch):
     """guard() is the net: a bug nobody wrote a check for still names the file."""
     def boom(*a):
@@ -455,6 +476,7 @@ def _mutate(obj, rng, values):
     return obj
 
 
+@needs_h5py
 @pytest.mark.parametrize("src", [KERAS, FUNCTIONAL], ids=["sequential", "functional"])
 def test_random_config_mutations_raise_only_keras_file_error(tmp_path, src):
     """40 configs, one node replaced by a value of another JSON type each."""

@@ -56,6 +56,7 @@ def hang_h5(tmp_path):
 
 
 def test_endless_libhdf5_loop_is_killed_on_time(hang_h5):
+    pytest.importorskip("h5py")  # the Keras fixtures
     before = _our_children()
     t0 = time.monotonic()
     with pytest.raises(LoadTimeoutError) as e:
@@ -84,6 +85,7 @@ def _out(m, rng):
 def test_isolated_load_is_bit_exact(tmp_path, rng):
     """The same model as in-process, for every format; loads run from 4 threads at once
     (the caller may be a multi-threaded service)."""
+    pytest.importorskip("h5py")  # the Keras fixtures
     files = _files(tmp_path)
     with ThreadPoolExecutor(4) as pool:
         isolated = list(pool.map(lambda f: li.load(f, isolated=True), files))
@@ -115,6 +117,7 @@ def _in_process_error(path, **kw):
 
 
 def test_loader_errors_come_back_with_class_and_message(tmp_path):
+    pytest.importorskip("h5py")  # the Keras fixtures
     cut = tmp_path / "cut.keras"
     cut.write_bytes(open(KERAS, "rb").read()[:5000])
     junk = tmp_path / "junk.bin"
@@ -149,6 +152,7 @@ def _sparse_native(path, I, H):
 
 
 def test_max_memory_refuses_a_load_that_needs_more(tmp_path):
+    pytest.importorskip("h5py")  # the Keras fixtures
     big = _sparse_native(str(tmp_path / "big.safetensors"), I=30720, H=1024)  # 520 MB
     limit = 600 << 20  # the interpreter with numpy takes ~0.25 GB of it
     with pytest.raises(IsolatedLoadError, match=r"ran out of memory.*max_memory=629145600"):

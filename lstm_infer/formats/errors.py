@@ -3,7 +3,8 @@
 Every loader raises only its own error class, a subclass of `FormatError`
 (itself a `ValueError`), whose message names the file and the problem; the
 one exceptions that pass through are about the path, not the content
-(`FileNotFoundError`, `PermissionError`, `IsADirectoryError`).
+(`FileNotFoundError`, `PermissionError`, `IsADirectoryError`) and the `ImportError` of a missing
+optional dependency (h5py for Keras files, onnx for ONNX).
 
 Checks come first: each loader validates declared sizes, types and offsets
 before it allocates or reads (see `read_member`, and the per-format limits).
@@ -27,8 +28,10 @@ import zlib
 MAX_METADATA_BYTES = 64 * 1024 * 1024
 
 # Exceptions that pass through `guard` unchanged: problems with the path, which the
-# caller handles as for any other file.
-_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+# caller handles as for any other file, and a missing optional dependency (h5py, onnx),
+# whose ImportError says what to install -- neither is the file's fault.
+_PATH_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+                ImportError)
 
 
 # What zipfile raises for an archive it cannot read: NotImplementedError for a "version
