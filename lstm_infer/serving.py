@@ -151,13 +151,13 @@ def _positive_int(v, name, none_ok=False):
     return int(v)
 
 
-def _seconds(v, name, none_ok=True, zero_ok=False):
+def _seconds(v, name, none_ok=True, zero_ok=False, unit="seconds"):
     if v is None and none_ok:
         return None
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)) or \
             math.isnan(v) or v < 0 or (v == 0 and not zero_ok):
         raise ValueError(f"{name} must be a {'non-negative' if zero_ok else 'positive'} number "
-                         f"of seconds{' or None' if none_ok else ''}; got {v!r}")
+                         f"of {unit}{' or None' if none_ok else ''}; got {v!r}")
     return float(v)
 
 
@@ -201,9 +201,10 @@ class Batcher:
         TimeoutError); one already in a batch completes.
 
     Results are bit-identical to ``model(x, state=state)`` on the sequence
-    alone for float32, int8, int8-weights, float16 and bfloat16 models; not
-    (yet) for projected models in batches of more than 8 (within 1e-6; see
-    docs/serving.md), nor float64 models, which use BLAS.
+    alone for float32, int8, int8-weights, float16 and bfloat16 models on the
+    AVX2 and portable kernels; not (yet) for projected models in batches of
+    more than 8 (within 1e-6) nor on AVX-512, and not for float64 models, which
+    use BLAS (docs/serving.md, "Determinism").
 
     A request is validated when it is submitted (shape, dtype, features, NaN or
     infinity, state): a bad one raises there (ValueError / TypeError) and never
@@ -226,9 +227,9 @@ class Batcher:
         self._dtype = np.dtype(model.dtype)
         # per layer (directions, H_out, H): the shapes of a stacked state
         self._dims = [(l.num_directions, l.output_size, l.hidden_size) for l in cfg.layers]
-        self._uniform = cfg.uniform
         self.max_batch = _positive_int(max_batch, "max_batch")
-        self.max_delay_ms = _seconds(max_delay_ms, "max_delay_ms", none_ok=False, zero_ok=True)
+        self.max_delay_ms = _seconds(max_delay_ms, "max_delay_ms", none_ok=False, zero_ok=True,
+                                     unit="milliseconds")
         self.max_tokens = _positive_int(max_tokens, "max_tokens", none_ok=True)
         self.max_queue = _positive_int(max_queue, "max_queue")
         self.num_threads = None if num_threads is None else _threads.check_num_threads(num_threads)
