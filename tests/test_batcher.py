@@ -161,16 +161,14 @@ def test_threads_and_tasks_bit_identical(name):
     assert sum(k * v for k, v in stats["batch_sizes"].items()) == 200
 
 
-def test_projected_close():
-    # Projected models are not yet batch-independent above 8 rows per call (a known
-    # issue being fixed in the kernels: issue 10, item 1); until then a batched
-    # result is within 1e-6 of the unbatched one, and bit-equal in batches of <= 8.
+def test_projected_bit_identical():
+    # the projection kernel keeps rows independent at any batch size (test_determinism)
     seqs = _seqs(48, seed=8)
     with Batcher(PROJECTED, max_batch=32, max_delay_ms=20.0) as b:
         futures = [b.submit(s) for s in seqs]
         got = [f.result(WAIT) for f in futures]
     for r, s in zip(got, seqs):
-        assert_same(r, PROJECTED(s), exact=False)
+        assert_same(r, PROJECTED(s))
     with Batcher(PROJECTED, max_batch=8, max_delay_ms=20.0) as b:
         got = [f.result(WAIT) for f in [b.submit(s) for s in seqs[:16]]]
     for r, s in zip(got, seqs):
