@@ -91,7 +91,7 @@ def _add_bench(sub) -> None:
                    help="also draw a bar chart per workload and engine (needs matplotlib: "
                         "the 'plot' extra)")
     p.add_argument("--roofline", metavar="FILE",
-                   help="a JSON from `lstm-infer roofline --json`: adds '% of sgemm peak'")
+                   help="a JSON from `lstm-infer roofline --json`: adds '%% of sgemm peak'")
     p.add_argument("--quantize", metavar="MODE[,MODE]", type=_csv,
                    help="instead: quantized ours (int8, int8-weights, float16, bfloat16) vs "
                         "our float32 and, for int8, onnxruntime's DynamicQuantizeLSTM, with "

@@ -246,3 +246,12 @@ def test_onnx_gate_order_round_trips():
     from lstm_infer.formats.gate_orders import from_canonical, to_canonical
     w = np.arange(8.0).reshape(8, 1)
     assert np.array_equal(to_canonical(from_canonical(w, "onnx"), "onnx"), w)
+
+
+@pytest.mark.parametrize("cmd", [[], ["bench"], ["roofline"], ["inspect"], ["convert"], ["run"]])
+def test_every_help_page_renders(cmd, capsys):
+    from lstm_infer.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(cmd + ["--help"])
+    assert e.value.code == 0
+    assert "usage:" in capsys.readouterr().out
