@@ -570,10 +570,12 @@ class Results:
             if growth is not None and budget:
                 ratio = growth / budget
                 if self.worst_memory is None or ratio > self.worst_memory["ratio_to_budget"]:
+                    tb = res.get("tensor_bytes")
                     self.worst_memory = dict(info, family=family, outcome=outcome,
                                              growth_bytes=growth, budget_bytes=budget,
-                                             ratio_to_budget=round(ratio, 4),
-                                             tensor_bytes=res.get("tensor_bytes"))
+                                             ratio_to_budget=round(ratio, 4), tensor_bytes=tb,
+                                             ratio_to_tensor_bytes=round(growth / tb, 1)
+                                             if tb else None)
                 if self.worst_growth is None or growth > self.worst_growth["growth_bytes"]:
                     self.worst_growth = dict(info, family=family, outcome=outcome,
                                              growth_bytes=growth, budget_bytes=budget,
