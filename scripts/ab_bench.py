@@ -4,10 +4,11 @@
                                 [--workloads all] [--json out.json]
 
 Each tree is a checkout with its extension built in place (`python setup.py
-build_ext --inplace`). Every round runs `python -m lstm_infer bench --no-peers` once
-per tree and thread count, in a fresh process with PYTHONPATH set to the tree, the
-tree order rotated each round, so drift and other load on a shared machine hit both
-builds alike. Prints per workload the median over rounds of each build's median and
+build_ext --inplace`). Every round times every workload once per tree and thread count,
+with the same timing code for both (this script's, not each tree's own benchmark
+harness, which may have changed between them), in a fresh process with PYTHONPATH set to
+the tree, the tree order rotated each round, so drift and other load on a shared machine
+hit both builds alike. Prints per workload the median over rounds of each build's median and
 of its 10th percentile (less sensitive to other load on a shared machine), and the
 after/before ratios.
 """
@@ -22,17 +23,45 @@ import sys
 import tempfile
 
 
-def run_once(tree: str, threads: int, workloads: str) -> dict:
+# (T, B, I, H, layers, bidirectional, proj): the workloads of `lstm-infer bench`
+WORKLOADS = {"kws": (100, 1, 40, 128, 1, False, 0), "stream256": (100, 1, 256, 256, 1, False, 0),
+             "lat1024": (50, 1, 1024, 1024, 1, False, 0), "text": (64, 8, 128, 256, 1, False, 0),
+             "tput512": (100, 64, 512, 512, 2, False, 0), "asr-bi": (200, 16, 80, 320, 2, True, 0),
+             "proj": (100, 4, 256, 1024, 1, False, 256)}
+
+# The same timing code for both builds (each tree's own bench harness may differ): a
+# fresh process per (tree, threads), warm-up, then `calls` timed calls per workload.
+_TIMER = r"""
+import json, sys, time
+import numpy as np
+import lstm_infer as li
+wl, threads, calls = json.loads(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+res = {}
+for name, (T, B, I, H, L, bi, P) in wl.items():
+    m = li.LSTM.random(I, H, num_layers=L, bidirectional=bi, proj_size=P)
+    x = np.random.default_rng(0).uniform(-1, 1, (T, B, I)).astype(np.float32)
+    for _ in range(2):
+        m(x, num_threads=threads)
+    n = calls
+    ts = []
+    deadline = time.perf_counter() + 3.0
+    while len(ts) < n and (len(ts) < 3 or time.perf_counter() < deadline):
+        t = time.perf_counter(); m(x, num_threads=threads); ts.append(time.perf_counter() - t)
+    ts.sort()
+    res[name] = (1e3 * ts[len(ts) // 2], 1e3 * ts[len(ts) // 10])
+print(json.dumps(res))
+"""
+
+
+def run_once(tree: str, threads: int, workloads: str, calls: int = 30) -> dict:
+    names = list(WORKLOADS) if workloads == "all" else workloads.split(",")
+    env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
     with tempfile.TemporaryDirectory() as tmp:
-        out = os.path.join(tmp, "r.json")
-        env = dict(os.environ, PYTHONPATH=os.path.abspath(tree))
-        subprocess.run([sys.executable, "-m", "lstm_infer", "bench", "--no-peers",
-                        "--workloads", workloads, "--threads", str(threads), "--json", out],
-                       cwd=tmp, env=env, check=True, stdout=subprocess.DEVNULL)
-        with open(out) as f:
-            res = json.load(f)["results"]
-    return {r["workload"]: (r["median_ms"], r["p10_ms"]) for r in res
-            if r["runner"] == "ours" and r.get("status") == "ok"}
+        out = subprocess.run([sys.executable, "-c", _TIMER,
+                              json.dumps({n: WORKLOADS[n] for n in names}), str(threads),
+                              str(calls)], cwd=tmp, env=env, check=True, capture_output=True,
+                             text=True).stdout
+    return {k: tuple(v) for k, v in json.loads(out).items()}
 
 
 def main(argv=None) -> int:
