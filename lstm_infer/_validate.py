@@ -18,7 +18,6 @@ naming it.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 from typing import Mapping, NamedTuple, Optional
 
@@ -51,6 +50,8 @@ def all_finite(a: np.ndarray) -> bool:
 
     Reads each distinct element once and allocates at most _FINITE_CHUNK bools,
     whatever the logical size of `a`."""
+    if a.size <= _FINITE_CHUNK:  # the common case: one call, a small temporary
+        return bool(np.isfinite(a).all())
     a = _distinct(a)
     if a.size <= _FINITE_CHUNK or a.ndim == 0:
         return bool(np.isfinite(a).all())
@@ -97,22 +98,39 @@ def _address_space_limit() -> int:
     return 0 if soft == resource.RLIM_INFINITY else soft
 
 
-@contextlib.contextmanager
-def check_allocation(nbytes: int, what: str):
+_SMALL_REQUEST = 64 << 20  # below this, no limit is read (a failure is still caught)
+
+
+class check_allocation:
     """Refuse a request needing more bytes than the machine (or the process's address
     space limit) allows, before allocating; inside the block, an allocation that fails
-    anyway (other memory in use) becomes the same clear AllocationError."""
-    limits = [b for b in (_RAM, _address_space_limit()) if b]
-    if limits and nbytes > min(limits):
-        raise AllocationError(f"{what} needs {nbytes / 2**30:.1f} GiB, more than this "
-                              f"process can have ({min(limits) / 2**30:.1f} GiB)")
-    try:
-        yield
-    except MemoryError as e:
-        if isinstance(e, AllocationError):
-            raise
-        raise AllocationError(f"{what} needs {nbytes / 2**30:.1f} GiB of buffers, which could "
-                              f"not be allocated ({e})") from None
+    anyway (other memory in use) becomes the same clear AllocationError. (A class, not
+    contextlib: it is on every forward call's path.)"""
+
+    __slots__ = ("nbytes", "_what")
+
+    def __init__(self, nbytes: int, what):
+        """`what` names the request: a str, or a callable building it (only on error)."""
+        self.nbytes, self._what = nbytes, what
+        if nbytes > _SMALL_REQUEST:
+            limits = [b for b in (_RAM, _address_space_limit()) if b]
+            if limits and nbytes > min(limits):
+                raise AllocationError(f"{self.what} needs {nbytes / 2**30:.1f} GiB, more than this "
+                                      f"process can have ({min(limits) / 2**30:.1f} GiB)")
+
+    @property
+    def what(self) -> str:
+        return self._what() if callable(self._what) else self._what
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, e, tb):
+        if kind is not None and issubclass(kind, MemoryError) and \
+                not issubclass(kind, AllocationError):
+            raise AllocationError(f"{self.what} needs {self.nbytes / 2**30:.1f} GiB of buffers, "
+                                  f"which could not be allocated ({e})") from None
+        return False
 
 
 # ---------------------------------------------------------------------------- canonical weights

@@ -142,6 +142,12 @@ class LSTM:
         self._dtype = npdt
         # per-layer (directions, H_out, H) so forward() does no config lookups
         self._dims = [(s.num_directions, s.output_size, s.hidden_size) for s in specs]
+        item = np.dtype(npdt).itemsize  # bytes per (step, row) and per row of a call's buffers
+        self._call_sizes = (
+            item * sum(D * Hout + (Hout if s.merge != "concat" else 0)
+                       for (D, Hout, _), s in zip(self._dims, specs)),
+            item * 2 * sum(D * (Hout + H) for D, Hout, H in self._dims),
+            item * specs[0].input_size)
         self._uniform = self._config.uniform
         # float32 runs only our own kernels; float64 calls BLAS (pinned to one thread)
         self._uses_blas = npdt == np.float64
@@ -278,7 +284,8 @@ class LSTM:
         lens = self._check_lengths(lengths, B, T, unbatched)
         h0s, c0s = self._check_state(state, B, unbatched)
         copy = x_tb.dtype != self._dtype or not _kernel_friendly(x_tb)
-        with check_allocation(self._call_bytes(T, B, copy), f"a call on x of shape {given_shape}"):
+        with check_allocation(self._call_bytes(T, B, copy),
+                              lambda: f"a call on x of shape {given_shape}"):
             return self._run(x, x_tb, copy, lens, h0s, c0s, T, B, unbatched, num_threads)
 
     def _run(self, x, x_tb, copy, lens, h0s, c0s, T, B, unbatched, num_threads):
@@ -367,13 +374,9 @@ class LSTM:
 
     def _call_bytes(self, T: int, B: int, copy_x: bool) -> int:
         """Bytes a call allocates beyond the workspace: x's copy, the layer outputs
-        (and merge scratch), the states."""
-        item = np.dtype(self._dtype).itemsize
-        feats = sum(D * Hout + (Hout if s.merge != "concat" else 0)
-                    for (D, Hout, _), s in zip(self._dims, self._config.layers))
-        feats += self._config.input_size if copy_x else 0
-        states = sum(D * (Hout + H) for D, Hout, H in self._dims)
-        return (T * B * feats + 2 * B * states) * item
+        (and merge scratch), the states (per-row sizes computed once, _call_sizes)."""
+        per_step, per_row, in_row = self._call_sizes
+        return T * B * (per_step + (in_row if copy_x else 0)) + B * per_row
 
     def _check_lengths(self, lengths, B, T, unbatched):
         if lengths is None:
