@@ -9,6 +9,7 @@ Canonical weights: a list with one entry per layer; each entry a list of one
 
     w_ih (4H, I)   w_hh (4H, H_out)   b (4H,) optional
     w_hr (P, H) optional (projection)   p_i, p_f, p_o (H,) optional (peephole)
+    ln_i, ln_f, ln_g, ln_o (H,) optional (layer normalisation, TFLite's variant)
 
 gate order i, f, g, o.
 
@@ -22,6 +23,14 @@ Per layer and direction (``act_f``, ``act_g``, ``act_h`` = the 3 activations,
     c'  = cell_clip(f * c + i * g)
     o   = act_f(clip(z_o + p_o * c'))
     h'  = o * act_h(c')                     then h' = W_hr h' with a projection
+
+Layer normalisation (with ``ln_*``; TFLite's layer-norm LSTM): each gate's
+accumulation without its bias, a_k = (W_ih x_t + W_hh h)_k (+ p_k * c for i and
+f, + p_o * c' for o), is normalised over the H units before the bias is added:
+
+    a_k = ln_k * (a_k - mean(a_k)) / sqrt(var(a_k) + 1e-8) + b_k
+
+(population variance), then clip and the activation as above.
 
 Lengths: a sequence of length L only runs steps 0..L-1 (the reverse direction
 runs L-1..0 over its own span); its outputs past L are 0 and its final state
@@ -102,9 +111,16 @@ def _run_direction(w, x, h0, c0, lengths, reverse, acts, clip, cell_clip, input_
     peephole = w.get("p_i") is not None
     p_i, p_f, p_o = ((f64(w["p_i"]), f64(w["p_f"]), f64(w["p_o"])) if peephole
                      else (np.zeros(H), np.zeros(H), np.zeros(H)))
+    layer_norm = w.get("ln_i") is not None
     act_f, act_g, act_h = acts
-    def bound(v):  # ONNX clip: gate pre-activations
-        return v if clip is None else np.clip(v, -clip, clip)
+
+    def pre(v, gate):  # a gate's pre-activation from its accumulation (no bias yet)
+        if layer_norm:
+            mean = v.mean(axis=1, keepdims=True)
+            var = ((v - mean) ** 2).mean(axis=1, keepdims=True)
+            v = f64(w["ln_" + gate]) * (v - mean) / np.sqrt(var + 1e-8)
+        v = v + b[np.s_["ifgo".index(gate) * H:("ifgo".index(gate) + 1) * H]]
+        return v if clip is None else np.clip(v, -clip, clip)  # ONNX clip
 
     def cbound(v):  # TF1 cell_clip: the cell state
         return v if cell_clip is None else np.clip(v, -cell_clip, cell_clip)
@@ -124,13 +140,13 @@ def _run_direction(w, x, h0, c0, lengths, reverse, acts, clip, cell_clip, input_
         if not active.any():
             break
         x_s = x[src[s], rows]  # (B, I)
-        z = x_s @ w_ih.T + h @ w_hh.T + b
+        z = x_s @ w_ih.T + h @ w_hh.T
         z_i, z_f, z_g, z_o = np.split(z, 4, axis=1)
-        i = act_f(bound(z_i + p_i * c))
-        f = 1.0 - i if input_forget else act_f(bound(z_f + p_f * c))
-        g = act_g(bound(z_g))
+        i = act_f(pre(z_i + p_i * c, "i"))
+        f = 1.0 - i if input_forget else act_f(pre(z_f + p_f * c, "f"))
+        g = act_g(pre(z_g, "g"))
         c_new = cbound(f * c + i * g)
-        o = act_f(bound(z_o + p_o * c_new))
+        o = act_f(pre(z_o + p_o * c_new, "o"))
         h_new = o * act_h(c_new)
         if w_hr is not None:
             h_new = h_new @ w_hr.T
@@ -238,7 +254,7 @@ def stack_state(per_layer):
 
 
 def random_weights(input_size, hidden_size, num_layers=1, *, bidirectional=False, proj_size=0,
-                   peephole=False, bias=True, rng=None, scale=None):
+                   peephole=False, bias=True, rng=None, scale=None, layer_norm=False):
     """Random canonical float64 weights ~ U(-1/sqrt(H), 1/sqrt(H)) (torch's init).
 
     ``hidden_size`` and ``proj_size`` may be lists (one value per layer) for
@@ -263,6 +279,9 @@ def random_weights(input_size, hidden_size, num_layers=1, *, bidirectional=False
             if peephole:
                 for n in ("p_i", "p_f", "p_o"):
                     w[n] = rng.uniform(-k, k, H)
+            if layer_norm:  # coefficients around 1, as trained layer norms are
+                for n in ("ln_i", "ln_f", "ln_g", "ln_o"):
+                    w[n] = rng.uniform(0.5, 1.5, H)
             dirs.append(w)
         layers.append(dirs)
         in_size = D * H_out
