@@ -76,3 +76,11 @@ cdef extern from "platform.h" nogil:
     void li_gates_rows_f64(int nb, int Hp, const double *Z, long ldz, const double *bias,
                            const double *peep, double *C, long ldc, double *Hc, long ldh,
                            const li_acts *a)
+    # lstm_layernorm.h
+    void li_ln_gates_rows_f32(int nb, int H, int Hp, float *Z, long ldz, const float *R,
+                              long ldr, const float *bias, const float *peep, const float *ln,
+                              float *C, long ldc, float *Hc, long ldh, const li_acts *a)
+    void li_ln_gates_rows_f64(int nb, int H, int Hp, double *Z, long ldz, const double *R,
+                              long ldr, const double *bias, const double *peep,
+                              const double *ln, double *C, long ldc, double *Hc, long ldh,
+                              const li_acts *a)

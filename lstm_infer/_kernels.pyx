@@ -22,6 +22,10 @@ Schedule (ONNX Runtime / oneDNN "two GEMM" schedule):
        - float64: BLAS GEMM into G_t, then li_gates_rows_f64
   3. projection (proj_size): float32: own kernel on 16-wide W_hr panels, rows
      independent at any batch; float64: BLAS GEMM
+  Layer norm (ln_* weights, TFLite's variant): step 2 in two passes -- the recurrent
+  product alone into a (rows, 4Hp) scratch block (the same panel GEMM / int8 product /
+  BLAS), then li_ln_gates_rows (lstm_layernorm.h), since a gate's mean and variance
+  need all its units; such layers are never split across threads.
 Tb is chosen so the block's workspace stays small (64 KB when the layer's
 weights fit in half the L2, else 1 MB): it never grows with T.
 
@@ -199,6 +203,7 @@ cdef struct DirW:
     const void* w_hh_pan
     const void* bias
     const void* peep
+    const void* ln           # layer-norm coefficients (4Hp,) interleaved, or NULL
     const void* w_hr
     const void* w_hr_pan
 
@@ -208,6 +213,7 @@ cdef struct Layer:
     int out_proc             # outputs in processing order (Keras go_backwards)
     int merge                # 0 concat; 1 sum, 2 mul, 3 ave of the two directions into mout
     int schedule, nparts     # the plan: SCHED_*, threads of a split step
+    int ln                   # layer-normalised (two-pass step: GEMM, then li_ln_gates_rows)
     char* mout               # merged output (T, B, Hout), strides ms_t, ms_b
     long ms_t, ms_b
     li_acts acts[2]          # per direction
@@ -238,6 +244,7 @@ cdef struct Kernels:         # a task's kernels, chosen once from the platform t
     int mode
     li_step_fn step
     li_gemm_fn gemm
+    li_gemm_fn gemm_hh       # layer norm: the recurrent product on its own (W_hh's type)
     li_gemv_pan16_fn gemv_proj
     li_q8_mm_fn q8
     li_quant_fn quant
@@ -248,6 +255,7 @@ cdef struct WsLayout:        # a task's workspace: offsets in elements, each 64-
     long h0, h1              # h ping-pong (Bs, Kh) x 2
     long c                   # cell state (Bs, Hp)
     long hc                  # o * act(c) before the projection (Bs, Hp)
+    long r                   # layer norm, float32 maths: the recurrent product (Bs, 4Hp)
     long q                   # int8 mode: u8 activations (rows to 16, K to LI_Q8_KPAD)
     long qs                  # int8 mode: their per-row scales
     long total
@@ -277,7 +285,8 @@ cdef WsLayout _ws_layout(const Layer* L, long Tb, long Bs, bint q8) noexcept nog
     w.h1 = w.h0 + _round16(Bs * L.Kh)
     w.c = w.h1 + _round16(Bs * L.Kh)
     w.hc = w.c + _round16(Bs * L.Hp)
-    w.q = w.hc + _round16(Bs * L.Hp)
+    w.r = w.hc + _round16(Bs * L.Hp)
+    w.q = w.r + (_round16(Bs * 4 * L.Hp) if L.ln else 0)
     # the u8 rows are counted in 4-byte elements (q8 is float32 only)
     w.qs = w.q + (_round16(_round16(rows) * ldq // 4 + 1) if q8 else 0)
     w.total = w.qs + (_round16(rows) if q8 else 0)
@@ -311,6 +320,7 @@ cdef Kernels _choose_kernels(const Shared* S, const DirW* w, floating dummy) noe
     k.mode = MODE_F64 if floating is double else (MODE_Q8 if w.wt_hh == LI_WT_Q8 else MODE_F32)
     k.step = S.plat.f32.step[w.wt_hh] if k.mode == MODE_F32 else NULL
     k.gemm = S.plat.f32.gemm[w.wt_ih] if k.mode == MODE_F32 else NULL
+    k.gemm_hh = S.plat.f32.gemm[w.wt_hh] if k.mode == MODE_F32 else NULL
     k.gemv_proj = S.plat.f32.gemv_pan16
     k.q8 = S.plat.q8
     k.quant = S.plat.quant
@@ -387,16 +397,35 @@ cdef void _project_block(const Layer* L, const Task* t, const Kernels* k, int s0
 
 cdef void _step(const Layer* L, const Task* t, const Kernels* k, int s, int na,
                 floating* Gs, const floating* hp, floating* hnx, floating* hcell, floating* C,
-                floating* Hc, uint8_t* Qb, float* Qs) noexcept nogil:
+                floating* Hc, floating* R, uint8_t* Qb, float* Qs) noexcept nogil:
     """One step for the `na` active rows: z = G_s + h W_hh^T, the gates (C in place,
-    o * act(c) into hcell), then the projection h = hcell W_hr^T into hnx."""
+    o * act(c) into hcell), then the projection h = hcell W_hr^T into hnx. A layer-norm
+    layer computes h W_hh^T into R first, then gates in a second pass (lstm_layernorm.h)."""
     cdef const DirW* w = &L.w[t.d]
     cdef const li_acts* acts = &L.acts[t.d]
     cdef const floating* bias = <const floating*>w.bias
     cdef const floating* peep = <const floating*>w.peep
     cdef long ldq = _round_up(L.Kh, LI_Q8_KPAD)
     cdef int G4 = 4 * L.Hp, g0 = t.g0
-    if k.mode == MODE_Q8:
+    if L.ln:
+        if k.mode == MODE_Q8:
+            k.quant(na, L.Kh, <const float*>hp, L.Kh, Qb, ldq, Qs)
+            k.q8(na, L.Hp // LI_GROUP, <int>(ldq // 4), Qb, ldq, Qs, <const int8_t*>w.w_hh_pan,
+                 w.w_hh_colsum, w.w_hh_scale, <float*>R, G4, 1, 0, NULL, NULL, 0, NULL, 0,
+                 NULL, 0, NULL, 0)
+        elif k.mode == MODE_F32:
+            k.gemm_hh(na, L.Hp // LI_GROUP, L.Kh, <const float*>hp, L.Kh, w.w_hh_pan,
+                      w.w_hh_scale, <float*>R, G4)
+        else:
+            _gemm_nt(na, G4, L.Kh, <floating>1.0, hp, L.Kh, <const floating*>w.w_hh, L.Kh,
+                     <floating>1.0, Gs, G4)
+        if floating is float:
+            li_ln_gates_rows_f32(na, L.H, L.Hp, Gs, G4, R, G4, bias, peep,
+                                 <const float*>w.ln, C, L.Hp, hcell, L.Hp, acts)
+        else:
+            li_ln_gates_rows_f64(na, L.H, L.Hp, Gs, G4, NULL, 0, bias, peep,
+                                 <const double*>w.ln, C, L.Hp, hcell, L.Hp, acts)
+    elif k.mode == MODE_Q8:
         k.quant(na, L.Kh, <const float*>hp, L.Kh, Qb, ldq, Qs)
         k.q8(na, L.Hp // LI_GROUP, <int>(ldq // 4), Qb, ldq, Qs, <const int8_t*>w.w_hh_pan,
              w.w_hh_colsum, w.w_hh_scale, <float*>Gs, G4, 0, 1, <const float*>bias,
@@ -474,6 +503,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
     cdef floating* G = ws + lay.g
     cdef floating* C = ws + lay.c
     cdef floating* Hc = ws + lay.hc
+    cdef floating* R = ws + lay.r
     cdef uint8_t* Qb = <uint8_t*>(ws + lay.q)
     cdef float* Qs = <float*>(ws + lay.qs)
     cdef floating* hp = ws + lay.h0
@@ -495,7 +525,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
         _project_block(L, &t, &k, s0, tb, na, ws + lay.xg, G, Qb, Qs)
         for s in range(s0, s0 + tb):
             _step(L, &t, &k, s, na, G + <long>(s - s0) * t.Bs * 4 * L.Hp, hp, hnx, hcell, C,
-                  Hc, Qb, Qs)
+                  Hc, R, Qb, Qs)
             na = _store_rows(L, S, &t, s, na, hnx, C)
             if nparts > 1:  # every part reads the whole h of this step next
                 li_barrier_wait(bar, &sense)
@@ -617,6 +647,7 @@ cdef class PackedDirection:
         # name -> (dtype(s), elements) the kernels will read; None: must be absent
         want = {"bias": (fdt, G4),
                 "peep": (fdt, 3 * self.Hp) if "peep" in arrays else None,
+                "ln": (fdt, G4) if "ln" in arrays else None,
                 "w_hr": (fdt, <long>self.Pp * self.Hp) if P else None,
                 "w_hr_pan": ("float32", <long>self.Pp * self.Hp) if P and f32 else None,
                 "w_ih": None if f32 else (fdt, G4 * In),
@@ -656,6 +687,7 @@ cdef class PackedDirection:
         self.w.w_hh_colsum = <const int32_t*>_ptr(arrays.get("w_hh_colsum"))
         self.w.bias = _ptr(arrays["bias"])
         self.w.peep = _ptr(arrays.get("peep"))
+        self.w.ln = _ptr(arrays.get("ln"))
         self.w.w_hr = _ptr(arrays.get("w_hr"))
         self.w.w_hr_pan = _ptr(arrays.get("w_hr_pan"))
 
@@ -735,6 +767,9 @@ cdef int _describe(list packed, int T, int B, int itemsize, Layer* layers, Share
                 raise TypeError(f"layer {k}: packed for itemsize {p.itemsize}, input has "
                                 f"{itemsize}")
             L.w[d] = p.w
+        L.ln = L.w[0].ln != NULL
+        if L.D == 2 and (L.w[1].ln != NULL) != L.ln:
+            raise ValueError(f"layer {k}: layer norm in one direction only")
         L.In, L.H, L.Hp, L.P, L.Pp, L.Kh = p.In, p.H, p.Hp, p.P, p.Pp, p.Kh
         L.Hout = p.P or p.H
     return 0
@@ -762,7 +797,7 @@ cdef int _plan(Layer* layers, int nlayers, Shared* S, int nthreads, int itemsize
         nparts = min(nthreads, L.Hp // LI_GROUP)
         L.nparts = 1
         if (itemsize == 4 and ntasks == 1 and S.B == 1 and nparts > 1 and L.P == 0
-                and L.w[0].wt_hh != LI_WT_Q8 and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
+                and L.w[0].wt_hh != LI_WT_Q8 and not L.ln and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
             L.schedule = SCHED_SPLIT
             L.nparts = nparts
         elif nthreads <= 1 or ntasks == 1:

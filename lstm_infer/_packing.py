@@ -24,6 +24,7 @@ import numpy as np
 
 from . import _kernels
 from . import quantize as quantize_mod
+from ._validate import LAYER_NORM
 
 GROUP, PANEL, Q8_KPAD, ALIGN = _kernels.GROUP, _kernels.PANEL, _kernels.Q8_KPAD, _kernels.ALIGN
 WT = _kernels.WEIGHT_TYPES
@@ -186,6 +187,8 @@ def pack(w: dict, H: int, P: int, quant: Optional[str] = None,
         peep = np.zeros((3, Hp), dtype=dtype)
         peep[0, :H], peep[1, :H], peep[2, :H] = w["p_i"], w["p_f"], w["p_o"]
         arrays["peep"] = peep
+    if "ln_i" in w:  # layer-norm coefficients, interleaved like the bias
+        arrays["ln"] = interleave_rows(np.concatenate([w[n] for n in LAYER_NORM]), H, Hp)
     if P:
         w_hr = np.zeros((Pp, Hp), dtype=dtype)
         w_hr[:P, :H] = w["w_hr"]
@@ -214,6 +217,10 @@ def canonical(p: "_kernels.PackedDirection") -> dict:
         w["w_hr"] = np.ascontiguousarray(a["w_hr"][:P, :H])
     if "peep" in a:
         w["p_i"], w["p_f"], w["p_o"] = (np.ascontiguousarray(a["peep"][j, :H]) for j in range(3))
+    if "ln" in a:
+        ln = deinterleave_rows(a["ln"], H)
+        for j, n in enumerate(LAYER_NORM):
+            w[n] = np.ascontiguousarray(ln[j * H:(j + 1) * H])
     for v in w.values():
         v.setflags(write=False)
     return w

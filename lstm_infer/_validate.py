@@ -134,8 +134,9 @@ class check_allocation:
 
 
 # ---------------------------------------------------------------------------- canonical weights
-WEIGHT_NAMES = ("w_ih", "w_hh", "b", "w_hr", "p_i", "p_f", "p_o")
 PEEPHOLES = ("p_i", "p_f", "p_o")
+LAYER_NORM = ("ln_i", "ln_f", "ln_g", "ln_o")  # TFLite's layer-norm LSTM
+WEIGHT_NAMES = ("w_ih", "w_hh", "b", "w_hr") + PEEPHOLES + LAYER_NORM
 
 
 class DirectionDims(NamedTuple):
@@ -145,6 +146,7 @@ class DirectionDims(NamedTuple):
     hidden_size: int
     proj_size: int
     peephole: bool
+    layer_norm: bool = False
 
 
 def as_weight(a, name: str, dtype) -> np.ndarray:
@@ -177,7 +179,8 @@ def check_direction(w: Mapping, where: str = "", dtype=None, *, input_size: Opti
 
     w : a dict with ``w_ih`` (4H, I), ``w_hh`` (4H, H_out), and optionally ``b`` (4H,),
         ``w_hr`` (P, H) with 0 < P < H (then H_out = P), ``p_i``, ``p_f``, ``p_o`` (H,)
-        (all three or none).
+        (all three or none), ``ln_i``, ``ln_f``, ``ln_g``, ``ln_o`` (H,) layer-norm
+        coefficients (all four or none).
     where : starts each message ("layer 0 forward"; "" when `names` say it all).
     dtype : each weight converted to it (only if needed) and checked real and finite;
         the returned dict has every weight, ``b`` zeros when absent. None: shapes only
@@ -240,11 +243,14 @@ def check_direction(w: Mapping, where: str = "", dtype=None, *, input_size: Opti
     peeps = [w.get(n) is not None for n in PEEPHOLES]
     if any(peeps) and not all(peeps):
         raise ValueError(f"{p}peephole needs all of {', '.join(map(label, PEEPHOLES))}")
-    for n in PEEPHOLES if all(peeps) else ():
+    lns = [w.get(n) is not None for n in LAYER_NORM]
+    if any(lns) and not all(lns):
+        raise ValueError(f"{p}layer norm needs all of {', '.join(map(label, LAYER_NORM))}")
+    for n in (PEEPHOLES if all(peeps) else ()) + (LAYER_NORM if all(lns) else ()):
         a = get(n)
         check_shape(a, (H,), f"{p}{label(n)}", "(H,)")
         out[n] = a
-    return (out if dtype is not None else w), DirectionDims(I, H, P, all(peeps))
+    return (out if dtype is not None else w), DirectionDims(I, H, P, all(peeps), all(lns))
 
 
 def check_layer(k: int, dirs, input_size: Optional[int] = None, dtype=None, names=None):
@@ -256,8 +262,8 @@ def check_layer(k: int, dirs, input_size: Optional[int] = None, dtype=None, name
         cw, this = check_direction(w, where, dtype, input_size=input_size, layer=k,
                                    names=names[d] if names else None)
         if dims is not None and this != dims:
-            raise ValueError(f"{where}: both directions must have the same sizes and "
-                             f"peephole; forward is {dims}, reverse is {this}")
+            raise ValueError(f"{where}: both directions must have the same sizes, "
+                             f"peephole and layer norm; forward is {dims}, reverse is {this}")
         dims = this
         out.append(cw)
     return dims, out

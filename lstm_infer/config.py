@@ -98,6 +98,7 @@ class LayerSpec:
     clip: Optional[float] = None
     cell_clip: Optional[float] = None
     input_forget: bool = False
+    layer_norm: bool = False  # TFLite's layer-norm LSTM (ln_* weights; DESIGN §2)
 
     @property
     def num_directions(self) -> int:
@@ -127,6 +128,7 @@ class LayerSpec:
             "merge": self.merge,
             "activations": [[[a.name, a.alpha, a.beta] for a in trip] for trip in self.activations],
             "clip": self.clip, "cell_clip": self.cell_clip, "input_forget": self.input_forget,
+            "layer_norm": self.layer_norm,
         }
 
 
@@ -169,6 +171,11 @@ class LSTMConfig:
             and l.bidirectional == first.bidirectional
             for l in self.layers
         )
+
+    @property
+    def layer_norm(self) -> bool:
+        """True when any layer is layer-normalised (TFLite's variant)."""
+        return any(l.layer_norm for l in self.layers)
 
     @property
     def output_size(self) -> int:

@@ -122,7 +122,8 @@ class LSTM:
                 dirs = [quantize_mod.dequantize(w, quantization) if isinstance(w, dict) else w
                         for w in stored]
             dims, cw = check_layer(k, dirs, in_size, npdt)
-            spec = layer_spec(k, LayerSpec(*dims[:3], len(dirs) == 2, dims.peephole),
+            spec = layer_spec(k, LayerSpec(*dims[:3], len(dirs) == 2, dims.peephole,
+                                           layer_norm=dims.layer_norm),
                               layer_options[k], defaults)
             specs.append(spec)
             packed.append([_packing.pack(w, spec.hidden_size, spec.proj_size, quantization,

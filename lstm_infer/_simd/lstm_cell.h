@@ -179,4 +179,6 @@ static void li_gates_rows_f64(int nb, int Hp, const double *Z, long ldz, const d
         }
 }
 
+#include "lstm_layernorm.h" /* the layer-norm gate pass (float32, float64) */
+
 #endif

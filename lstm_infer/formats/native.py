@@ -33,7 +33,8 @@ from . import safetensors_io as st
 FORMAT = "lstm_infer"
 FORMAT_VERSION = 1
 _DIR_NAMES = ("forward", "reverse")
-_WEIGHTS = ("w_ih", "w_hh", "b", "w_hr", "p_i", "p_f", "p_o", "w_ih_scale", "w_hh_scale")
+_WEIGHTS = ("w_ih", "w_hh", "b", "w_hr", "p_i", "p_f", "p_o", "ln_i", "ln_f", "ln_g", "ln_o",
+            "w_ih_scale", "w_hh_scale")
 
 
 class NativeFormatError(FormatError):
