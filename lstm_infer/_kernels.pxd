@@ -31,6 +31,7 @@ cdef extern from "lstm_abi.h" nogil:
         double af, bf, ag, bg, ah, bh
         double clip, cell_clip
         int cifg
+        double proj_clip
 
     ctypedef void (*li_step_fn)(int M, int NG, int Hp, int K, float *Z, long ldz, const void *W,
                                 const float *sc, const float *H, long ldh, const float *bias,

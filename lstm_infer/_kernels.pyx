@@ -77,6 +77,7 @@ from cython.parallel cimport parallel, prange, threadid
 from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 from libc.limits cimport INT_MAX
+from libc.math cimport INFINITY
 cimport scipy.linalg.cython_blas as blas
 cimport numpy as cnp
 
@@ -451,6 +452,17 @@ cdef void _step(const Layer* L, const Task* t, const Kernels* k, int s, int na,
         else:
             _gemm_nt(na, L.Pp, L.Hp, <floating>1.0, Hc, L.Hp, <const floating*>w.w_hr, L.Hp,
                      <floating>0.0, hnx, L.Kh)
+        if acts.proj_clip < INFINITY:  # TFLite's proj_clip bounds the projected h
+            _clamp_rows(hnx, na, L.P, L.Kh, <floating>acts.proj_clip)
+
+
+cdef inline void _clamp_rows(floating* a, int rows, int n, long ld, floating lim) noexcept nogil:
+    cdef int b, j
+    cdef floating v
+    for b in range(rows):
+        for j in range(n):
+            v = a[<long>b * ld + j]
+            a[<long>b * ld + j] = -lim if v < -lim else (lim if v > lim else v)
 
 
 cdef int _store_rows(const Layer* L, const Shared* S, const Task* t, int s, int na,
@@ -737,8 +749,8 @@ cdef long _stride(object a, int axis, int itemsize):
 
 
 cdef void _set_acts(li_acts* a, dict p):
-    """li_acts from named fields (model._kernel_acts): gate / cell / output activations
-    (config.Activation), clip, cell_clip (inf: none), input_forget."""
+    """li_acts from named fields (model._act_params): gate / cell / output activations
+    (config.Activation), clip, cell_clip, proj_clip (inf: none), input_forget."""
     gate, cell, output = p["gate"], p["cell"], p["output"]
     a.kf, a.af, a.bf = gate.code, gate.alpha, gate.beta
     a.kg, a.ag, a.bg = cell.code, cell.alpha, cell.beta
@@ -746,6 +758,7 @@ cdef void _set_acts(li_acts* a, dict p):
     a.clip = p["clip"]
     a.cell_clip = p["cell_clip"]
     a.cifg = p["input_forget"]
+    a.proj_clip = p["proj_clip"]
 
 
 cdef int _describe(list packed, int T, int B, int itemsize, Layer* layers, Shared* S) except -1:

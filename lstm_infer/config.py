@@ -99,6 +99,7 @@ class LayerSpec:
     cell_clip: Optional[float] = None
     input_forget: bool = False
     layer_norm: bool = False  # TFLite's layer-norm LSTM (ln_* weights; DESIGN §2)
+    proj_clip: Optional[float] = None  # TFLite: bound on a projected layer's h
 
     @property
     def num_directions(self) -> int:
@@ -128,7 +129,7 @@ class LayerSpec:
             "merge": self.merge,
             "activations": [[[a.name, a.alpha, a.beta] for a in trip] for trip in self.activations],
             "clip": self.clip, "cell_clip": self.cell_clip, "input_forget": self.input_forget,
-            "layer_norm": self.layer_norm,
+            "layer_norm": self.layer_norm, "proj_clip": self.proj_clip,
         }
 
 
@@ -218,7 +219,7 @@ def parse_activations(spec, where):
 
 
 LAYER_OPTIONS = {"direction", "merge", "reverse_output", "activations", "clip", "cell_clip",
-                  "input_forget"}
+                 "proj_clip", "input_forget"}
 
 
 def layer_spec(k, spec, opts, defaults):
@@ -259,4 +260,17 @@ def layer_spec(k, spec, opts, defaults):
         activations=trips,
         clip=check_clip(f"layer {k} clip", opts.get("clip", defaults["clip"])),
         cell_clip=check_clip(f"layer {k} cell_clip", opts.get("cell_clip", defaults["cell_clip"])),
+        proj_clip=_proj_clip(k, spec, opts, defaults["proj_clip"]),
         input_forget=bool(opts.get("input_forget", defaults["input_forget"])))
+
+
+def _proj_clip(k, spec, opts, default):
+    """A layer's proj_clip: the model-level value applies to its projected layers only; one
+    given for a layer without projection is an error."""
+    if "proj_clip" not in opts:
+        return default if spec.proj_size else None
+    v = check_clip(f"layer {k} proj_clip", opts["proj_clip"])
+    if v is not None and not spec.proj_size:
+        raise ValueError(f"layer {k}: proj_clip bounds a projection's output; this layer has "
+                         f"no projection (w_hr)")
+    return v

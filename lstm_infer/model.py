@@ -50,6 +50,9 @@ class LSTM:
         ONNX ``clip``: gate pre-activations are bounded to [-clip, clip].
     cell_clip : float or None
         TF1 ``cell_clip``: the cell state is bounded to [-cell_clip, cell_clip].
+    proj_clip : float or None
+        TFLite ``proj_clip``: a projected layer's h is bounded to [-proj_clip, proj_clip]
+        (only with a projection, w_hr).
     input_forget : bool
         Coupled input-forget gate (CIFG): f = 1 - i.
     activations : 3 activations (gate f, cell g, output h) as in ONNX;
@@ -64,12 +67,13 @@ class LSTM:
         ``merge`` "concat" | "sum" | "mul" | "ave" (Keras Bidirectional merge_mode);
         ``reverse_output`` (Keras go_backwards: outputs returned reversed in time);
         ``activations`` (3, or one triple per direction); ``clip``; ``cell_clip``;
+        ``proj_clip``;
         ``input_forget``.
     """
 
     def __init__(self, layers: Sequence[Sequence[dict]], *, batch_first: bool = False,
                  clip: Optional[float] = None, cell_clip: Optional[float] = None,
-                 input_forget: bool = False, activations=None, dtype=None,
+                 proj_clip: Optional[float] = None, input_forget: bool = False, activations=None, dtype=None,
                  layer_options: Optional[Sequence[dict]] = None,
                  quantization: Optional[str] = None, quantize_input_weights: bool = False):
         if isinstance(layers, dict) or not isinstance(layers, (list, tuple)) or not layers:
@@ -91,6 +95,7 @@ class LSTM:
                 raise ValueError(f"quantized models compute in float32; got dtype={dtype}")
         defaults = {"clip": check_clip("clip", clip),
                     "cell_clip": check_clip("cell_clip", cell_clip),
+                    "proj_clip": check_clip("proj_clip", proj_clip),
                     "input_forget": bool(input_forget),
                     "activations": DEFAULT_ACTIVATIONS if activations is None
                     else parse_activations(activations, "activations")}
@@ -225,6 +230,8 @@ class LSTM:
             flags.append(f"clip={c.clip}")
         if c.cell_clip is not None:
             flags.append(f"cell_clip={c.cell_clip}")
+        if c.layers[0].proj_clip is not None:
+            flags.append(f"proj_clip={c.layers[0].proj_clip}")
         if c.quantization:
             flags.insert(0, f"quantized {c.quantization}")
         return (f"LSTM(input={c.input_size}, layers: {sizes}, {c.dtype}"
@@ -507,6 +514,7 @@ def _act_params(trip, spec) -> dict:
     return {"gate": trip[0], "cell": trip[1], "output": trip[2],
             "clip": spec.clip if spec.clip is not None else np.inf,
             "cell_clip": spec.cell_clip if spec.cell_clip is not None else np.inf,
+            "proj_clip": spec.proj_clip if spec.proj_clip is not None else np.inf,
             "input_forget": int(spec.input_forget)}
 
 

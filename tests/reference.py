@@ -94,7 +94,7 @@ def activation(spec):
 
 # ----------------------------------------------------------------------------- one direction
 def _run_direction(w, x, h0, c0, lengths, reverse, acts, clip, cell_clip, input_forget,
-                   processing_order=False):
+                   processing_order=False, proj_clip=None):
     """One layer direction over time-major x (T, B, I).
 
     ``processing_order``: out[s] is the h of step s (for reverse: of x[L-1-s]) instead of
@@ -150,6 +150,8 @@ def _run_direction(w, x, h0, c0, lengths, reverse, acts, clip, cell_clip, input_
         h_new = o * act_h(c_new)
         if w_hr is not None:
             h_new = h_new @ w_hr.T
+            if proj_clip is not None:  # TFLite's proj_clip
+                h_new = np.clip(h_new, -proj_clip, proj_clip)
         m = active[:, None]
         h = np.where(m, h_new, h)
         c = np.where(m, c_new, c)
@@ -181,7 +183,7 @@ def _direction_activations(spec, D):
 
 
 def lstm_reference(weights, x, state=None, lengths=None, *, clip=None, cell_clip=None,
-                   input_forget=False, activations=None, layer_options=None):
+                   input_forget=False, activations=None, layer_options=None, proj_clip=None):
     """Run a canonical-weights LSTM stack in float64.
 
     Parameters
@@ -191,7 +193,7 @@ def lstm_reference(weights, x, state=None, lengths=None, *, clip=None, cell_clip
     state : None or (h0, c0), each a list with one array per layer,
         h0[k] (D, B, H_out_k), c0[k] (D, B, H_k)
     lengths : None or (B,) ints
-    clip, cell_clip, input_forget, activations : as the LSTM constructor (defaults of
+    clip, cell_clip, proj_clip, input_forget, activations : as the LSTM constructor (defaults of
         every layer)
     layer_options : None or one dict per layer (module docstring)
 
@@ -205,7 +207,7 @@ def lstm_reference(weights, x, state=None, lengths=None, *, clip=None, cell_clip
     lengths = np.full(B, T) if lengths is None else np.asarray(lengths).astype(np.intp)
     layer_options = [{}] * len(weights) if layer_options is None else layer_options
     defaults = dict(clip=clip, cell_clip=cell_clip, input_forget=input_forget,
-                    activations=activations)
+                    activations=activations, proj_clip=proj_clip)
     inp = x
     h_n, c_n = [], []
     for k, (layer, opts) in enumerate(zip(weights, layer_options)):
@@ -231,7 +233,8 @@ def lstm_reference(weights, x, state=None, lengths=None, *, clip=None, cell_clip
             reverse = d == 1 or direction == "reverse"
             out, h, c = _run_direction(w, inp, h0, c0, lengths, reverse, acts[d], o["clip"],
                                        o["cell_clip"], o["input_forget"],
-                                       processing_order=bool(o.get("reverse_output")))
+                                       processing_order=bool(o.get("reverse_output")),
+                                       proj_clip=o["proj_clip"])
             outs.append(out)
             hs.append(h)
             cs.append(c)

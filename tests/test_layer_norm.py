@@ -142,3 +142,27 @@ def test_bad_layer_norm_weights():
     bad = dict(w, ln_o=np.ones(7))
     with pytest.raises(ValueError, match=r"ln_o.*\(8,\)"):
         li.LSTM([[bad]])
+
+
+# ----------------------------------------------------------------------------- proj_clip
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_proj_clip_matches_the_oracle(dtype, layer_norm):
+    """TFLite's proj_clip bounds a projected layer's h (in the recurrence and the output)."""
+    layers = random_weights(6, 24, 2, proj_size=10, rng=7, layer_norm=layer_norm, scale=0.6)
+    layers = cast_weights(cast_weights(layers, np.float32), np.float64)
+    m, (out, h, c), (ref, rh, rc) = _run(layers, dtype, proj_clip=0.05)
+    assert m.config.layers[0].proj_clip == 0.05
+    assert np.abs(out).max() <= 0.05 and np.abs(ref).max() == pytest.approx(0.05)
+    tol = TOL[np.dtype(dtype).name]
+    assert_close(out, ref, tol, "out")
+    assert_close(np.asarray(c), np.concatenate(rc), tol, "c_n")
+
+
+def test_proj_clip_needs_a_projection():
+    layers = random_weights(4, 8, 2, proj_size=[3, 0], rng=1)
+    m = li.LSTM(layers, proj_clip=1.0)  # model level: applies to the projected layer only
+    assert [l.proj_clip for l in m.config.layers] == [1.0, None]
+    with pytest.raises(ValueError, match="layer 1: proj_clip bounds a projection"):
+        li.LSTM(layers, layer_options=[{}, {"proj_clip": 1.0}])
+    with pytest.raises(ValueError, match="proj_clip must be a positive"):
+        li.LSTM(layers, proj_clip=-1)

@@ -57,6 +57,7 @@ typedef struct {
     double clip;        /* gate pre-activation clip (ONNX), +inf if none */
     double cell_clip;   /* cell state clip (TF1), +inf if none */
     int cifg;           /* input_forget: f = 1 - i */
+    double proj_clip;   /* projection output clip (TFLite), +inf if none; the driver applies it */
 } li_acts;
 
 /* ---------------------------------------------------------------- kernel types */
