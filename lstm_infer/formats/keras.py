@@ -133,6 +133,12 @@ _IDENTITY_AT_INFERENCE = frozenset({
     "Dropout", "SpatialDropout1D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
     "ActivityRegularization"})
 _ACTIVATIONS = ("sigmoid", "tanh", "hard_sigmoid", "relu", "linear")
+# Keras 2's CuDNNLSTM (keras.layers.CuDNNLSTM, tf.compat.v1.keras.layers.CuDNNLSTM): the
+# LSTM maths with sigmoid / tanh, kernels as an LSTM's, and a bias of 8 * units: cuDNN's
+# input biases then its recurrent biases, each in gate order i, f, c, o. Keras 3 has no
+# such layer (it refuses these files); read from legacy .h5 files here.
+_CUDNN_LSTM = "CuDNNLSTM"
+_LSTM_CLASSES = ("LSTM", _CUDNN_LSTM)
 _HARD_SIGMOID = {2: ("hard_sigmoid", 0.2, 0.5),       # Keras <= 2: clip(0.2 x + 0.5, 0, 1)
                  3: ("hard_sigmoid", 1.0 / 6.0, 0.5)}  # Keras 3: relu6(x + 3) / 6
 
@@ -194,10 +200,10 @@ class _Layer:
 
     @property
     def is_lstm(self) -> bool:
-        if self.class_name == "LSTM":
+        if self.class_name in _LSTM_CLASSES:
             return True
         inner = self.inner
-        return isinstance(inner, dict) and inner.get("class_name") == "LSTM"
+        return isinstance(inner, dict) and inner.get("class_name") in _LSTM_CLASSES
 
     @property
     def input_name(self) -> Optional[str]:
@@ -1026,7 +1032,8 @@ def _direction_weights(named, cfg, where, in_size):
     units = cfg.get("units")
     if isinstance(units, bool) or not isinstance(units, int) or units < 1:
         raise KerasFileError(f"{where}: 'units' must be a positive integer; got {units!r}")
-    use_bias = bool(cfg.get("use_bias", True))
+    cudnn = bool(cfg.get(_CUDNN_LSTM))  # set by _convert (not in a file's config)
+    use_bias = cudnn or bool(cfg.get("use_bias", True))  # CuDNNLSTM always has its bias
     want = 3 if use_bias else 2
     base = [re.sub(r":\d+$", "", n).rsplit("/", 1)[-1] for n, _ in named]
     if len(set(base)) == len(base) and set(base) <= {"kernel", "recurrent_kernel", "bias"}:
@@ -1049,10 +1056,16 @@ def _direction_weights(named, cfg, where, in_size):
                 error=KerasFileError)
     b = role.get("bias") if use_bias else None
     if b is not None:
-        check_shape(b, (4 * H,), f"{where}: bias", "(4*units,)", error=KerasFileError)
+        n = 8 if cudnn else 4
+        check_shape(b, (n * H,), f"{where}: bias",
+                    "(8*units,): cuDNN's input and recurrent biases" if cudnn else "(4*units,)",
+                    error=KerasFileError)
     d = {"w_ih": to_canonical(_value(k).T, "keras"), "w_hh": to_canonical(_value(rk).T, "keras")}
     if b is not None:
-        d["b"] = to_canonical(_value(b), "keras")
+        b = _value(b)
+        if cudnn:  # b_ih + b_hh, fused once as for torch's two biases
+            b = b[:4 * H] + b[4 * H:]
+        d["b"] = to_canonical(b, "keras")
     return d, H
 
 
@@ -1065,8 +1078,8 @@ def _convert(model: _Model, chain: Sequence[_Layer]) -> CanonicalModel:
         w = model.get_weights(l)
         if in_size is None:
             in_size = l.input_dim
-        if l.class_name == "LSTM":
-            cfg = l.config
+        if l.class_name in _LSTM_CLASSES:
+            cfg = _cudnn_config(l.class_name, l.config)
             _refuse_cell_options(cfg, where)
             d, H = _direction_weights(w["forward"], cfg, where, in_size)
             trip = _triple(cfg, vmajor, where)
@@ -1076,13 +1089,13 @@ def _convert(model: _Model, chain: Sequence[_Layer]) -> CanonicalModel:
             layers.append([d])
             in_size = H
         else:  # Bidirectional(LSTM)
-            fcfg = l.inner_config
+            fcfg = _cudnn_config(l.inner.get("class_name"), l.inner_config)
             back = l.config.get("backward_layer")
             if isinstance(back, dict):
-                if back.get("class_name") != "LSTM":
+                if back.get("class_name") not in _LSTM_CLASSES:
                     raise KerasFileError(f"{where}: backward layer is a {back.get('class_name')}, "
                                          f"not an LSTM")
-                bcfg = _as_dict(back.get("config"))
+                bcfg = _cudnn_config(back.get("class_name"), _as_dict(back.get("config")))
             else:  # Keras 2 stores it only when given: then it is a copy of the forward one
                 bcfg = dict(fcfg, go_backwards=not fcfg.get("go_backwards", False))
             if fcfg.get("go_backwards") or not bcfg.get("go_backwards", False):
@@ -1118,6 +1131,14 @@ def _convert(model: _Model, chain: Sequence[_Layer]) -> CanonicalModel:
                              f"True and False")
     return CanonicalModel(layers, {"batch_first": not time_major.pop(),
                                    "layer_options": options}, model.source)
+
+
+def _cudnn_config(class_name, cfg):
+    """An LSTM layer's config; for a CuDNNLSTM, marked as one, with its fixed activations
+    (cuDNN runs sigmoid gates and tanh, whatever a config says)."""
+    if class_name != _CUDNN_LSTM:
+        return cfg
+    return dict(cfg, activation="tanh", recurrent_activation="sigmoid", **{_CUDNN_LSTM: True})
 
 
 def _triple(cfg, vmajor, where):
