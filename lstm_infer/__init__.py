@@ -13,10 +13,12 @@ from .formats.keras import from_keras
 from .formats.onnx import from_onnx
 from .formats.pytorch import from_torch
 from .model import LSTM
+from .sequence_model import SequenceModel, load_model
 
 __version__ = "0.1.0"
 
 __all__ = ["LSTM", "LSTMConfig", "LayerSpec", "Activation", "load", "detect_format",
            "FormatError", "LoadTimeoutError", "IsolatedLoadError",
            "from_torch", "from_keras", "from_onnx", "set_num_threads", "get_num_threads",
+           "SequenceModel", "load_model",
            "__version__"]

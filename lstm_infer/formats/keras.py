@@ -1392,3 +1392,20 @@ def lengths_from_mask(x, mask_value=0.0) -> np.ndarray:
             f"an unmasked one ({int(bad.size)} such sequence(s)); lengths can only express "
             f"padding at the end. Move the padding to the end of each sequence")
     return lengths
+
+
+# ============================================================================ whole models
+# Helpers for lstm_infer.formats.whole_keras (the layers around the LSTM stack).
+
+def _wrapped_layer_weights(model: _Model, layer: _Layer) -> list:
+    """[(name, array or _Weight)] of the layer a wrapper (TimeDistributed) holds: in a
+    Keras 3 archive under ``layers/<wrapper>/layer/vars``; legacy .h5 files and
+    keras.Model objects list them as the wrapper's own weights."""
+    index = getattr(model.get_weights, "__self__", None)
+    if not isinstance(index, _V3Index):
+        return model.get_weights(layer)["forward"]
+    try:
+        return index._cell_vars(index.group(layer), "layer", layer)
+    except (OSError, RuntimeError, KeyError, UnicodeError) as e:
+        raise KerasFileError(f"{index.source}: cannot read the weights of {layer.name!r} "
+                             f"({e}); truncated or corrupted?") from None
