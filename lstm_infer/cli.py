@@ -63,6 +63,15 @@ def _add_bench(sub) -> None:
                         f"(default {bench.NORMAL_BUDGET:g} s, all workloads)")
     p.add_argument("--workloads", type=_csv, metavar="A,B,...",
                    help="comma-separated workload names or TxBxIxH sizes, or 'all'")
+    p.add_argument("--model", metavar="FILE",
+                   help="instead of the workloads: time this model file (any format "
+                        "`lstm-infer inspect` reads) against the peers that can run it; "
+                        "a quantized file also runs as it is (ours-<mode>)")
+    p.add_argument("--shape", metavar="T,B",
+                   help="with --model: time steps and batch of the input (default "
+                        f"{','.join(map(str, bench.DEFAULT_SHAPE))})")
+    _selectors(p, "with --model: ")
+    _layout_flags(p, "with --model: load the model as taking")
     p.add_argument("--threads", type=_positive_int, default=1, metavar="N",
                    help="threads per forward call, for every engine (default 1)")
     g = p.add_mutually_exclusive_group()
@@ -109,6 +118,17 @@ def _cmd_bench(args) -> int:
     from . import bench
 
     # unknown workloads / peers / modes: ValueError, which main() reports with status 2
+    if args.model is None:
+        given = [o for o, v in (("--shape", args.shape), ("--prefix", args.prefix),
+                                ("--layer", args.layer), ("--node", args.node),
+                                ("--batch-first/--time-major", args.batch_first is not None))
+                 if v]
+        if given:
+            raise ValueError(f"{', '.join(given)} go(es) with --model FILE")
+    elif args.workloads or args.quantize or args.concurrency:
+        raise ValueError("--model FILE is the workload: it does not take --workloads, "
+                         "--quantize or --concurrency")
+    shape = bench.parse_shape(args.shape) if args.shape else bench.DEFAULT_SHAPE
     workloads = bench.select_workloads(args.workloads, quick=args.quick)
     peers = [] if args.no_peers else bench.select_peers(args.peers)
     modes = bench.select_modes(args.modes)
@@ -154,11 +174,16 @@ def _cmd_bench(args) -> int:
         peak, peak_threads = bench.peak_for(roof, args.threads)
         timing.update(peak_gflops=peak, peak_threads=peak_threads, roofline=args.roofline)
     env = bench.environment(args.threads, ["ours"] + peers, timing=timing)
-    results = bench.run_benchmarks(workloads, peers=peers, threads=args.threads, budget=budget,
-                                   progress=progress, on_block=bar.update, modes=modes,
-                                   rounds=args.rounds, block_calls=args.block_calls,
-                                   block_time=block_time, cold=args.cold, evictor=evictor,
-                                   peak_gflops=peak)
+    run = dict(peers=peers, threads=args.threads, budget=budget, progress=progress,
+               on_block=bar.update, rounds=args.rounds, block_calls=args.block_calls,
+               block_time=block_time, cold=args.cold, evictor=evictor, peak_gflops=peak)
+    if args.model:
+        results, env["model"] = bench.run_model_file(
+            args.model, shape, modes=args.modes, load_options=dict(
+                prefix=args.prefix, layer=args.layer, node=args.node,
+                batch_first=args.batch_first), **run)
+    else:
+        results = bench.run_benchmarks(workloads, modes=modes, **run)
     bar.clear()
     print(bench.render_table(results, env, markdown=args.markdown), flush=True)
     if args.json:
@@ -212,16 +237,29 @@ def _cmd_roofline(args) -> int:
 
 # ---------------------------------------------------------------- inspect / convert / run
 
-def _selectors(p) -> None:
-    p.add_argument("--prefix", help="PyTorch: which LSTM of a larger state dict (e.g. encoder.rnn.)")
-    p.add_argument("--layer", help="Keras: which LSTM / Bidirectional layer, by name")
-    p.add_argument("--node", help="ONNX: which LSTM node, by name")
+def _selectors(p, when: str = "") -> None:
+    p.add_argument("--prefix", help=when + "PyTorch: which LSTM of a larger state dict "
+                                           "(e.g. encoder.rnn.)")
+    p.add_argument("--layer", help=when + "Keras: which LSTM / Bidirectional layer, by name")
+    p.add_argument("--node", help=when + "ONNX: which LSTM node, by name")
+
+
+def _layout_flags(p, what: str) -> None:
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--batch-first", dest="batch_first", action="store_const", const=True,
+                   help=f"{what} (B, T, I) input: batch_first=True. Needed for PyTorch files "
+                        "of a batch_first module (state dicts do not record it); overrides "
+                        "what ONNX / Keras / native files record")
+    g.add_argument("--time-major", dest="batch_first", action="store_const", const=False,
+                   help=f"{what} (T, B, I) input: batch_first=False")
+    p.set_defaults(batch_first=None)
 
 
 def _load(args):
     from . import load
 
-    return load(args.model, prefix=args.prefix, layer=args.layer, node=args.node)
+    return load(args.model, prefix=args.prefix, layer=args.layer, node=args.node,
+                batch_first=getattr(args, "batch_first", None))
 
 
 def describe(model, path=None) -> dict:
@@ -239,9 +277,13 @@ def describe(model, path=None) -> dict:
                        "reverse_output": l.reverse_output, "clip": l.clip,
                        "cell_clip": l.cell_clip, "input_forget": l.input_forget,
                        "activations": acts})
+    from .formats.detect import RECORDS_LAYOUT
+
     params = sum(int(a.size) for layer in model.weights for d in layer for a in d.values())
-    info = {"format": detect_format(path) if path else None, "dtype": c.dtype,
+    fmt = detect_format(path) if path else None
+    info = {"format": fmt, "dtype": c.dtype,
             "quantization": c.quantization, "batch_first": c.batch_first,
+            "layout_recorded": RECORDS_LAYOUT.get(fmt) if fmt else None,
             "input_size": c.input_size, "output_size": c.output_size, "num_layers": c.num_layers,
             "parameters": params, "layers": layers, "other_layers": None}
     if path and info["format"] in ("keras", "keras-h5"):
@@ -254,16 +296,22 @@ def describe(model, path=None) -> dict:
 def _add_inspect(sub) -> None:
     p = sub.add_parser("inspect", help="show what a model file holds",
                        description="Detect a model file's format and show its LSTM: layers, "
-                                   "directions, sizes, parameter count, dtype, variant flags and "
+                                   "directions, sizes, parameter count, dtype, variant flags, "
+                                   "whether the file records its layout (batch_first) and "
                                    "the other layers found (Keras).")
     p.add_argument("model", help="a native .safetensors, .pt/.pth/.bin, .keras/.h5 or .onnx file")
+    _layout_flags(p, "load the model as taking")
     _selectors(p)
+    _add_whole_flags(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.set_defaults(func=_cmd_inspect)
 
 
 def _cmd_inspect(args) -> int:
     info = describe(_load(args), args.model)
+    whole, why = _whole_model(args)
+    info["whole_model"] = {"model": repr(whole), "parts": whole.parts} if whole else (
+        {"error": why} if why else None)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -272,6 +320,11 @@ def _cmd_inspect(args) -> int:
           f"{info['num_layers']} layer(s), {info['parameters']:,} parameters, "
           f"input {info['input_size']} -> output {info['output_size']}"
           f"{', batch_first' if info['batch_first'] else ''}")
+    if info["layout_recorded"] is False:
+        print("  layout: not recorded (a PyTorch state dict holds no batch_first); "
+              + ("loaded as batch_first (B, T, I), as asked" if info["batch_first"] else
+                 "loaded time-major (T, B, I): if the module was batch_first, load it with "
+                 "batch_first=True (--batch-first)"))
     for l in info["layers"]:
         flags = [f for f, on in (("peephole", l["peephole"]), ("cifg", l["input_forget"]),
                                  ("reverse_output", l["reverse_output"])) if on]
@@ -288,30 +341,177 @@ def _cmd_inspect(args) -> int:
         print("  other layers: " + ", ".join(f"{o.get('name')} ({o.get('class_name')})"
                                               if isinstance(o, dict) else str(o)
                                               for o in info["other_layers"]))
+    if whole:
+        print("  whole model (what `lstm-infer run` runs; --lstm-only for the LSTM alone):")
+        for p in whole.parts:
+            print("    " + _part_line(p))
+    elif why:
+        print(f"  whole model: no, the LSTM alone runs ({why})")
     return 0
 
 
+def _add_whole_flags(p) -> None:
+    p.add_argument("--spec", metavar="JSON|@FILE",
+                   help="PyTorch whole models: the parts a state dict does not record, as "
+                        "JSON (or @file.json), e.g. '{\"head_on\": \"last\", \"activation\": "
+                        "\"softmax\", \"batch_first\": true}' (see li.load_model)")
+    p.add_argument("--lstm-only", action="store_true",
+                   help="the LSTM alone, not the whole model (embedding, head) around it")
+
+
+def _spec_arg(text):
+    if not text:
+        return None
+    if text.startswith("@"):
+        with open(text[1:], encoding="utf8") as f:
+            text = f.read()
+    try:
+        spec = json.loads(text)
+    except ValueError as e:
+        raise ValueError(f"--spec is not valid JSON ({e})") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"--spec must be a JSON object; got {text[:60]!r}")
+    return spec
+
+
+def _whole_model(args):
+    """(the file's whole model, None), (None, why the file's parts cannot run), or
+    (None, None) when the LSTM alone is asked for or is all the file holds."""
+    if args.lstm_only or args.prefix or args.layer or args.node:
+        if args.spec:
+            raise ValueError("--spec describes a whole model; it does not go with --lstm-only, "
+                             "--prefix, --layer or --node")
+        return None, None
+    from .sequence_model import WholeModelError, load_model
+
+    spec = _spec_arg(args.spec)
+    try:
+        m = load_model(args.model, spec=spec, batch_first=args.batch_first)
+    except WholeModelError as e:
+        if spec:
+            raise
+        return None, str(e)
+    return (None, None) if m.is_bare else (m, None)
+
+
+def _part_line(p: dict) -> str:
+    kind = p["part"]
+    if kind == "embedding":
+        return (f"embedding {p['name']}: {p['vocab_size']} tokens x {p['dim']}"
+                + (f", pad_id {p['pad_id']}" if p["pad_id"] is not None else "")
+                + f" ({p['lengths']})")
+    if kind == "masking":
+        return f"masking: steps whose features all equal {p['mask_value']:g} are padding"
+    if kind == "lstm":
+        return (f"lstm {p['name']}: {', '.join(p['layers'])} -> {p['output_size']} features"
+                f"{', batch_first' if p['batch_first'] else ', time-major'}, {p['dtype']}"
+                + (f", quantized {p['quantization']}" if p["quantization"] else ""))
+    if kind == "pool":
+        what = {"steps": "every step", "last": "the final state (directions merged)",
+                "last_step": "the output at the last step"}[p["head_on"]]
+        return f"head on {p['head_on']}: {what}" + (
+            ", the last valid output repeated at padded steps"
+            if p.get("masked_outputs") == "repeat_last" else "")
+    if kind == "dense":
+        return f"dense {p['name']}: {p['in']} -> {p['out']}, {p['activation']}"
+    return "; ".join(f"note: {n}" for n in p.get("notes", []))
+
+
+# output formats of `convert`: name -> the suffixes that pick it
+CONVERT_FORMATS = {"native": (".safetensors",), "torch": (".pt", ".pth", ".bin"),
+                   "onnx": (".onnx",), "keras": (".keras",)}
+
+
+def output_format(path: str, forced: Optional[str] = None) -> str:
+    """The `convert` target for `path`: `forced` (``--to``), else from its suffix; a
+    ValueError for a suffix that picks none."""
+    if forced:
+        return forced
+    low = path.lower()
+    for fmt, suffixes in CONVERT_FORMATS.items():
+        if low.endswith(suffixes):
+            return fmt
+    known = ", ".join(f"{'/'.join(sf)} ({fmt})" for fmt, sf in CONVERT_FORMATS.items())
+    hint = " (legacy Keras .h5 files are not written: use .keras)" if low.endswith(".h5") \
+        else ""
+    raise ValueError(f"cannot tell the output format from {path!r}{hint}: expected a name "
+                     f"ending in {known}, or choose one with --to")
+
+
 def _add_convert(sub) -> None:
-    p = sub.add_parser("convert", help="convert a model file to the native format",
-                       description="Load any supported file and save it as a native lstm_infer "
-                                   ".safetensors file (loads back bit-exactly with li.load).")
+    p = sub.add_parser(
+        "convert", help="convert a model file to another format (native, PyTorch, ONNX, Keras)",
+        description="Load any supported file and write it in the format OUT's suffix names: "
+                    ".safetensors native lstm_infer (loads back bit-exactly), .pt/.pth/.bin "
+                    "a torch.save state dict (torch.load(weights_only=True) reads it), .onnx "
+                    "an ONNX graph onnxruntime runs, .keras a Keras 3 model "
+                    "(keras.saving.load_model opens it); --to forces one (--to torch with "
+                    ".safetensors: torch-named safetensors). No framework is needed (ONNX "
+                    "output needs the onnx package, Keras output h5py). What the target "
+                    "cannot express (peepholes to torch, a projection to ONNX or Keras...) "
+                    "is refused, naming it; see the README's 'Converting between "
+                    "frameworks'.")
     p.add_argument("model", help="source file (any supported format)")
-    p.add_argument("-o", "--output", required=True, help="destination .safetensors file")
-    p.add_argument("--quantize", choices=("int8", "int8-weights", "float16", "bfloat16"),
-                   help="also quantize (see the README's Quantization section)")
+    p.add_argument("-o", "--output", required=True,
+                   help="destination: .safetensors, .pt/.pth/.bin, .onnx or .keras")
+    p.add_argument("--to", choices=tuple(CONVERT_FORMATS),
+                   help="output format, whatever OUT's suffix")
+    from . import quantize
+
+    modes = quantize.MODES + tuple(getattr(quantize, "ALIASES", ()))  # + the old names
+    p.add_argument("--quantize", choices=modes,
+                   help="also quantize (native output; see the README's Quantization section)")
     p.add_argument("--input-weights", action="store_true",
                    help="with a weight-only --quantize mode: quantize W_ih too (less memory, "
                         "more error)")
+    p.add_argument("--dequantize", action="store_true",
+                   help="torch / ONNX / Keras output of a quantized model: write the float32 "
+                        "weights it computes with (refused without this flag)")
+    p.add_argument("--sequence-lens", action="store_true",
+                   help="ONNX output: a sequence_lens input (int32 (B,)): our lengths")
+    p.add_argument("--initial-state", action="store_true",
+                   help="ONNX output: initial_h / initial_c inputs: our state")
+    _layout_flags(p, "the converted model takes")
     _selectors(p)
     p.set_defaults(func=_cmd_convert)
 
 
 def _cmd_convert(args) -> int:
+    fmt = output_format(args.output, args.to)  # before loading: a bad name fails fast
+    onnx_only = [f for f, on in (("--sequence-lens", args.sequence_lens),
+                                 ("--initial-state", args.initial_state)) if on]
+    if onnx_only and fmt != "onnx":
+        raise ValueError(f"{' and '.join(onnx_only)} apply to ONNX output only; the output is "
+                         f"{fmt}")
     model = _load(args)
     if args.quantize:
         model = model.quantize(args.quantize, input_weights=args.input_weights)
-    model.save(args.output)
-    print(f"{args.model} -> {args.output}: {model!r}")
+    notes = []
+    if fmt == "native":
+        model.save(args.output)
+    elif fmt == "torch":
+        from .formats.torch_writer import write_torch
+
+        write_torch(model, args.output, dequantize=args.dequantize,
+                    safetensors=args.output.lower().endswith(".safetensors"))
+        if model.config.batch_first:
+            notes.append("PyTorch state dicts do not record batch_first: build the "
+                         "nn.LSTM with batch_first=True, and load the file with "
+                         "batch_first=True (lstm-infer run --batch-first)")
+    elif fmt == "onnx":
+        model.to_onnx(args.output, sequence_lens=args.sequence_lens,
+                      initial_state=args.initial_state, dequantize=args.dequantize)
+        if model.config.batch_first:
+            notes.append("the graph takes (B, T, I) through a Transpose before the first "
+                         "LSTM node (onnxruntime runs layout 0 only): li.load reads it back "
+                         "time-major unless given batch_first=True (--batch-first)")
+    else:
+        model.to_keras(args.output, dequantize=args.dequantize)
+        if not model.config.batch_first:
+            notes.append("Keras models are batch-first: the .keras model takes (B, T, I)")
+    print(f"{args.model} -> {args.output} ({fmt}): {model!r}")
+    for n in notes:
+        print(f"note: {n}", file=sys.stderr)
     return 0
 
 
@@ -319,22 +519,28 @@ def _add_run(sub) -> None:
     p = sub.add_parser("run", help="run a model on a .npy input",
                        description="Run MODEL on the array in --input (.npy, loaded without "
                                    "pickle) and write the output sequence to --output (.npy). "
+                                   "A whole model (an embedding and / or a head around the "
+                                   "LSTM, see `inspect`) runs whole: token ids in, the head's "
+                                   "output out (--lstm-only: the LSTM alone). "
                                    "Shapes follow the model: (T, B, I), (B, T, I) if "
-                                   "batch_first, or (T, I) unbatched.")
+                                   "batch_first (--batch-first for a PyTorch file of a "
+                                   "batch_first module), or (T, I) unbatched.")
     p.add_argument("model")
     p.add_argument("--input", required=True, help="input .npy")
     p.add_argument("--output", required=True, help="output .npy (the output sequence)")
     p.add_argument("--state-output", help="also write h_n, c_n to this .npz")
     p.add_argument("--lengths", help="sequence lengths: a .npy file or a comma list, e.g. 100,80")
     p.add_argument("--threads", type=_positive_int, help="threads for the call")
+    _layout_flags(p, "the input is")
     _selectors(p)
+    _add_whole_flags(p)
     p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args) -> int:
     import numpy as np
 
-    model = _load(args)
+    whole, why = _whole_model(args)
     x = np.load(args.input, allow_pickle=False)
     lengths = None
     if args.lengths:
@@ -347,6 +553,25 @@ def _cmd_run(args) -> int:
                 print(f"lstm-infer run: --lengths must be a .npy file or integers separated by "
                       f"commas; got {args.lengths!r}", file=sys.stderr)
                 return 2
+    if whole is not None:  # embedding / head around the LSTM: the model's own output
+        if args.state_output:
+            raise ValueError("--state-output: a whole model returns its head's output; "
+                             "--lstm-only runs the LSTM alone, with its state")
+        if whole.embedding is not None and x.dtype.kind == "f" and \
+                not np.all(np.mod(x, 1) == 0):
+            raise ValueError(f"{args.model} is a whole model whose input is token ids (an "
+                             f"integer array); --input holds {x.dtype} features: pass token "
+                             f"ids, or --lstm-only to run its LSTM on features")
+        y = whole(x, lengths=lengths, num_threads=args.threads)
+        np.save(args.output, y)
+        print(f"{args.input} {x.shape} -> {args.output} {y.shape} ({whole!r})")
+        return 0
+    if why and x.dtype.kind in "iu":
+        raise ValueError(f"{args.input} holds integers (token ids?), but the model around "
+                         f"the LSTM cannot run: {why}")
+    if why:
+        print(f"note: running the LSTM alone: {why}", file=sys.stderr)
+    model = _load(args)
     out, (h, c) = model(x, lengths=lengths, num_threads=args.threads)
     np.save(args.output, out)
     if args.state_output:

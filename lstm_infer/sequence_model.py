@@ -509,12 +509,15 @@ def _dense(z: np.ndarray, d: Dense) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------- loading
-def build_whole(data: WholeModelData, error=WholeModelError) -> SequenceModel:
+def build_whole(data: WholeModelData, error=WholeModelError,
+                batch_first: Optional[bool] = None) -> SequenceModel:
     """A SequenceModel from a reader's `WholeModelData` (the LSTM built by the one
     builder, `lstm_infer._build.build`); a ValueError / TypeError of the checks is
-    raised again as `error` naming the source."""
+    raised again as `error` naming the source. `batch_first` overrides the layout."""
     from ._build import build
 
+    if batch_first is not None:
+        data.lstm.options = dict(data.lstm.options, batch_first=bool(batch_first))
     lstm = build(data.lstm, error, data.source)
     try:
         return SequenceModel(lstm, embedding=data.embedding, head=data.head,
@@ -541,7 +544,9 @@ def load_model(obj, *, spec=None, batch_first=None) -> SequenceModel:
         "last_step" or "steps"), ``pad_id`` (compute lengths from trailing padding),
         ``batch_first``. A checkpoint may carry it under the key ``"lstm_infer_spec"``.
     batch_first : bool, optional
-        torch: the layout (state dicts do not record it; default False, or the spec's).
+        The layout of the input (and of a per-step output): token ids (B, T) if True,
+        (T, B) if False. Default: what the file records (Keras: True; ONNX: its graph's
+        input); torch state dicts do not record it: the spec's, else False (nn.LSTM's).
 
     Returns
     -------
@@ -561,20 +566,26 @@ def load_model(obj, *, spec=None, batch_first=None) -> SequenceModel:
         fmt = detect.detect_format(obj)
         if fmt in ("keras", "keras-h5"):
             _no_spec(spec, "Keras files")
-            return build_whole(whole_keras.read(obj), whole_keras.KerasFileError)
+            return build_whole(whole_keras.read(obj), whole_keras.KerasFileError, batch_first)
         if fmt == "onnx":
             _no_spec(spec, "ONNX graphs")
-            return build_whole(whole_onnx.read(obj), whole_onnx.ONNXFormatError)
+            return build_whole(whole_onnx.read(obj), whole_onnx.ONNXFormatError, batch_first)
         if fmt == "native":
-            return whole_native.load(obj)
+            m = whole_native.load(obj)
+            if batch_first is not None and batch_first != m.config.batch_first:
+                from .model import LSTM
+
+                m = m._with_lstm(LSTM(m.lstm.weights, **dict(m.lstm.options,
+                                                             batch_first=batch_first)))
+            return m
         return build_whole(whole_torch.read(obj, spec, batch_first), whole_torch.TorchFileError)
     kind = _object_kind(obj)
     if kind == "keras":
         _no_spec(spec, "Keras models")
-        return build_whole(whole_keras.read(obj), whole_keras.KerasFileError)
+        return build_whole(whole_keras.read(obj), whole_keras.KerasFileError, batch_first)
     if kind == "onnx":
         _no_spec(spec, "ONNX graphs")
-        return build_whole(whole_onnx.read(obj), whole_onnx.ONNXFormatError)
+        return build_whole(whole_onnx.read(obj), whole_onnx.ONNXFormatError, batch_first)
     if kind == "torch":
         return build_whole(whole_torch.read(obj, spec, batch_first), WholeModelError)
     raise TypeError(f"load_model expects a path, a keras.Model, an onnx.ModelProto, a torch "

@@ -250,7 +250,8 @@ def _fold(g, ops) -> list:
             if w.ndim != 2 or w.dtype.kind != "f":
                 raise _Error(f"{g.where}: MatMul node {label} has a {w.dtype} right operand of "
                              f"shape {w.shape}; a dense layer's is a 2-D float matrix")
-            head.append({"weight": w, "bias": None, "activation": "linear", "name": label})
+            head.append({"weight": w, "bias": None, "activation": "linear",
+                         "name": g.node_name(node)})
         elif op == "Gemm":
             a = O._attrs(node, g.helper, g.where)
             if a.get("transA", 0):
@@ -259,7 +260,7 @@ def _fold(g, ops) -> list:
             if w.ndim != 2 or w.dtype.kind != "f":
                 raise _Error(f"{g.where}: Gemm node {label}: B of shape {w.shape}")
             w = (w.T if a.get("transB", 0) else w) * np.float32(a.get("alpha", 1.0))
-            d = {"weight": w, "bias": None, "activation": "linear", "name": label}
+            d = {"weight": w, "bias": None, "activation": "linear", "name": g.node_name(node)}
             if len(consts) > 1:
                 d["bias"] = _bias(g, consts[1] * np.float32(a.get("beta", 1.0)), w.shape[1],
                                   label)
