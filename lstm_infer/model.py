@@ -290,7 +290,7 @@ class LSTM:
             raise ValueError(f"x has shape {given_shape}: at most {MAX_DIM} time steps and "
                              f"sequences per call are supported (32-bit indices)")
         lens = self._check_lengths(lengths, B, T, unbatched)
-        h0s, c0s = self._check_state(state, B, unbatched)
+        h0s, c0s = self._check_state(state, B, unbatched, T)
         copy = x_tb.dtype != self._dtype or not _kernel_friendly(x_tb)
         with check_allocation(self._call_bytes(T, B, copy),
                               lambda: f"a call on x of shape {given_shape}"):
@@ -402,13 +402,37 @@ class LSTM:
                 lens.dtype.kind == "f" and np.all(np.mod(lens, 1) == 0)):
             raise TypeError(f"lengths must be integers; got dtype {lens.dtype}")
         if lens.shape != (B,):
-            raise ValueError(f"lengths must have shape (B,) = ({B},); got {lens.shape}")
+            swapped = not unbatched and lens.shape == (T,) and T != B
+            raise ValueError(f"lengths must have shape (B,) = ({B},); got {lens.shape}"
+                             + (self._swapped_axes_hint(T, B) if swapped else ""))
         if B and (lens.min() < 0 or lens.max() > T):
             raise ValueError(f"lengths must satisfy 0 <= len <= T = {T}; got min {lens.min()}, "
                              f"max {lens.max()}")
         return lens.astype(np.intc)
 
-    def _check_state(self, state, B, unbatched):
+    def _swapped_axes_hint(self, T, B) -> str:
+        """The end of a message about a (B,)-sized argument that has x's other size."""
+        if self._config.batch_first:
+            return (f"; this model is batch_first, so x was read as B={B} sequences of "
+                    f"T={T} steps. If x is (T, B, I), load the model with "
+                    f"batch_first=False or pass x.transpose(1, 0, 2)")
+        return (f"; this model is time-major (batch_first=False), so x was read as T={T} "
+                f"steps of B={B} sequences. If x is (B, T, I), load the model with "
+                f"batch_first=True (li.load(path, batch_first=True), lstm-infer run "
+                f"--batch-first) or pass x.transpose(1, 0, 2)")
+
+    def _check_state_shape(self, a, want, name, formula, T):
+        """check_shape, whose message says when the batch axis has x's other size."""
+        try:
+            check_shape(a, want, name, formula)
+        except ValueError as e:
+            B = want[1]
+            if T is not None and T != B and a.ndim == 3 and \
+                    (a.shape[0], a.shape[2]) == (want[0], want[2]) and a.shape[1] == T:
+                raise ValueError(f"{e}{self._swapped_axes_hint(T, B)}") from None
+            raise
+
+    def _check_state(self, state, B, unbatched, T=None):
         specs = self._config.layers
         if state is None:
             h0s = [np.zeros((D, B, Hout), dtype=self._dtype) for D, Hout, _ in self._dims]
@@ -428,7 +452,7 @@ class LSTM:
                     check_shape(a, want, f"{name} (D*num_layers, H)")
                     a = a[:, None, :]
                 else:
-                    check_shape(a, want, f"{name} (D*num_layers, B, H)")
+                    self._check_state_shape(a, want, name, "(D*num_layers, B, H)", T)
                 parts = [a[k * D:(k + 1) * D] for k in range(L)]
             else:
                 if not isinstance(arr, (list, tuple)) or len(arr) != len(specs):
@@ -441,7 +465,8 @@ class LSTM:
                         check_shape(a, (s.num_directions, size(s)), f"{name}[{k}] (D, H_k)")
                         a = a[:, None, :]
                     else:
-                        check_shape(a, (s.num_directions, B, size(s)), f"{name}[{k}] (D, B, H_k)")
+                        self._check_state_shape(a, (s.num_directions, B, size(s)),
+                                                f"{name}[{k}]", "(D, B, H_k)", T)
                     parts.append(a)
             out.append([np.ascontiguousarray(p) for p in parts])
         return out[0], out[1]
@@ -452,6 +477,38 @@ class LSTM:
         from .formats import native  # formats never imports this module: no cycle
 
         native.save(self.canonical(), path)
+
+    # Export to other frameworks' files, without those frameworks (README: "Converting
+    # between frameworks"). Each refuses, listing them, the features its target cannot
+    # express (lstm_infer.formats._export.ExportError, a ValueError), and a quantized
+    # model unless dequantize=True (then the float32 weights it computes with).
+    def to_onnx(self, path, *, sequence_lens: bool = False, initial_state: bool = False,
+                layout: int = 0, opset: int = 17, dequantize: bool = False) -> None:
+        """Write an ONNX graph of this model that onnxruntime runs (needs the ``onnx``
+        package): input ``X`` as this model takes it, optional ``sequence_lens`` /
+        ``initial_h`` / ``initial_c`` inputs, outputs ``Y``, ``Y_h``, ``Y_c`` = ``out``,
+        ``h_n``, ``c_n``. See lstm_infer.formats.onnx.to_onnx."""
+        from .formats.onnx import to_onnx
+
+        to_onnx(self, path, sequence_lens=sequence_lens, initial_state=initial_state,
+                layout=layout, opset=opset, dequantize=dequantize)
+
+    def to_torch(self, path, *, dequantize: bool = False) -> None:
+        """Write this model's ``torch.nn.LSTM`` state dict: a ``torch.save`` zip that
+        ``torch.load(path, weights_only=True)`` reads, or torch-named safetensors when
+        `path` ends in ``.safetensors``. ``batch_first`` is not recorded (torch state
+        dicts do not hold it). See lstm_infer.formats.torch_writer."""
+        from .formats.torch_writer import write_torch
+
+        write_torch(self, path, dequantize=dequantize)
+
+    def to_keras(self, path, *, dequantize: bool = False) -> None:
+        """Write a Keras 3 ``.keras`` file (needs h5py) that ``keras.saving.load_model``
+        opens: Input -> LSTM / Bidirectional layers, output ``out``, batch-first.
+        See lstm_infer.formats.keras_writer."""
+        from .formats.keras_writer import write_keras
+
+        write_keras(self, path, dequantize=dequantize)
 
     def canonical(self) -> CanonicalModel:
         """The model as data: ``CanonicalModel(self.weights, self.options)``, which
@@ -491,7 +548,11 @@ class LSTM:
         quantized to u8 per row at every step, int32 accumulation, gates in float32
         (``input_weights`` does not apply: both matrices are always quantized).
 
-        ``"int8-weights"``, ``"float16"``, ``"bfloat16"``: weight storage -- weights
+        ``"bf16"``: bfloat16 compute -- W_ih and W_hh bf16, x and h rounded to bf16
+        before each GEMM, float32 accumulation, gates and state (AMX's numerics).
+
+        ``"int8-weights"``, ``"float16-weights"``, ``"bfloat16-weights"`` (old names
+        ``"float16"``, ``"bfloat16"`` still accepted): weight storage -- weights
         kept in that precision and widened in registers, maths in float32. By default
         only the recurrent W_hh (streamed every step) is stored so;
         ``input_weights=True`` also stores W_ih, for memory (more error, no speed at

@@ -9,6 +9,9 @@ from __future__ import annotations
 import os
 import zipfile
 
+import numpy as np
+
+from .._build import CanonicalModel, build
 from . import keras, native, onnx, pytorch
 from . import safetensors_io as st  # noqa: F401 - the header reader native.sniff uses
 from .errors import ZIP_ERRORS, FormatError, check_file, guard
@@ -57,12 +60,22 @@ def _unknown(path: str, head: bytes) -> UnknownFormatError:
         f"torch.save zip (.pt/.pth/.bin), a Keras .keras or .h5 file, or an ONNX model")
 
 
-def load(path, *, prefix=None, layer=None, node=None, isolated=False, timeout=None,
-         max_memory=None):
+def load(path, *, prefix=None, layer=None, node=None, batch_first=None, isolated=False,
+         timeout=None, max_memory=None):
     """Load an LSTM from any supported file (see `detect_format`).
 
     prefix / layer / node pick one LSTM in a PyTorch state dict / Keras model /
     ONNX graph, as in from_torch / from_keras / from_onnx.
+
+    batch_first : bool, optional
+        The layout of the returned model's ``x`` and ``out``: (B, T, ...) if True, (T,
+        B, ...) if False. Default None: what the file records -- the ONNX ``layout``
+        attribute, Keras (always batch-first, or tf.keras ``time_major``), the native
+        format's config -- and False for PyTorch files, which cannot record it (a state
+        dict holds no ``batch_first``: pass ``batch_first=True`` for a module built
+        with it; ``lstm-infer inspect`` says when a file does not record its layout).
+        An explicit value wins over what the file records: the weights do not depend
+        on the layout.
 
     Files you do not trust
     ----------------------
@@ -86,15 +99,31 @@ def load(path, *, prefix=None, layer=None, node=None, isolated=False, timeout=No
 
     A loader's error in the child is raised again in the caller, same class and message.
     """
+    if batch_first is not None and not isinstance(batch_first, (bool, np.bool_)):
+        raise TypeError(f"batch_first must be True, False or None; got {batch_first!r}")
     if isolated or timeout is not None or max_memory is not None:
         from .isolate import load_isolated
-        return load_isolated(path, timeout=timeout, max_memory=max_memory, prefix=prefix,
-                             layer=layer, node=node)
+        return with_layout(load_isolated(path, timeout=timeout, max_memory=max_memory,
+                                         prefix=prefix, layer=layer, node=node), batch_first)
     fmt = detect_format(path)
     if fmt == "native":
-        return native.load(path)
+        return with_layout(native.load(path), batch_first)
     if fmt in ("pytorch", "pytorch-safetensors"):
-        return pytorch.load_torch_file(path, prefix=prefix)
+        return pytorch.load_torch_file(path, prefix=prefix, batch_first=bool(batch_first))
     if fmt in ("keras", "keras-h5"):
-        return keras.from_keras(path, layer=layer)
-    return onnx.from_onnx(path, node=node)
+        return with_layout(keras.from_keras(path, layer=layer), batch_first)
+    return with_layout(onnx.from_onnx(path, node=node), batch_first)
+
+
+# Formats whose files record the model's layout (batch_first); torch state dicts do not.
+RECORDS_LAYOUT = {"native": True, "pytorch": False, "pytorch-safetensors": False,
+                  "keras": True, "keras-h5": True, "onnx": True}
+
+
+def with_layout(model, batch_first):
+    """`model` with ``batch_first`` set (the same model when it already has it, or
+    when `batch_first` is None); the weights are shared in meaning, packed anew."""
+    if batch_first is None or bool(batch_first) == model.config.batch_first:
+        return model
+    return build(CanonicalModel(model.weights, dict(model.options,
+                                                    batch_first=bool(batch_first))))

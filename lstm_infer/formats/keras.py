@@ -116,7 +116,7 @@ import numpy as np
 
 from .._build import CanonicalModel, build
 from .._validate import check_shape
-from ._export import float_weights, model_of, refuse
+from ._export import float_weights, model_of
 from .errors import MAX_METADATA_BYTES, ZIP_ERRORS, FormatError, check_file, guard, read_member
 from .gate_orders import to_canonical
 
@@ -1325,31 +1325,42 @@ def is_keras_file(path) -> bool:
     return sniff(path) is not None
 
 
-def to_keras_weights(model_or_data) -> List[List[np.ndarray]]:
+def to_keras_weights(model_or_data, *, dequantize: bool = False) -> List[List[np.ndarray]]:
     """Per layer, the list Keras ``LSTM.set_weights`` (``Bidirectional(LSTM).set_weights``
     for a bidirectional layer) takes, for a model (an LSTM or its `CanonicalModel`): the
-    inverse of the Keras loader's conversion.
+    inverse of the Keras loader's conversion. `keras_writer.write_keras` writes a whole
+    ``.keras`` file from it.
 
     Each direction, forward first: kernel (I, 4H), recurrent_kernel (H, 4H), bias (4H,);
     Keras' gate order i, f, c, o is ours, our fused bias its single bias (so the Keras
-    layers need ``use_bias=True``, the default). float32 copies; a weight-only quantized
-    model gives the float32 weights it computes with. The Keras layers must match the
-    model: ``LSTM(H, return_sequences=True)`` per layer (``Bidirectional`` around it for
-    bidirectional layers), default activations; ``batch_first`` is Keras' own layout.
+    layers need ``use_bias=True``, the default). Copies in the model's dtype (float32 for
+    a quantized one). The Keras layers must match the model: per layer
+    ``LSTM(H, return_sequences=True, activation=..., recurrent_activation=...)``
+    (``go_backwards=True`` for a Keras go_backwards layer), ``Bidirectional`` around it
+    (``merge_mode``) for bidirectional layers; layers may differ in size. Keras models
+    are batch-first: (B, T, I) in.
 
-    Raises ValueError listing what a Keras LSTM stack cannot express (a projection,
-    peepholes, clip, cell_clip, CIFG, other activations, a reverse-only layer, merge
-    modes other than concat, layers of different sizes, the "int8" mode). Needs no Keras.
+    dequantize : a quantized model is refused unless True; then its float32 weights.
+
+    Raises ExportError (a ValueError) listing what a Keras LSTM stack cannot express (a
+    projection, peepholes, clip, cell_clip, CIFG, a cell activation other than the
+    output one, the Keras 2 hard_sigmoid, a reverse-only layer whose outputs are in time
+    order (ONNX direction="reverse"), a quantized model without dequantize=True).
+    Needs no Keras.
     """
+    from ._export import check, keras_activations
+
     model = model_of(model_or_data)
-    refuse(model, "a Keras LSTM stack", peephole=False)
+    check(model, "a Keras LSTM stack", supports={"go_backwards", "merge"},
+          activations=keras_activations, dequantize=dequantize)
+    dtype = np.float32 if model.config.quantization else model.dtype
     out = []
     for layer in float_weights(model):
         ws = []
         for w in layer:
-            ws += [np.array(np.asarray(w["w_ih"]).T, dtype=np.float32),
-                   np.array(np.asarray(w["w_hh"]).T, dtype=np.float32),
-                   np.array(w["b"], dtype=np.float32)]
+            ws += [np.array(np.asarray(w["w_ih"]).T, dtype=dtype),
+                   np.array(np.asarray(w["w_hh"]).T, dtype=dtype),
+                   np.array(w["b"], dtype=dtype)]
         out.append(ws)
     return out
 

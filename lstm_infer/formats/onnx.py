@@ -97,7 +97,7 @@ import numpy as np
 from .._build import CanonicalModel, build
 from .._validate import check_shape
 from ..config import Activation
-from ._export import float_weights, model_of, refuse
+from ._export import float_weights, model_of
 from .errors import FormatError, check_file, guard
 from .gate_orders import from_canonical, to_canonical
 
@@ -1118,64 +1118,163 @@ def _from_onnx(obj, node, dtype, notes, onnx, helper, numpy_helper):
 
 
 # ----------------------------------------------------------------------------- export
-def to_onnx(model_or_data, path=None, *, opset: int = 17):
-    """An ONNX graph of a model (an LSTM or its `CanonicalModel`): the inverse of
-    `from_onnx` (``from_onnx(to_onnx(m))`` has ``m``'s config and weights).
+# ONNX can express every activation of ours: name -> (ONNX name, takes alpha and beta)
+_ONNX_ACTIVATION_NAMES = {"sigmoid": ("Sigmoid", False), "tanh": ("Tanh", False),
+                          "relu": ("Relu", False), "hard_sigmoid": ("HardSigmoid", True),
+                          "linear": ("Affine", True)}  # Affine(alpha=1, beta=0) = identity
+
+
+def _onnx_activations(spec) -> dict:
+    """A layer's LSTM attributes activations / activation_alpha / activation_beta (none
+    for the default sigmoid, tanh, tanh)."""
+    from ..config import DEFAULT_ACTIVATIONS
+
+    if all(tuple(t) == tuple(DEFAULT_ACTIVATIONS) for t in spec.activations):
+        return {}
+    names, alphas, betas = [], [], []
+    for trip in spec.activations:
+        for a in trip:
+            name, params = _ONNX_ACTIVATION_NAMES[a.name]
+            names.append(name)
+            if params:  # consumed in order by the functions that take them (onnxruntime)
+                alphas.append(1.0 if a.name == "linear" else a.alpha)
+                betas.append(0.0 if a.name == "linear" else a.beta)
+    out = {"activations": names}
+    if alphas:
+        out.update(activation_alpha=alphas, activation_beta=betas)
+    return out
+
+
+def to_onnx(model_or_data, path=None, *, opset: int = 17, layout: int = 0,
+            sequence_lens: bool = False, initial_state: bool = False,
+            dequantize: bool = False):
+    """An ONNX graph of a model (an LSTM or its `CanonicalModel`), runnable by
+    onnxruntime: the inverse of `from_onnx` (``from_onnx(to_onnx(m))`` has ``m``'s
+    weights and config, ``batch_first`` aside with layout 0: see below).
 
     One LSTM node per layer (``lstm0``, ``lstm1``, ...; weights as initializers, gates
-    reordered to i, o, f, c, our fused bias in Wb and zeros in Rb, peepholes as P), each
-    Y (T, D, B, H) transposed and reshaped to (T, B, D*H) for the next layer. Input
-    ``X`` (T, B, I); outputs ``Y`` (T, B, D*H), ``Y_h`` and ``Y_c`` (D*L, B, H): ours.
-    A weight-only quantized model ("int8-weights", "float16", "bfloat16") gives the
-    float32 weights it computes with. Written to `path` too when given; checked with
-    ``onnx.checker``.
+    reordered to i, o, f, c, our fused bias in Wb and zeros in Rb, peepholes as P) with
+    every attribute the layer needs: direction (forward / reverse / bidirectional),
+    hidden_size, clip, input_forget, activations (+ activation_alpha / _beta; linear is
+    Affine(1, 0)), layout. Each Y is reshaped to the next layer's (T, B, D*H) input.
+    Layers may differ in size. The graph computes what ``m(x, state, lengths)`` does:
 
-    Raises ValueError listing what this graph cannot express (a projection, clip,
-    cell_clip, CIFG, other activations, a reverse-only layer, merge modes other than
-    concat, layers of different sizes, batch_first, the "int8" mode) and ImportError
-    without the onnx package.
+    inputs   ``X``: (T, B, I), or (B, T, I) for a batch_first model;
+             ``sequence_lens`` (int32 (B,)) with ``sequence_lens=True``: our ``lengths``,
+             fed to every node; ``initial_h`` / ``initial_c`` with ``initial_state=True``:
+             our ``state`` ((D*L, B, H); per layer ``initial_h0``, ``initial_h1``... (D, B,
+             H_k) when the layers differ). Without them the state starts at zero and
+             every sequence has length T.
+    outputs  ``Y`` = our ``out`` (T, B, D*H) or (B, T, D*H); ``Y_h`` / ``Y_c`` = our
+             ``h_n`` / ``c_n`` (D*L, B, H) (``Y_h0``, ``Y_c0``, ... per layer when the
+             layers differ).
+
+    layout : 0 (default) LSTM nodes with ONNX layout 0, the only one onnxruntime runs: a
+        batch_first model gets a Transpose before the first node and after the last, as
+        torch exports ``batch_first=True``. Our loader then sees a time-major LSTM
+        (ops before the first node are not part of the model): load it with
+        ``li.load(path, batch_first=True)``. 1 (batch_first models only): the nodes take
+        and give (B, T, ...) (ONNX layout 1), which `from_onnx` reads as batch_first, but
+        onnxruntime 1.x refuses ("Batchwise recurrent operations (layout == 1) are not
+        supported").
+    opset : the default ONNX domain's version (>= 14: LSTM's layout attribute).
+    dequantize : a quantized model is refused unless True; then its float32 weights.
+
+    The graph is float32 whatever the model's dtype (onnxruntime runs no float64
+    LSTM). One difference from our model: for a sequence of length 0, onnxruntime
+    returns Y_h = Y_c = 0, not the initial state. Written to `path` too when given;
+    checked with ``onnx.checker``; returns the ModelProto.
+
+    Raises ExportError (a ValueError) listing what an ONNX LSTM cannot express (a
+    projection, cell_clip, a Keras go_backwards layer, merge modes other than concat,
+    a quantized model without dequantize=True), and ImportError without the onnx
+    package.
     """
+    from ._export import check
+
     model = model_of(model_or_data)
-    refuse(model, "the ONNX graph built here", peephole=True, batch_first=False)
-    onnx, helper, numpy_helper = _import_onnx()
+    check(model, "an ONNX LSTM", supports={"peephole", "clip", "input_forget", "activations",
+                                            "reverse"}, dequantize=dequantize)
     cfg = model.config
-    H = cfg.hidden_size
-    D = 2 if cfg.bidirectional else 1
-    nodes, inits = [], []
+    if layout not in (0, 1):
+        raise ValueError(f"layout must be 0 or 1; got {layout!r}")
+    if layout == 1 and not cfg.batch_first:
+        raise ValueError("layout=1 exports a batch_first model's (B, T, I) input as is; this "
+                         "model is time-major (T, B, I): use layout=0")
+    if isinstance(opset, bool) or not isinstance(opset, int) or opset < 14:
+        raise ValueError(f"opset must be an integer >= 14 (LSTM's layout); got {opset!r}")
+    try:
+        import onnx
+        from onnx import helper, numpy_helper
+    except ImportError as e:
+        raise ImportError("exporting to ONNX needs the 'onnx' package: pip install onnx (or "
+                          "lstm_infer[onnx])") from e
+    g = _GraphBuilder(helper, numpy_helper)
+    f32, i32 = onnx.TensorProto.FLOAT, onnx.TensorProto.INT32
+    bf = cfg.batch_first
+    inputs = [helper.make_tensor_value_info(
+        "X", f32, ["B", "T", cfg.input_size] if bf else ["T", "B", cfg.input_size])]
     cur = "X"
+    if bf and layout == 0:
+        cur = g.node("Transpose", [cur], perm=[1, 0, 2])
+    lens = ""
+    if sequence_lens:
+        lens = "sequence_lens"
+        inputs.append(helper.make_tensor_value_info(lens, i32, ["B"]))
+    specs, L = cfg.layers, cfg.num_layers
+    state_ins = _state_inputs(g, helper, f32, specs, cfg.uniform, layout, inputs) \
+        if initial_state else [("", "")] * L
+    flat = g.const(np.array([0, 0, -1], dtype=np.int64), "shape_flat")
     hs, cs = [], []
-    for k, layer in enumerate(float_weights(model)):
-        W = np.stack([from_canonical(w["w_ih"], "onnx") for w in layer]).astype(np.float32)
-        R = np.stack([from_canonical(w["w_hh"], "onnx") for w in layer]).astype(np.float32)
+    for k, (layer, spec) in enumerate(zip(float_weights(model), specs)):
+        D, H = spec.num_directions, spec.hidden_size
+        W = np.stack([from_canonical(w["w_ih"], "onnx") for w in layer])
+        R = np.stack([from_canonical(w["w_hh"], "onnx") for w in layer])
         Bw = np.stack([np.concatenate([from_canonical(w["b"], "onnx"), np.zeros(4 * H)])
-                       for w in layer]).astype(np.float32)
-        names = [f"W{k}", f"R{k}", f"B{k}"]
-        inits += [numpy_helper.from_array(a, n) for a, n in zip((W, R, Bw), names)]
-        inputs = [cur] + names
-        if cfg.peephole:  # ONNX P = [p_i, p_o, p_f]
-            P = np.stack([np.concatenate([w["p_i"], w["p_o"], w["p_f"]]) for w in layer])
-            inits.append(numpy_helper.from_array(P.astype(np.float32), f"P{k}"))
-            inputs += ["", "", "", f"P{k}"]  # sequence_lens, initial_h, initial_c unset
-        nodes.append(helper.make_node(
-            "LSTM", inputs, [f"Y{k}", f"Yh{k}", f"Yc{k}"], name=f"lstm{k}", hidden_size=H,
-            direction="bidirectional" if D == 2 else "forward"))
-        nodes.append(helper.make_node("Transpose", [f"Y{k}"], [f"Yt{k}"], perm=[0, 2, 1, 3]))
-        nxt = "Y" if k == cfg.num_layers - 1 else f"X{k + 1}"
-        nodes.append(helper.make_node("Reshape", [f"Yt{k}", "shape_TB_"], [nxt]))
-        hs.append(f"Yh{k}")
-        cs.append(f"Yc{k}")
-        cur = nxt
-    inits.append(numpy_helper.from_array(np.array([0, 0, -1], dtype=np.int64), "shape_TB_"))
-    nodes.append(helper.make_node("Concat", hs, ["Y_h"], axis=0))
-    nodes.append(helper.make_node("Concat", cs, ["Y_c"], axis=0))
-    f32 = onnx.TensorProto.FLOAT
-    graph = helper.make_graph(
-        nodes, "lstm_infer",
-        [helper.make_tensor_value_info("X", f32, ["T", "B", cfg.input_size])],
-        [helper.make_tensor_value_info("Y", f32, ["T", "B", D * H]),
-         helper.make_tensor_value_info("Y_h", f32, [D * cfg.num_layers, "B", H]),
-         helper.make_tensor_value_info("Y_c", f32, [D * cfg.num_layers, "B", H])],
-        initializer=inits)
+                       for w in layer])
+        ins = [cur, g.const(W, f"W{k}"), g.const(R, f"R{k}"), g.const(Bw, f"B{k}"), lens,
+               *state_ins[k]]
+        if spec.peephole:  # ONNX P = [p_i, p_o, p_f]
+            ins.append(g.const(np.stack([np.concatenate([w["p_i"], w["p_o"], w["p_f"]])
+                                         for w in layer]), f"P{k}"))
+        while ins[-1] == "":
+            ins.pop()
+        attrs = {"hidden_size": H, "direction": spec.direction, "layout": layout,
+                 **_onnx_activations(spec)}
+        if spec.clip is not None:
+            attrs["clip"] = spec.clip
+        if spec.input_forget:
+            attrs["input_forget"] = 1
+        y, yh, yc = f"Y{k}", f"Yh{k}", f"Yc{k}"
+        g.nodes.append(helper.make_node("LSTM", ins, [y, yh, yc], name=f"lstm{k}", **attrs))
+        last = k == L - 1
+        if layout == 0:  # Y (T, D, B, H) -> (T, B, D*H), or (B, T, D*H) at the end
+            y = g.node("Transpose", [y], perm=[2, 0, 1, 3] if last and bf else [0, 2, 1, 3])
+        else:  # Y (B, T, D, H) -> (B, T, D*H); Y_h (B, D, H) -> ours (D, B, H)
+            yh = g.node("Transpose", [yh], perm=[1, 0, 2])
+            yc = g.node("Transpose", [yc], perm=[1, 0, 2])
+        cur = g.node("Reshape", [y, flat], out="Y" if last else None)
+        hs.append(yh)
+        cs.append(yc)
+    F = cfg.output_size
+    outputs = [helper.make_tensor_value_info("Y", f32, ["B", "T", F] if bf else ["T", "B", F])]
+    if cfg.uniform:
+        D = specs[0].num_directions
+        for name, parts, size in (("Y_h", hs, specs[0].output_size),
+                                  ("Y_c", cs, specs[0].hidden_size)):
+            if len(parts) == 1:
+                g.node("Identity", parts, out=name)
+            else:
+                g.node("Concat", parts, out=name, axis=0)
+            outputs.append(helper.make_tensor_value_info(name, f32, [D * L, "B", size]))
+    else:
+        for k, spec in enumerate(specs):
+            for name, part, size in ((f"Y_h{k}", hs[k], spec.output_size),
+                                     (f"Y_c{k}", cs[k], spec.hidden_size)):
+                g.node("Identity", [part], out=name)
+                outputs.append(helper.make_tensor_value_info(
+                    name, f32, [spec.num_directions, "B", size]))
+    graph = helper.make_graph(g.nodes, "lstm_infer", inputs, outputs, initializer=g.inits)
     m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)],
                           producer_name="lstm_infer")
     m.ir_version = 8  # opset 17's IR; accepted by every onnxruntime >= 1.13
@@ -1183,6 +1282,61 @@ def to_onnx(model_or_data, path=None, *, opset: int = 17):
     if path is not None:
         onnx.save(m, os.fspath(path))
     return m
+
+
+class _GraphBuilder:
+    """Nodes and initializers of the exported graph, with generated tensor names."""
+
+    def __init__(self, helper, numpy_helper):
+        self.helper, self.numpy_helper = helper, numpy_helper
+        self.nodes, self.inits = [], []
+
+    def node(self, op, inputs, out=None, **attrs) -> str:
+        out = out or f"{op.lower()}{len(self.nodes)}"
+        self.nodes.append(self.helper.make_node(op, list(inputs), [out], **attrs))
+        return out
+
+    def const(self, a, name) -> str:
+        a = np.asarray(a)
+        if a.dtype.kind == "f":
+            a = a.astype(np.float32)
+        self.inits.append(self.numpy_helper.from_array(a, name))
+        return name
+
+
+def _state_inputs(g, helper, f32, specs, uniform, layout, inputs) -> list:
+    """Per layer, the (initial_h, initial_c) tensor names its node reads, from the
+    graph inputs added to `inputs`: ours (D*L, B, H) sliced per layer, or one input per
+    layer; transposed to (B, D, H) for layout 1."""
+    out = []
+    if uniform:
+        D, L = specs[0].num_directions, len(specs)
+        for name, size in (("initial_h", specs[0].output_size),
+                           ("initial_c", specs[0].hidden_size)):
+            inputs.append(helper.make_tensor_value_info(name, f32, [D * L, "B", size]))
+        axes = g.const(np.array([0], dtype=np.int64), "state_axes")
+        for k in range(L):
+            pair = []
+            for name in ("initial_h", "initial_c"):
+                if L > 1:
+                    name = g.node("Slice", [name,
+                                            g.const(np.array([k * D], np.int64), f"{name}{k}_0"),
+                                            g.const(np.array([k * D + D], np.int64),
+                                                    f"{name}{k}_1"), axes])
+                pair.append(name)
+            out.append(pair)
+    else:
+        for k, s in enumerate(specs):
+            pair = []
+            for name, size in ((f"initial_h{k}", s.output_size),
+                               (f"initial_c{k}", s.hidden_size)):
+                inputs.append(helper.make_tensor_value_info(
+                    name, f32, [s.num_directions, "B", size]))
+                pair.append(name)
+            out.append(pair)
+    if layout == 1:
+        out = [[g.node("Transpose", [n], perm=[1, 0, 2]) for n in pair] for pair in out]
+    return out
 
 
 __all__ = ["from_onnx", "read_onnx", "to_onnx", "sniff", "is_onnx_file", "ONNXFormatError"]

@@ -370,70 +370,45 @@ def from_torch(obj, prefix=None, *, dtype=None, batch_first=None):
                     f"got {type(obj).__name__}")
 
 
-def to_state_dict(model) -> dict:
-    """The ``torch.nn.LSTM`` state dict of `model`, as numpy arrays: the inverse of
-    `from_state_dict`.
+def to_state_dict(model, *, dequantize: bool = False) -> dict:
+    """The ``torch.nn.LSTM`` state dict of `model` (an LSTM or its `CanonicalModel`), as
+    numpy arrays: the inverse of `from_state_dict`. `torch_writer.write_torch` writes it
+    as a file torch loads.
 
     Keys, in torch's order: ``weight_ih_l{k}``, ``weight_hh_l{k}``, ``bias_ih_l{k}``,
     ``bias_hh_l{k}``, ``weight_hr_l{k}`` (with a projection), and the same with
     ``_reverse`` for the backward direction of a bidirectional layer. The gate order
     i, f, g, o is torch's and ours. Our single fused bias goes to ``bias_ih``;
-    ``bias_hh`` is zeros. The arrays are new (writable) copies in the model's dtype; a
-    weight-only quantized model ("int8-weights", "float16", "bfloat16") gives the
-    dequantized float32 weights it computes with. Then::
+    ``bias_hh`` is zeros. The arrays are new (writable) copies in the model's dtype. Then::
 
         lstm = torch.nn.LSTM(I, H, num_layers=L, bidirectional=D == 2, proj_size=P)
         lstm.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})
 
     computes what `model` computes. ``batch_first`` is not part of a state dict: give
-    it to ``nn.LSTM``.
+    it to ``nn.LSTM`` (and to ``li.load`` when reading the file back).
+
+    dequantize : a quantized model is refused unless True; then its float32 weights
+        (exactly what the weight-only modes compute with; "int8" also quantizes its
+        activations, which nn.LSTM does not).
 
     Raises
     ------
-    ValueError
+    lstm_infer.formats._export.ExportError (a ValueError)
         For what ``nn.LSTM`` cannot express, listing each: peephole connections,
         ``clip``, ``cell_clip``, ``input_forget`` (CIFG), activations other than
-        (sigmoid, tanh, tanh), a reverse-only layer, a bidirectional merge other than
-        concat, layers of different sizes or directions, and the "int8" mode
-        (quantized activations).
+        (sigmoid, tanh, tanh), a reverse-only layer (ONNX direction="reverse", Keras
+        go_backwards), a bidirectional merge other than concat, layers of different
+        sizes or directions, and a quantized model without ``dequantize=True``.
     """
-    from .. import quantize
-    from ..config import DEFAULT_ACTIVATIONS
+    from ._export import check, float_weights, model_of
 
-    cfg = model.config
-    problems = []
-    if cfg.quantization == "int8":
-        problems.append('quantization="int8" (nn.LSTM does not quantize activations)')
-    if not cfg.uniform:
-        problems.append("layers of different sizes or directions: " + ", ".join(
-            f"{l.hidden_size}{'/' + str(l.proj_size) if l.proj_size else ''}"
-            f"{'x2' if l.bidirectional else ''}" for l in cfg.layers))
-    for k, spec in enumerate(cfg.layers):
-        found = []
-        if spec.peephole:
-            found.append("peephole connections")
-        if spec.clip is not None:
-            found.append(f"clip={spec.clip:g}")
-        if spec.cell_clip is not None:
-            found.append(f"cell_clip={spec.cell_clip:g}")
-        if spec.input_forget:
-            found.append("input_forget (CIFG)")
-        if any(tuple(t) != tuple(DEFAULT_ACTIVATIONS) for t in spec.activations):
-            found.append("activations " + " / ".join(",".join(a.name for a in t)
-                                                     for t in spec.activations))
-        if spec.reverse:
-            found.append("a reverse-only direction")
-        if spec.merge != "concat":
-            found.append(f"merge={spec.merge!r}")
-        problems += [f"layer {k}: {what}" for what in found]
-    if problems:
-        raise ValueError("torch.nn.LSTM cannot express this model: " + "; ".join(problems))
-    dtype = np.float32 if cfg.quantization else model.dtype
+    model = model_of(model)
+    check(model, "torch.nn.LSTM", supports={"projection"}, uniform=True,
+          dequantize=dequantize)
+    dtype = np.float32 if model.config.quantization else model.dtype
     sd = {}
-    for k, layer in enumerate(model.weights):
+    for k, layer in enumerate(float_weights(model)):
         for d, w in enumerate(layer):
-            if cfg.quantization:
-                w = quantize.dequantize(w, cfg.quantization)
             sfx = f"_l{k}" + ("_reverse" if d else "")
             b = np.array(w["b"], dtype=dtype)
             sd["weight_ih" + sfx] = np.array(w["w_ih"], dtype=dtype)
