@@ -12,14 +12,14 @@ import zipfile
 import numpy as np
 
 from .._build import CanonicalModel, build
-from . import keras, native, onnx, pytorch
+from . import keras, native, onnx, pytorch, tflite
 from . import safetensors_io as st  # noqa: F401 - the header reader native.sniff uses
 from .errors import ZIP_ERRORS, FormatError, check_file, guard
 
-FORMATS = ("native", "pytorch", "pytorch-safetensors", "keras", "keras-h5", "onnx")
+FORMATS = ("native", "pytorch", "pytorch-safetensors", "keras", "keras-h5", "onnx", "tflite")
 # native before pytorch (which takes every other safetensors file); keras before pytorch
 # (a zip both could claim has always gone to Keras)
-SNIFFERS = (native.sniff, keras.sniff, pytorch.sniff, onnx.sniff)
+SNIFFERS = (native.sniff, keras.sniff, pytorch.sniff, onnx.sniff, tflite.sniff)
 
 
 class UnknownFormatError(FormatError):
@@ -112,12 +112,14 @@ def load(path, *, prefix=None, layer=None, node=None, batch_first=None, isolated
         return pytorch.load_torch_file(path, prefix=prefix, batch_first=bool(batch_first))
     if fmt in ("keras", "keras-h5"):
         return with_layout(keras.from_keras(path, layer=layer), batch_first)
+    if fmt == "tflite":
+        return with_layout(tflite.from_tflite(path, layer=layer), batch_first)
     return with_layout(onnx.from_onnx(path, node=node), batch_first)
 
 
 # Formats whose files record the model's layout (batch_first); torch state dicts do not.
 RECORDS_LAYOUT = {"native": True, "pytorch": False, "pytorch-safetensors": False,
-                  "keras": True, "keras-h5": True, "onnx": True}
+                  "keras": True, "keras-h5": True, "onnx": True, "tflite": True}
 
 
 def with_layout(model, batch_first):
