@@ -138,6 +138,130 @@ def test_bench_concurrency_reports_scaling_and_checks_results(capsys):
     assert len(lines) == 2 and all(l.rstrip().endswith("yes") for l in lines)
 
 
+# ---------------------------------------------------------------- bench --model FILE
+
+def _bench_model(capsys, tmp_path, path, *extra):
+    out_json = tmp_path / "r.json"
+    rc = main(["bench", "--model", str(path), "--budget", "0.02", "--rounds", "2",
+               "--json", str(out_json), *extra])
+    cap = capsys.readouterr()
+    data = json.loads(out_json.read_text()) if out_json.exists() else None
+    return rc, cap, data
+
+
+def test_bench_model_native_file_shape_and_modes(capsys, tmp_path):
+    """A native file at --shape T,B: ours (float32) and ours-int8 timed on the file's
+    model, checked against its float64 twin; the sizes and the report come from the
+    file (a two-layer stack whose layers differ, batch_first)."""
+    m = li.LSTM([li.LSTM.random(7, 12, seed=1).weights[0],
+                 li.LSTM.random(12, 5, seed=2).weights[0]], batch_first=True)
+    path = tmp_path / "stack.safetensors"
+    m.save(path)
+    rc, cap, data = _bench_model(capsys, tmp_path, path, "--shape", "9,3", "--no-peers")
+    assert rc == 0, cap.out + cap.err
+    env = data["environment"]["model"]
+    assert env["format"] == "native" and env["batch_first"] is True
+    assert env["input_shape"] == [3, 9, 7] and env["layers"] == ["forward 7->12",
+                                                                  "forward 12->5"]
+    assert "model: " in cap.out and "input 3x9x7" in cap.out
+    rows = {r["runner"]: r for r in data["results"]}
+    assert list(rows) == ["ours", "ours-int8"]
+    for r in rows.values():
+        assert r["status"] == "ok", r
+        assert (r["workload"], r["T"], r["B"], r["I"], r["H"], r["num_layers"]) == \
+            ("stack.safetensors", 9, 3, 7, 12, 2)
+        assert r["model_file"] == str(path.resolve())
+    # the check really ran on the file's model: its error vs float64 is a float32 one
+    assert 0 < rows["ours"]["max_abs_diff"] <= tolerances.TOL["float32"]
+    # GFLOP/s from the layers' own sizes: 2*T*B*4H*(I_l + H) per layer
+    flops = 2 * 9 * 3 * 4 * (12 * (7 + 12) + 5 * (12 + 5))
+    assert rows["ours"]["gflops"] == pytest.approx(flops / (rows["ours"]["median_ms"] / 1e3)
+                                                   / 1e9)
+
+
+def test_bench_model_quantized_file_runs_as_loaded(capsys, tmp_path):
+    """An int8 file: ours-int8 is the file's own model (not re-quantized), "ours" the
+    float32 model of its dequantized weights."""
+    q = li.LSTM.random(6, 10, seed=3).quantize("int8")
+    path = tmp_path / "q.safetensors"
+    q.save(path)
+    rc, cap, data = _bench_model(capsys, tmp_path, path, "--shape", "5,2", "--no-peers",
+                                 "--modes", "float32")
+    assert rc == 0, cap.out + cap.err
+    rows = {r["runner"]: r for r in data["results"]}
+    assert list(rows) == ["ours", "ours-int8"]
+    assert rows["ours-int8"]["info"] == {"model": "as given (already quantized)"}
+    assert rows["ours-int8"]["precision"] == "int8"
+    assert data["environment"]["model"]["quantization"] == "int8"
+    assert rows["ours"]["max_abs_diff"] <= tolerances.TOL["float32"]
+    assert rows["ours-int8"]["checked_against"] == "ours float64"
+
+
+def test_bench_model_against_the_peers(capsys, tmp_path):
+    """The peers that can express the file's model are timed and checked against ours;
+    the others are skipped with their reason (torch has no peepholes)."""
+    pytest.importorskip("torch")
+    pytest.importorskip("onnxruntime")
+    plain, peep = tmp_path / "plain.safetensors", tmp_path / "peep.safetensors"
+    li.LSTM.random(8, 16, num_layers=2, bidirectional=True, seed=4).save(plain)
+    li.LSTM.random(8, 16, peephole=True, seed=5).save(peep)
+    rc, cap, data = _bench_model(capsys, tmp_path, plain, "--shape", "6,2", "--peers",
+                                 "torch,onnxruntime", "--modes", "float32")
+    assert rc == 0, cap.out + cap.err
+    rows = {r["runner"]: r for r in data["results"]}
+    assert list(rows) == ["ours", "torch", "onnxruntime"]
+    for name in ("torch", "onnxruntime"):
+        assert rows[name]["status"] == "ok" and rows[name]["checked_against"] == "ours"
+        assert rows[name]["max_abs_diff"] <= tolerances.TOL_FRAMEWORK["float32"]
+        assert rows[name]["ratio_vs_ours"] > 0
+    rc, cap, data = _bench_model(capsys, tmp_path, peep, "--peers", "torch,onnxruntime",
+                                 "--modes", "float32")
+    assert rc == 0, cap.out + cap.err
+    rows = {r["runner"]: r for r in data["results"]}
+    assert rows["torch"]["status"] == "skipped" and "peephole" in rows["torch"]["reason"]
+    assert rows["onnxruntime"]["status"] == "ok" and rows["ours"]["T"] == 100  # default 100,1
+
+
+def test_bench_model_reads_other_formats(capsys, tmp_path):
+    """A torch.save state dict and an ONNX graph, through the loaders."""
+    torch = pytest.importorskip("torch")
+    net = torch.nn.LSTM(5, 9, num_layers=1)
+    pt = tmp_path / "net.pt"
+    torch.save(net.state_dict(), pt)
+    rc, cap, data = _bench_model(capsys, tmp_path, pt, "--shape", "4,1", "--no-peers",
+                                 "--modes", "float32")
+    assert rc == 0, cap.out + cap.err
+    assert data["environment"]["model"]["format"] == "pytorch"
+    (row,) = data["results"]
+    assert (row["I"], row["H"], row["status"]) == (5, 9, "ok")
+    pytest.importorskip("onnx")
+    from lstm_infer.formats.onnx import to_onnx
+    onnx_path = tmp_path / "net.onnx"
+    onnx_path.write_bytes(to_onnx(li.from_torch(net)).SerializeToString())
+    rc, cap, data = _bench_model(capsys, tmp_path, onnx_path, "--shape", "4,1", "--no-peers",
+                                 "--modes", "float32")
+    assert rc == 0, cap.out + cap.err
+    assert data["environment"]["model"]["format"] == "onnx"
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--model", "MISSING"], "no such file"),
+    (["--shape", "10,2"], "--shape go(es) with --model FILE"),
+    (["--layer", "x", "--workloads", "kws"], "--layer go(es) with --model FILE"),
+    (["--model", "M", "--workloads", "kws"], "does not take --workloads"),
+    (["--model", "M", "--quantize", "int8"], "does not take --workloads, --quantize"),
+    (["--model", "M", "--shape", "10"], "--shape must be T,B"),
+    (["--model", "M", "--shape", "0,1"], "both must be at least 1"),
+])
+def test_bench_model_bad_arguments(capsys, tmp_path, argv, message):
+    path = tmp_path / "m.safetensors"
+    li.LSTM.random(3, 4).save(path)
+    argv = [str(path) if a == "M" else str(tmp_path / "missing.pt") if a == "MISSING" else a
+            for a in argv]
+    assert main(["bench", "--no-peers", "--budget", "0.01"] + argv) == 2
+    assert message in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------- what ours is checked against
 
 def test_float64_model_matches_the_suite_oracle():
@@ -176,7 +300,7 @@ def test_peers_skip_what_their_exporter_cannot_express():
     with pytest.raises(bench.PeerUnavailable, match="layer 0: peephole connections"):
         bench.build_runner("torch", li.LSTM.random(4, 8, peephole=True), x, 1)
     pytest.importorskip("onnxruntime")
-    with pytest.raises(bench.PeerUnavailable, match=r"layer 0: a projection \(proj_size\)"):
+    with pytest.raises(bench.PeerUnavailable, match=r"layer 0: a projection \(proj_size"):
         bench.build_runner("onnxruntime", li.LSTM.random(4, 8, proj_size=3), x, 1)
 
 

@@ -48,13 +48,15 @@ engine), `check` (what each output is compared with, and the tolerances),
 `timing` (round-robin, cache eviction), `suite` (build, check and time the
 runners), `concurrency`, `machine` (the report's header, caches, CPU flags),
 `report` (rendering), `plot` (``--plot``), `progress` (the stderr bar),
-`roofline` (the machine's measured limits). The peers load our weights through
+`roofline` (the machine's measured limits), `model_file` (``--model FILE``: a loaded
+file instead of a built-in workload). The peers load our weights through
 the exporters of `lstm_infer.formats` (`pytorch.to_state_dict`, `onnx.to_onnx`,
 `keras.to_keras_weights`).
 """
 from .check import max_abs_diff, reference, tol_reduced, tolerance
 from .concurrency import concurrency_scaling
 from .machine import BUSY_CORES, cache_sizes, cpu_flags, environment, llc_bytes
+from .model_file import DEFAULT_SHAPE, parse_shape, run_model_file
 from .plot import require_matplotlib, write_plot
 from .progress import ProgressBar
 from .report import (progress_line, render_concurrency, render_quantized, render_table,
@@ -67,11 +69,12 @@ from .suite import (DEFAULT_MODES, all_checks_passed, run_benchmarks, run_quanti
 from .timing import (DEFAULT_ROUNDS, MIN_REPS, NORMAL_BUDGET, QUICK_BUDGET, CacheEvictor,
                      round_robin, rotation, time_calls)
 from .workloads import (FRAME_MS, LARGE_WORKLOADS, QUICK_WORKLOADS, WORKLOADS, Workload, flops,
-                        make_input, make_model, parse_spec, select_workloads)
+                        make_input, make_model, model_flops, parse_spec, select_workloads)
 
 __all__ = [
     "Workload", "WORKLOADS", "QUICK_WORKLOADS", "LARGE_WORKLOADS", "FRAME_MS",
-    "select_workloads", "parse_spec", "make_model", "make_input", "flops",
+    "select_workloads", "parse_spec", "make_model", "make_input", "flops", "model_flops",
+    "DEFAULT_SHAPE", "parse_shape", "run_model_file",
     "PEERS", "DEFAULT_PEERS", "PeerUnavailable", "Runner", "build_runner", "select_peers",
     "DEFAULT_MODES", "select_modes",
     "reference", "max_abs_diff", "tolerance", "tol_reduced",

@@ -55,18 +55,35 @@ def tolerance() -> float:
     return max(tol_vs_float64(), tol_vs_ours())
 
 
+def _pairs(g, w):
+    """(got, want) array pairs of one output: a stack whose layers differ gives h_n / c_n
+    as one array per layer; the other side may give them stacked (D*L, B, H)."""
+    if not isinstance(g, (list, tuple)) and not isinstance(w, (list, tuple)):
+        return [(g, w)]
+    gs = list(g) if isinstance(g, (list, tuple)) else [g]
+    ws = list(w) if isinstance(w, (list, tuple)) else [w]
+    if len(gs) == len(ws):
+        return list(zip(gs, ws))
+    try:
+        return [(np.concatenate(gs), np.concatenate(ws))]
+    except ValueError:   # layers of different widths against one array: no match
+        return [(np.zeros(0), np.zeros(1))]
+
+
 def max_abs_diff(got: Sequence, want: Sequence) -> float:
-    """Largest |got - want| over the pairs whose both sides are given (NaN-safe: NaN -> inf)."""
+    """Largest |got - want| over the pairs whose both sides are given (NaN-safe: NaN -> inf).
+    Per-layer lists (h_n, c_n of a stack whose layers differ) are compared per layer."""
     worst = 0.0
-    for g, w in zip(got, want):
-        if g is None or w is None:
+    for g0, w0 in zip(got, want):
+        if g0 is None or w0 is None:
             continue
-        g, w = np.asarray(g, dtype=np.float64), np.asarray(w, dtype=np.float64)
-        if g.shape != w.shape:
-            return float("inf")
-        if g.size:
-            d = np.abs(g - w).max()
-            worst = max(worst, float(d) if np.isfinite(d) else float("inf"))
+        for g, w in _pairs(g0, w0):
+            g, w = np.asarray(g, dtype=np.float64), np.asarray(w, dtype=np.float64)
+            if g.shape != w.shape:
+                return float("inf")
+            if g.size:
+                d = np.abs(g - w).max()
+                worst = max(worst, float(d) if np.isfinite(d) else float("inf"))
     return worst
 
 

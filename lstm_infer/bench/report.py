@@ -182,6 +182,15 @@ def _environment_lines(env: dict) -> List[str]:
             f"threads per call: {env['threads']}; lstm_infer SIMD level: {env['simd']}"]
     if env.get("timing"):
         meta.append("timing: " + timing_line(env["timing"]))
+    if env.get("model"):
+        m = env["model"]
+        timed = "; ".join(f"{k}: {v}" for k, v in m.get("timed_as", {}).items())
+        meta.append(f"model: {m['path']} ({m['format']}, {m['dtype']}"
+                    + (f", quantized {m['quantization']}" if m.get("quantization") else "")
+                    + f", layers {', '.join(m['layers'])}"
+                    + (", batch_first" if m.get("batch_first") else "")
+                    + f"); input {'x'.join(map(str, m['input_shape']))}"
+                    + (f"; timed as {timed}" if timed else ""))
     busy, load = env.get("busy_cores_at_start"), env.get("load_avg_1min")
     if busy is not None or load is not None:
         m = "other load at start: " + ", ".join(

@@ -17,8 +17,8 @@ from . import check
 from .runners import (DEFAULT_PEERS, PeerUnavailable, Runner, build_runner,
                       intended_precision, select_peers)
 from .timing import DEFAULT_ROUNDS, NORMAL_BUDGET, CacheEvictor, round_robin, summarize
-from .workloads import (QUICK_WORKLOADS, Workload, figures, flops, make_input, make_model,
-                        select_workloads, workload)
+from .workloads import (QUICK_WORKLOADS, Workload, figures, make_input, make_model,
+                        model_flops, select_workloads, workload)
 
 # Our modes timed by default: float32 ("ours") and the int8 mode (next to onnxruntime int8)
 DEFAULT_MODES = ("float32", "int8")
@@ -109,9 +109,15 @@ def run_workload(name: str, wl: Optional[Workload] = None, peers: Iterable[str] 
                  block_calls: Optional[int] = None, block_time: Optional[float] = None,
                  cold: bool = False, evictor: Optional[Callable[[], None]] = None,
                  peak_gflops: Optional[float] = None,
-                 on_block: Optional[Callable[[float, str], None]] = None) -> List[dict]:
+                 on_block: Optional[Callable[[float, str], None]] = None,
+                 model=None, x=None, models: Optional[Dict[str, object]] = None) -> List[dict]:
     """Benchmark ours (each of `modes`) and `peers` on one workload, round-robin; one
     result dict per runner (ours first).
+
+    The model and input are the workload's (`make_model`, `make_input`) unless given:
+    `model` (float32; the one the peers are built from and checked against) and `x` in
+    its layout (`bench.model_file` passes a loaded file's). `models` maps a runner name
+    to the model it runs instead (``{"ours-int8": q}``: a file's own quantized model).
 
     Each runner is built and checked first: ours float32 against our float64 model,
     float32 peers against ours, reduced-precision runners (our quantized modes, int8 and
@@ -130,8 +136,9 @@ def run_workload(name: str, wl: Optional[Workload] = None, peers: Iterable[str] 
     the timing's progress through this workload.
     """
     wl = workload(name) if wl is None else Workload(*wl)
-    model = make_model(wl, seed)
-    x = make_input(wl, seed + 1)
+    model = make_model(wl, seed) if model is None else model
+    x = make_input(wl, seed + 1, model.config.batch_first) if x is None else x
+    models = models or {}
     ref = check.reference(model, x)
     names = [runner_name_of_mode(m) for m in select_modes(modes)]
     names += [p for p in peers if p not in names]
@@ -144,8 +151,8 @@ def run_workload(name: str, wl: Optional[Workload] = None, peers: Iterable[str] 
             row = rows[runner_name] = _row(name, wl, runner_name, threads, tol)
             row["checked_against"] = against
             try:
-                built[runner_name], got = _build_and_check(runner_name, model, x, threads,
-                                                           want, row)
+                built[runner_name], got = _build_and_check(
+                    runner_name, models.get(runner_name, model), x, threads, want, row)
             except PeerUnavailable as e:
                 row.update(status="skipped", reason=str(e), checked_against=None)
             except Exception as e:  # a peer failing must not kill the whole run
@@ -178,7 +185,8 @@ def run_workload(name: str, wl: Optional[Workload] = None, peers: Iterable[str] 
             continue
         median = float(np.median(t))
         row.update(summarize(t), **figures(name, wl, median))
-        row.update(gflops=flops(wl) / median / 1e9, block_calls=int(t.shape[1]),
+        row.update(gflops=model_flops(model, wl.T, wl.B) / median / 1e9,
+                   block_calls=int(t.shape[1]),
                    rounds=int(t.shape[0]), cold=bool(cold))
         if peak_gflops:
             row["pct_of_peak"] = 100.0 * row["gflops"] / peak_gflops

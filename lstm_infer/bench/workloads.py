@@ -95,13 +95,28 @@ def flops(wl: Workload) -> int:
     recurrent width (P if projected, else H). Gates and state updates not counted."""
     D = 2 if wl.bidirectional else 1
     h_out = wl.proj_size or wl.H
-    total, width = 0, wl.I
+    layers, width = [], wl.I
     for _ in range(wl.num_layers):
-        per_dir = 2 * wl.T * wl.B * 4 * wl.H * (width + h_out)
-        if wl.proj_size:
-            per_dir += 2 * wl.T * wl.B * wl.H * wl.proj_size
-        total += D * per_dir
+        layers.append((D, width, wl.H, wl.proj_size))
         width = D * h_out
+    return _stack_flops(wl.T, wl.B, layers)
+
+
+def model_flops(model, T: int, B: int) -> int:
+    """`flops` of one call of `model` on (T, B) inputs, from its layers' own sizes (a
+    stack whose layers differ, as loaded from a Keras or ONNX file, included)."""
+    return _stack_flops(T, B, [(l.num_directions, l.input_size, l.hidden_size, l.proj_size)
+                               for l in model.config.layers])
+
+
+def _stack_flops(T: int, B: int, layers) -> int:
+    """Sum over layers (D, I_l, H, P) of D * (2*T*B*4H*(I_l + H_out) + 2*T*B*H*P)."""
+    total = 0
+    for D, width, H, P in layers:
+        per_dir = 2 * T * B * 4 * H * (width + (P or H))
+        if P:
+            per_dir += 2 * T * B * H * P
+        total += D * per_dir
     return total
 
 
@@ -112,10 +127,11 @@ def make_model(wl: Workload, seed: int = 0):
                        proj_size=wl.proj_size, dtype="float32", seed=seed)
 
 
-def make_input(wl: Workload, seed: int = 1) -> np.ndarray:
-    """x (T, B, I) float32, ~U(-1, 1)."""
+def make_input(wl: Workload, seed: int = 1, batch_first: bool = False) -> np.ndarray:
+    """x (T, B, I) float32, ~U(-1, 1); (B, T, I) if `batch_first` (the same values)."""
     rng = np.random.default_rng(seed)
-    return rng.uniform(-1.0, 1.0, (wl.T, wl.B, wl.I)).astype(np.float32)
+    x = rng.uniform(-1.0, 1.0, (wl.T, wl.B, wl.I)).astype(np.float32)
+    return np.ascontiguousarray(x.transpose(1, 0, 2)) if batch_first else x
 
 
 def figures(name: str, wl: Workload, seconds: float) -> dict:

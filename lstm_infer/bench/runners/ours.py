@@ -16,13 +16,13 @@ def compute_precision(mode: str) -> str:
     return COMPUTE_PRECISION.get(mode, "float32")
 
 
-def _runner(name: str, model, x, threads: int, precision: str) -> Runner:
+def _runner(name: str, model, x, threads: int, precision: str, info=None) -> Runner:
     from ... import __version__
 
     def fn():
         out, (h, c) = model(x, num_threads=threads)
         return out, h, c
-    return Runner(name, __version__, fn, precision=precision)
+    return Runner(name, __version__, fn, precision=precision, info=info or {})
 
 
 def build(model, x, threads: int) -> Runner:
@@ -30,10 +30,14 @@ def build(model, x, threads: int) -> Runner:
 
 
 def build_mode(model, x, threads: int, mode: str) -> Runner:
-    """Ours quantized to `mode` (a `lstm_infer.quantize` mode); PeerUnavailable if this
-    model cannot be quantized so (ValueError for a mode that does not exist)."""
+    """Ours quantized to `mode` (a `lstm_infer.quantize` mode; a model already quantized
+    so, as loaded from a file, runs as it is); PeerUnavailable if this model cannot be
+    quantized so (ValueError for a mode that does not exist)."""
     from ...quantize import check_mode
     check_mode(mode)
+    if model.config.quantization == mode:
+        return _runner(f"ours-{mode}", model, x, threads, compute_precision(mode),
+                       {"model": "as given (already quantized)"})
     try:
         q = model.quantize(mode)
     except (ValueError, TypeError) as e:
