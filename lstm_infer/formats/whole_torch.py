@@ -171,6 +171,67 @@ def _linear_like(mods: _Modules, m) -> bool:
         ("bias" not in p or len(mods.flat[p["bias"]].shape) == 1)
 
 
+def _infer(mods: _Modules, I, F, where, emb, head):
+    """(embedding module or None, head modules in order) for the parts the spec does not
+    name (`...`): every other module beside the LSTM must be a Linear-like module (a 2-D
+    weight, an optional bias) and take part. Candidates are found by shape -- the
+    embedding a lone 2-D weight of width I, the head a chain of modules from F features
+    -- and a choice between several is made by the state dict's order (embedding before
+    the LSTM, the head after it, in order); anything still ambiguous raises."""
+    named = {m for m in [emb] + (head if head is not ... else []) if m not in (None, ...)}
+    free = [m for m in mods.params if m not in named]
+    hint = ("name the parts with spec={'embedding': NAME or None, 'head': [NAMES]} "
+            "(see lstm_infer.formats.whole_torch)")
+    if head is not ...:  # the head is named: the embedding is the one table of width I
+        tables = [m for m in free if set(mods.params[m]) == {"weight"} and
+                  len(mods.flat[mods.params[m]["weight"]].shape) == 2 and
+                  mods.flat[mods.params[m]["weight"]].shape[1] == I]
+        if len(tables) > 1:
+            tables = [m for m in tables if not mods.after[m]]
+        if len(tables) > 1:
+            raise _Error(f"{where}: cannot infer the embedding among "
+                         f"{[mods.root + m for m in tables]}; {hint}")
+        return (tables[0] if tables else None), head
+    odd = [m for m in free if not _linear_like(mods, m)]
+    if odd:
+        raise _Error(f"{where}: cannot infer the whole model: modules "
+                     f"{[mods.root + m for m in odd]} beside the LSTM are neither an "
+                     f"embedding nor Linear layers; {hint}")
+    shape = {m: mods.flat[mods.params[m]["weight"]].shape for m in free}
+
+    def chains(rest, n):
+        """Every ordering of all of `rest` whose sizes chain from n."""
+        if not rest:
+            yield []
+        for m in rest:
+            if shape[m][1] == n:
+                for tail in chains([r for r in rest if r != m], shape[m][0]):
+                    yield [m] + tail
+
+    emb_options = [emb] if emb is not ... else [None] + [
+        m for m in free if set(mods.params[m]) == {"weight"} and shape[m][1] == I]
+    found = []
+    for e in emb_options:
+        rest = [m for m in free if m != e]
+        for order in chains(rest, F):
+            found.append((e, order))
+            if len(found) > 8:
+                break
+    ways = len(found)
+    if len(found) > 1:  # the state dict's order decides (Sequential-like)
+        pos = {m: i for i, m in enumerate(mods.params)}
+        found = [(e, h) for e, h in found
+                 if (e is None or not mods.after[e]) and all(mods.after[m] for m in h)
+                 and [pos[m] for m in h] == sorted(pos[m] for m in h)]
+    if len(found) != 1:
+        what = "several ways" if ways > 1 else "no way"
+        raise _Error(f"{where}: cannot infer the whole model: there is {what} to read the "
+                     f"modules beside the LSTM {[mods.root + m for m in free]} as an "
+                     f"embedding (a lone (vocab, {I}) weight) and a head of Linear layers "
+                     f"from {F} features; {hint}")
+    return found[0]
+
+
 def _read(obj, spec, batch_first, where) -> WholeModelData:
     if not isinstance(obj, Mapping):
         raise _Error(f"{where}: a {type(obj).__name__}, not a state dict")
@@ -187,20 +248,15 @@ def _read(obj, spec, batch_first, where) -> WholeModelData:
     names = {"lstm": chosen.rstrip(".") or "(the state dict)"}
     notes = []
 
-    named = set()
-    if "embedding" in spec:
-        emb = mods.find(spec["embedding"], "embedding") if spec["embedding"] else None
-    else:
-        pre = [m for m in mods.params if not mods.after[m]]
-        if len(pre) > 1 or (pre and not (set(mods.params[pre[0]]) == {"weight"} and
-                                         _linear_like(mods, pre[0]))):
-            raise _Error(f"{where}: cannot infer the embedding: modules before the LSTM "
-                         f"{[mods.root + m for m in pre]} (expected none, or one with a lone 2-D "
-                         f"weight); name it with spec={{'embedding': NAME or None}}")
-        emb = pre[0] if pre else None
+    emb_given, head_given = "embedding" in spec, "head" in spec
+    emb = (mods.find(spec["embedding"], "embedding") if spec["embedding"] else None) \
+        if emb_given else None
+    head_mods = [mods.find(h, "head") for h in spec["head"]] if head_given else []
+    if not (emb_given and head_given):
+        emb, head_mods = _infer(mods, I, F, where, emb if emb_given else ...,
+                                head_mods if head_given else ...)
     embedding = None
     if emb is not None:
-        named.add(emb)
         table = mods.weight(emb)
         if table.shape[1] != I:
             raise _Error(f"{where}: embedding {mods.root}{emb}.weight has shape {table.shape}; "
@@ -210,28 +266,12 @@ def _read(obj, spec, batch_first, where) -> WholeModelData:
     elif spec.get("pad_id") is not None:
         raise _Error(f"{where}: spec['pad_id'] needs an embedding (token ids in)")
 
-    if "head" in spec:
-        head_mods = [mods.find(h, "head") for h in spec["head"]]
-    else:
-        head_mods = [m for m in mods.params if mods.after[m] and m not in named]
-        bad = [m for m in head_mods if not _linear_like(mods, m)]
-        if bad:
-            raise _Error(f"{where}: cannot infer the head: modules after the LSTM "
-                         f"{[mods.root + m for m in bad]} are not Linear layers (a 2-D weight "
-                         f"and a bias); name the head with spec={{'head': [NAMES]}}")
     head = []
     for m in head_mods:
         w = mods.weight(m)
         b = mods.weight(m, "bias", 1) if "bias" in mods.params[m] else None
         head.append({"weight": w.T, "bias": b, "activation": "linear", "name": mods.root + m})
-    if "head" not in spec:
-        try:
-            chain_dense(head, F, where, _Error)
-        except _Error as e:
-            raise _Error(f"{e}; the modules after the LSTM in the state dict's order do not "
-                         f"form a head: name it with spec={{'head': [NAMES]}}") from None
-    else:
-        chain_dense(head, F, where, _Error)
+    chain_dense(head, F, where, _Error)
     if head:
         names["head"] = ", ".join(d["name"] for d in head)
 
