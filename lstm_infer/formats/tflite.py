@@ -25,8 +25,9 @@ slots (unidirectional)    read as (our canonical i, f, g, o blocks)
                           (docs/layer_norm.md)
 ========================  ==========================================================
 
-Options: ``fused_activation_function`` is the cell and output activation (TANH, RELU,
-NONE = linear; RELU6 / RELU_N1_TO_1 / SIGN_BIT are refused); gates are sigmoid;
+Options: ``fused_activation_function`` is the cell and output activation (TANH, RELU;
+RELU6 / RELU_N1_TO_1 / SIGN_BIT are refused, and so is NONE, which TFLite's kernel does
+not run as the identity: it skips writing the activation's output buffer); gates are sigmoid;
 ``cell_clip`` > 0 -> ``cell_clip`` (TF's converter writes 10 into every fused Keras
 LSTM: honoured); ``time_major`` -> ``batch_first = not time_major``.
 ``BIDIRECTIONAL_SEQUENCE_LSTM`` (48 inputs): forward slots 1-17, backward 18-34, states
@@ -104,7 +105,10 @@ _DTYPES = {0: "<f4", 1: "<f2", 2: "<i4", 3: "u1", 4: "<i8", 6: "?", 7: "<i2", 9:
 _TYPE_NAMES = {0: "FLOAT32", 1: "FLOAT16", 2: "INT32", 3: "UINT8", 4: "INT64", 5: "STRING",
                6: "BOOL", 7: "INT16", 8: "COMPLEX64", 9: "INT8", 10: "FLOAT64"}
 # ActivationFunctionType -> ours
-_ACTS = {0: "linear", 1: "relu", 4: "tanh"}
+# NONE is not the identity in TFLite's kernels: ApplyActivationToVector returns without
+# writing its result for kTfLiteActNone, so the op reads whatever its scratch held
+# (the measured output differs from a linear cell by ~0.4): refused, not guessed.
+_ACTS = {1: "relu", 4: "tanh"}
 _ACT_NAMES = {0: "NONE", 1: "RELU", 2: "RELU_N1_TO_1", 3: "RELU6", 4: "TANH", 5: "SIGN_BIT"}
 
 # input slots of one direction: (input weights i f c o, recurrent i f c o, peephole i f o,
@@ -575,11 +579,11 @@ def _direction(model, op, slots, where, opts_out):
     R = [None if (cifg and g == 0) else rd.get(s, f"recurrent_to_{names[g]}_weights", rshape)
          for g, s in enumerate(slots["r"])]
     if cifg:
-        for k, s in ((slots["r"][0], "recurrent_to_input_weights"),
+        for s, n in ((slots["r"][0], "recurrent_to_input_weights"),
                      (slots["b"][0], "input_gate_bias"), (slots["p"][0], "cell_to_input_weights")):
             if op.input(s) >= 0:
-                raise TFLiteFormatError(f"{where}: CIFG (no input_to_input_weights) but {s} "
-                                        f"(slot {k}) is given")
+                raise TFLiteFormatError(f"{where}: CIFG (no input_to_input_weights) but {n} "
+                                        f"(slot {s}) is given")
     kinds = {s is None for _, s in filter(None, W + R)}
     if len(kinds) > 1:
         raise TFLiteFormatError(f"{where}: the gate weights mix float and INT8 tensors; "
@@ -665,7 +669,9 @@ def _op_options(op, where):
     if act not in _ACTS:
         raise TFLiteFormatError(f"{where}: fused_activation_function "
                                 f"{_ACT_NAMES.get(act, act)} is not supported; supported: TANH, "
-                                f"RELU, NONE")
+                                f"RELU" + (" (TFLite's kernel does not apply NONE as the "
+                                           "identity: it leaves its buffer unwritten)"
+                                           if act == 0 else ""))
     clips = []
     for slot, n in ((1, "cell_clip"), (2, "proj_clip")):
         v = float(o.scalar(slot, "<f", 0.0))
@@ -693,7 +699,7 @@ def _convert(model, chain) -> CanonicalModel:
                 w, hyb, I, H, P = _direction(model, op, slots, f"{where} {side}", notes)
                 dirs.append(w)
                 quant.add(hyb)
-            accts.append(act)
+            accts += [act, act]
             clips.add((cc, pc))
             tmajor.add(tm)
             o = op.options(_OPT_BIDI)
