@@ -70,6 +70,7 @@ cdef extern from "platform.h" nogil:
 
     # helpers of lstm_cell.h
     void* li_alloc64(size_t nbytes)
+    void li_round_bf16(const float *src, float *dst, long n)
     ctypedef struct li_barrier:
         int count, sense, n
     void li_barrier_wait(li_barrier* b, int* local_sense)

@@ -29,7 +29,12 @@ Schedule (ONNX Runtime / oneDNN "two GEMM" schedule):
 Tb is chosen so the block's workspace stays small (64 KB when the layer's
 weights fit in half the L2, else 1 MB): it never grows with T.
 
-Weight storage modes (int8-weights, float16, bfloat16) keep float32 maths: the
+The bf16 compute mode stores both matrices as bf16 and rounds x (on its way into the
+gathered block) and h (into a per-task buffer) to bf16 before the GEMMs, then runs the
+bf16-storage kernels below: every bf16 x bf16 product is exact in float32, so this is
+what tdpbf16ps / vdpbf16ps compute, up to their summation order.
+
+Weight storage modes (int8-weights, float16-, bfloat16-weights) keep float32 maths: the
 same kernels read int8 / half panels and widen them in registers (li_step_i8 ...),
 int8 with a per-output-row scale applied to the accumulators. bfloat16 panels pair
 columns c and c + 16 of each 32-column half in one 32-bit word, so one shift (low
@@ -97,8 +102,8 @@ Q8_KPAD = LI_Q8_KPAD              # int8 mode: K padded to a multiple of this
 ALIGN = LI_ALIGN                  # bytes: alignment of packed arrays and workspaces
 MAX_NUM_LAYERS = LI_MAX_LAYERS
 # weight type of a float32-kernel panel; "int8" is the int8 compute mode
-WEIGHT_TYPES = {"float32": LI_WT_F32, "int8-weights": LI_WT_I8, "float16": LI_WT_F16,
-                "bfloat16": LI_WT_BF16, "int8": LI_WT_Q8}
+WEIGHT_TYPES = {"float32": LI_WT_F32, "int8-weights": LI_WT_I8, "float16-weights": LI_WT_F16,
+                "bfloat16-weights": LI_WT_BF16, "int8": LI_WT_Q8}
 ACTIVATION_CODES = {"sigmoid": LI_ACT_SIGMOID, "tanh": LI_ACT_TANH, "relu": LI_ACT_RELU,
                     "linear": LI_ACT_LINEAR, "hard_sigmoid": LI_ACT_HARD_SIGMOID}
 
@@ -194,6 +199,7 @@ _SCHEDULES = ("serial", "tasks", "split")
 
 cdef struct DirW:
     int wt_ih, wt_hh         # weight types of the float32 panels (LI_WT_*), LI_WT_Q8: int8 mode
+    int bf16                 # bf16 compute mode: x and h rounded to bf16 before the GEMMs
     const float* w_ih_scale  # per-row scales (int8), else NULL
     const float* w_hh_scale
     const int32_t* w_ih_colsum   # int8 mode: column sums for the zero-point correction
@@ -246,6 +252,7 @@ cdef struct Kernels:         # a task's kernels, chosen once from the platform t
     li_step_fn step
     li_gemm_fn gemm
     li_gemm_fn gemm_hh       # layer norm: the recurrent product on its own (W_hh's type)
+    int bf16                 # round x and h to bf16 first (bf16 compute mode)
     li_gemv_pan16_fn gemv_proj
     li_q8_mm_fn q8
     li_quant_fn quant
@@ -257,6 +264,7 @@ cdef struct WsLayout:        # a task's workspace: offsets in elements, each 64-
     long c                   # cell state (Bs, Hp)
     long hc                  # o * act(c) before the projection (Bs, Hp)
     long r                   # layer norm, float32 maths: the recurrent product (Bs, 4Hp)
+    long hb                  # bf16 compute mode: h rounded to bf16 (Bs, Kh)
     long q                   # int8 mode: u8 activations (rows to 16, K to LI_Q8_KPAD)
     long qs                  # int8 mode: their per-row scales
     long total
@@ -287,7 +295,8 @@ cdef WsLayout _ws_layout(const Layer* L, long Tb, long Bs, bint q8) noexcept nog
     w.c = w.h1 + _round16(Bs * L.Kh)
     w.hc = w.c + _round16(Bs * L.Hp)
     w.r = w.hc + _round16(Bs * L.Hp)
-    w.q = w.r + (_round16(Bs * 4 * L.Hp) if L.ln else 0)
+    w.hb = w.r + (_round16(Bs * 4 * L.Hp) if L.ln else 0)
+    w.q = w.hb + (_round16(Bs * L.Kh) if L.w[0].bf16 else 0)
     # the u8 rows are counted in 4-byte elements (q8 is float32 only)
     w.qs = w.q + (_round16(_round16(rows) * ldq // 4 + 1) if q8 else 0)
     w.total = w.qs + (_round16(rows) if q8 else 0)
@@ -322,6 +331,7 @@ cdef Kernels _choose_kernels(const Shared* S, const DirW* w, floating dummy) noe
     k.step = S.plat.f32.step[w.wt_hh] if k.mode == MODE_F32 else NULL
     k.gemm = S.plat.f32.gemm[w.wt_ih] if k.mode == MODE_F32 else NULL
     k.gemm_hh = S.plat.f32.gemm[w.wt_hh] if k.mode == MODE_F32 else NULL
+    k.bf16 = w.bf16
     k.gemv_proj = S.plat.f32.gemv_pan16
     k.q8 = S.plat.q8
     k.quant = S.plat.quant
@@ -358,7 +368,18 @@ cdef void _project_block(const Layer* L, const Task* t, const Kernels* k, int s0
     cdef long ldx
     cdef long ldq = _round_up(L.In, LI_Q8_KPAD)
     cdef int s, b, tt, kk, G4 = 4 * L.Hp
-    if t.Bs == 1:
+    if k.bf16:  # bf16 compute: the rows rounded to bf16 on their way into Xg
+        kk = na
+        for s in range(s0, s0 + tb):
+            while kk > 0 and t.lens[kk - 1] <= s:
+                kk -= 1
+            for b in range(kk):
+                tt = t.lens[b] - 1 - s if t.reverse else s
+                li_round_bf16(<const float*>(x + tt * L.xs_t + t.perm[b] * L.xs_b),
+                              <float*>(Xg + (<long>(s - s0) * t.Bs + b) * L.In), L.In)
+        xblk = Xg
+        ldx = L.In
+    elif t.Bs == 1:
         tt = t.lens[0] - 1 - s0 if t.reverse else s0
         xblk = x + tt * L.xs_t + t.perm[0] * L.xs_b
         ldx = -L.xs_t if t.reverse else L.xs_t
@@ -398,7 +419,8 @@ cdef void _project_block(const Layer* L, const Task* t, const Kernels* k, int s0
 
 cdef void _step(const Layer* L, const Task* t, const Kernels* k, int s, int na,
                 floating* Gs, const floating* hp, floating* hnx, floating* hcell, floating* C,
-                floating* Hc, floating* R, uint8_t* Qb, float* Qs) noexcept nogil:
+                floating* Hc, floating* R, floating* Hb, uint8_t* Qb,
+                float* Qs) noexcept nogil:
     """One step for the `na` active rows: z = G_s + h W_hh^T, the gates (C in place,
     o * act(c) into hcell), then the projection h = hcell W_hr^T into hnx. A layer-norm
     layer computes h W_hh^T into R first, then gates in a second pass (lstm_layernorm.h)."""
@@ -408,6 +430,9 @@ cdef void _step(const Layer* L, const Task* t, const Kernels* k, int s, int na,
     cdef const floating* peep = <const floating*>w.peep
     cdef long ldq = _round_up(L.Kh, LI_Q8_KPAD)
     cdef int G4 = 4 * L.Hp, g0 = t.g0
+    if k.bf16:  # bf16 compute: the GEMM reads h rounded to bf16 (the state keeps float32)
+        li_round_bf16(<const float*>hp, <float*>Hb, <long>na * L.Kh)
+        hp = Hb
     if L.ln:
         if k.mode == MODE_Q8:
             k.quant(na, L.Kh, <const float*>hp, L.Kh, Qb, ldq, Qs)
@@ -516,6 +541,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
     cdef floating* C = ws + lay.c
     cdef floating* Hc = ws + lay.hc
     cdef floating* R = ws + lay.r
+    cdef floating* Hb = ws + lay.hb
     cdef uint8_t* Qb = <uint8_t*>(ws + lay.q)
     cdef float* Qs = <float*>(ws + lay.qs)
     cdef floating* hp = ws + lay.h0
@@ -537,7 +563,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
         _project_block(L, &t, &k, s0, tb, na, ws + lay.xg, G, Qb, Qs)
         for s in range(s0, s0 + tb):
             _step(L, &t, &k, s, na, G + <long>(s - s0) * t.Bs * 4 * L.Hp, hp, hnx, hcell, C,
-                  Hc, R, Qb, Qs)
+                  Hc, R, Hb, Qb, Qs)
             na = _store_rows(L, S, &t, s, na, hnx, C)
             if nparts > 1:  # every part reads the whole h of this step next
                 li_barrier_wait(bar, &sense)
@@ -689,6 +715,9 @@ cdef class PackedDirection:
                 raise ValueError(f"packed array {name} must be C-contiguous and "
                                  f"{LI_ALIGN}-byte aligned")
         self.w.wt_ih, self.w.wt_hh = wt_ih, wt_hh
+        self.w.bf16 = quant == "bf16"
+        if self.w.bf16 and not wt_ih == wt_hh == LI_WT_BF16:
+            raise ValueError("the bf16 compute mode needs bf16 W_ih and W_hh panels")
         self.w.w_ih = _ptr(arrays.get("w_ih"))
         self.w.w_hh = _ptr(arrays.get("w_hh"))
         self.w.w_ih_pan = _ptr(arrays.get("w_ih_pan"))
@@ -758,7 +787,7 @@ cdef void _set_acts(li_acts* a, dict p):
     a.clip = p["clip"]
     a.cell_clip = p["cell_clip"]
     a.cifg = p["input_forget"]
-    a.proj_clip = p["proj_clip"]
+    a.proj_clip = p.get("proj_clip", INFINITY)
 
 
 cdef int _describe(list packed, int T, int B, int itemsize, Layer* layers, Shared* S) except -1:
@@ -804,13 +833,14 @@ cdef int _plan(Layer* layers, int nlayers, Shared* S, int nthreads, int itemsize
         wbytes = max(wbytes, <long>4 * L.Hp * (L.In + L.Kh) * itemsize)
         ntasks = L.D * S.nslices
         # One batch-1 sequence and spare threads: split each step's gate groups between
-        # the threads (float32, no projection; int8 and float64 run whole on one thread).
+        # the threads (float32, no projection; int8, bf16 compute, layer norm and float64
+        # run whole on one thread).
         # Only when a step streams >= 128 Ki weights: below that the per-step barrier
         # costs what the split saves (measured: kws, H=128, 0.243 -> 0.255 ms, 2 threads).
         nparts = min(nthreads, L.Hp // LI_GROUP)
         L.nparts = 1
         if (itemsize == 4 and ntasks == 1 and S.B == 1 and nparts > 1 and L.P == 0
-                and L.w[0].wt_hh != LI_WT_Q8 and not L.ln and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
+                and L.w[0].wt_hh != LI_WT_Q8 and not L.ln and not L.w[0].bf16 and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
             L.schedule = SCHED_SPLIT
             L.nparts = nparts
         elif nthreads <= 1 or ntasks == 1:

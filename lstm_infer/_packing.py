@@ -30,6 +30,12 @@ GROUP, PANEL, Q8_KPAD, ALIGN = _kernels.GROUP, _kernels.PANEL, _kernels.Q8_KPAD,
 WT = _kernels.WEIGHT_TYPES
 
 
+def weight_type(mode: str) -> int:
+    """The panel weight type (WEIGHT_TYPES) a quantization mode stores: the bf16 compute
+    mode reads the bfloat16 panels of the weight-only mode."""
+    return WT["bfloat16-weights" if mode == "bf16" else mode]
+
+
 def round_up(n: int, m: int) -> int:
     return -(-n // m) * m
 
@@ -156,8 +162,8 @@ def pack(w: dict, H: int, P: int, quant: Optional[str] = None,
                 for k in ("w_ih", "w_hh", "w_ih_scale", "w_hh_scale") if k in stored}
         q_ih = stored["w_ih"] if quantize_mod.is_stored(stored["w_ih"], quant) else w["w_ih"]
         if quantize_mod.is_stored(q_ih, quant):
-            wt_ih = WT[quant]
-        wt_hh = WT[quant]
+            wt_ih = weight_type(quant)
+        wt_hh = weight_type(quant)
         q_hh = np.zeros((4 * H, Kh), dtype=stored["w_hh"].dtype)
         q_hh[:, :Hout] = stored["w_hh"]
         if quant == "int8":  # k-quad panels and column sums
@@ -166,8 +172,8 @@ def pack(w: dict, H: int, P: int, quant: Optional[str] = None,
         else:
             arrays["w_ih_pan"] = panels(interleave_rows(q_ih, H, Hp), PANEL)
             arrays["w_hh_pan"] = panels(interleave_rows(q_hh, H, Hp), PANEL)
-            if quant == "bfloat16":
-                if wt_ih == WT[quant]:
+            if quant in ("bfloat16-weights", "bf16"):
+                if wt_ih == wt_hh:
                     arrays["w_ih_pan"] = pair_bf16_columns(arrays["w_ih_pan"])
                 arrays["w_hh_pan"] = pair_bf16_columns(arrays["w_hh_pan"])
         if quant in ("int8", "int8-weights"):

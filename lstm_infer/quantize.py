@@ -10,13 +10,24 @@ Modes (``model.quantize(mode, input_weights=False)``):
                 three produce identical int32 accumulators, dequantized and gated in
                 float32. What onnxruntime's DynamicQuantizeLSTM and PyTorch's dynamic
                 quantized LSTM do, with per-row instead of per-tensor activation scales.
+  bf16          bfloat16 compute: W_ih and W_hh stored as bfloat16 (round to nearest
+                even) AND the activations x and h rounded to bfloat16 before each GEMM;
+                float32 accumulation, gates, state and projection -- the numerics of
+                Intel AMX tdpbf16ps / AVX512-BF16 vdpbf16ps, OpenVINO's default on AMX
+                CPUs (every bf16 x bf16 product is exact in float32). Today it runs on
+                the bf16-storage kernels after a rounding pass (every ISA); AMX /
+                AVX512-BF16 kernels are not written yet (no such CPU to test them on).
   int8-weights  weights as int8, symmetric per output row (each of the 4H rows has
                 its own float32 scale = max|row| / 127); activations stay float32.
-  float16       weights stored as IEEE half.
-  bfloat16      weights stored as bfloat16 (round to nearest even).
+  float16-weights   weights stored as IEEE half; maths in float32.
+  bfloat16-weights  weights stored as bfloat16 (round to nearest even); maths in float32.
+
+The weight-only modes were called "float16" and "bfloat16" before bf16 compute existed:
+those names are still accepted (and files saved under them load), and mean the
+weight-only modes.
 
 Which weights: by default only the recurrent W_hh, the matrix every time step
-streams (the batch-1 cost) -- except "int8", which always quantizes both. W_ih feeds a compute-bound GEMM read once per block
+streams (the batch-1 cost) -- except "int8" and "bf16", which always quantize both. W_ih feeds a compute-bound GEMM read once per block
 of steps, so quantizing it buys memory, not speed, and it dominates the error:
 measured on lat1024 (I = H = 1024, |x| <= 3) vs float64, int8 max abs error
 1.45e-3 with W_hh only and 9.9e-3 with both (bfloat16: 4.3e-4 vs 3.2e-3).
@@ -33,13 +44,22 @@ from __future__ import annotations
 
 import numpy as np
 
-MODES = ("int8", "int8-weights", "float16", "bfloat16")
+MODES = ("int8", "bf16", "int8-weights", "float16-weights", "bfloat16-weights")
+# the weight-only modes' names before the bf16 compute mode: accepted, and in old files
+ALIASES = {"float16": "float16-weights", "bfloat16": "bfloat16-weights"}
+# compute modes: both matrices are always quantized (their activations are too)
+COMPUTE_MODES = ("int8", "bf16")
 _NAMES = ("w_ih", "w_hh")
+_STORED_DTYPE = {"int8": np.int8, "int8-weights": np.int8, "float16-weights": np.float16,
+                 "bfloat16-weights": np.uint16, "bf16": np.uint16}
 
 
 def check_mode(mode):
+    """The mode's name (an old alias gives its current name); a ValueError otherwise."""
+    mode = ALIASES.get(mode, mode) if isinstance(mode, str) else mode
     if mode not in MODES:
-        raise ValueError(f"quantization mode must be one of {MODES}; got {mode!r}")
+        raise ValueError(f"quantization mode must be one of {MODES} (or the old names "
+                         f"{sorted(ALIASES)}); got {mode!r}")
     return mode
 
 
@@ -68,7 +88,8 @@ def stored_form(w: dict, mode: str, where: str, input_weights: bool = False) -> 
     Float weights are quantized; weights already in a stored form are checked and
     kept as they are."""
     out = dict(w)
-    for name in (_NAMES if input_weights or mode == "int8" else ("w_hh",)):
+    mode = check_mode(mode)
+    for name in (_NAMES if input_weights or mode in COMPUTE_MODES else ("w_hh",)):
         a = np.asarray(w[name])
         scale_key = name + "_scale"
         if mode in ("int8", "int8-weights"):
@@ -83,7 +104,7 @@ def stored_form(w: dict, mode: str, where: str, input_weights: bool = False) -> 
                 out[name], out[scale_key] = a, s
             else:
                 out[name], out[scale_key] = int8_rows(_float(a, where, name))
-        elif mode == "float16":
+        elif mode == "float16-weights":
             out[name] = a if a.dtype == np.float16 else _float(a, where, name).astype(np.float16)
         else:
             out[name] = a if a.dtype == np.uint16 else to_bf16_bits(_float(a, where, name))
@@ -92,20 +113,20 @@ def stored_form(w: dict, mode: str, where: str, input_weights: bool = False) -> 
 
 def is_stored(a, mode: str) -> bool:
     """Is `a` in `mode`'s stored (quantized) dtype rather than float32?"""
-    return np.asarray(a).dtype == {"int8": np.int8, "int8-weights": np.int8,
-                                   "float16": np.float16, "bfloat16": np.uint16}[mode]
+    return np.asarray(a).dtype == _STORED_DTYPE[check_mode(mode)]
 
 
 def dequantize(w: dict, mode: str) -> dict:
     """The float32 weights a quantized direction dict stands for (exactly what runs)."""
     out = {k: v for k, v in w.items() if not k.endswith("_scale")}
+    mode = check_mode(mode)
     for name in _NAMES:
         a = np.asarray(w[name])
         if not is_stored(a, mode):
             continue
         if mode in ("int8", "int8-weights"):
             out[name] = a.astype(np.float32) * np.asarray(w[name + "_scale"], np.float32)[:, None]
-        elif mode == "float16":
+        elif mode == "float16-weights":
             out[name] = a.astype(np.float32)
         else:
             out[name] = bf16_bits_to_f32(a)

@@ -58,7 +58,7 @@ def test_errors_are_one_line_with_status_2(tmp_path, model_file, capsys):
     assert "pickle" in capsys.readouterr().err.lower()
 
 
-@pytest.mark.parametrize("mode", ["int8", "int8-weights", "float16", "bfloat16"])
+@pytest.mark.parametrize("mode", ["int8", "bf16", "int8-weights", "float16-weights", "bfloat16-weights"])
 def test_convert_quantize(model_file, tmp_path, capsys, mode):
     out_file = tmp_path / "q.safetensors"
     assert main(["convert", str(model_file), "-o", str(out_file), "--quantize", mode]) == 0

@@ -245,7 +245,7 @@ def test_native_metadata_field_types(tmp_path):
                   "metadata has no 'config'")
 
 
-@pytest.mark.parametrize("mode", ["float16", "bfloat16", "int8", "int8-weights"])
+@pytest.mark.parametrize("mode", ["float16-weights", "bfloat16-weights", "bf16", "int8", "int8-weights"])
 @pytest.mark.parametrize("missing", ["w_hh", "w_ih"])
 def test_quantized_native_file_missing_a_tensor(tmp_path, mode, missing):
     """A KeyError 'w_hh' from quantize.stored_form / dequantize on the old loader: now

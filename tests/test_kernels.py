@@ -36,7 +36,7 @@ def _deil(a, H):
     return _packing.deinterleave_rows(np.ascontiguousarray(a.T), H).T
 
 
-@pytest.mark.parametrize("mode", [None, "int8-weights", "float16", "bfloat16"])
+@pytest.mark.parametrize("mode", [None, "int8-weights", "float16-weights", "bfloat16-weights", "bf16"])
 @pytest.mark.parametrize("H", H_CASES)
 @pytest.mark.parametrize("M", ROWS)
 def test_block_projection(simd_level, mode, H, M):
@@ -86,7 +86,7 @@ def _gates_numpy(z, c, w, H, acts_kind="sigmoid", cifg=False):
     return c2, o * np.tanh(c2)
 
 
-@pytest.mark.parametrize("mode", [None, "int8-weights", "float16", "bfloat16"])
+@pytest.mark.parametrize("mode", [None, "int8-weights", "float16-weights", "bfloat16-weights", "bf16"])
 @pytest.mark.parametrize("variant", ["plain", "peephole", "hard_sigmoid+cifg"])
 @pytest.mark.parametrize("H", H_CASES)
 @pytest.mark.parametrize("M", ROWS)

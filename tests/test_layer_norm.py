@@ -94,7 +94,7 @@ def test_reference_normalises_each_gate():
     np.testing.assert_allclose(out[0, 0], h, rtol=1e-12)
 
 
-@pytest.mark.parametrize("mode", ["int8", "int8-weights", "float16", "bfloat16"])
+@pytest.mark.parametrize("mode", ["int8", "bf16", "int8-weights", "float16-weights", "bfloat16-weights"])
 def test_quantized_modes(mode):
     """Storage modes are exact w.r.t. their stored weights; int8 within its error."""
     from lstm_infer import quantize as Q
@@ -105,10 +105,10 @@ def test_quantized_modes(mode):
     x = np.random.default_rng(2).uniform(-3, 3, (T, 4, 16)).astype(np.float32)
     out, _ = q(x)
     ref, _, _ = lstm_reference(deq, x.astype(np.float64))
-    assert_close(out, ref, 3e-2 if mode == "int8" else 1e-5, mode)
+    assert_close(out, ref, 3e-2 if mode in ("int8", "bf16") else 1e-5, mode)
 
 
-@pytest.mark.parametrize("mode", [None, "int8", "bfloat16"])
+@pytest.mark.parametrize("mode", [None, "int8", "bfloat16-weights", "bf16"])
 def test_rows_do_not_depend_on_their_batch(simd_level, mode):
     """float32 and the quantized modes (float64 goes through BLAS: excluded, DESIGN §4)."""
     layers = _weights(8, 48, peephole=True)

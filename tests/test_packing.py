@@ -15,7 +15,7 @@ from lstm_infer import quantize as Q
 
 GROUP, PANEL, Q8_KPAD, ALIGN = _kernels.GROUP, _kernels.PANEL, _kernels.Q8_KPAD, _kernels.ALIGN
 WT = _kernels.WEIGHT_TYPES
-MODES = ["int8", "int8-weights", "float16", "bfloat16"]
+MODES = ["int8", "bf16", "int8-weights", "float16-weights", "bfloat16-weights"]
 
 
 def _up(n, m):
@@ -63,7 +63,9 @@ def _padded(w, rows, cols):
 def test_layout_constants():
     assert PANEL == 4 * GROUP  # a panel is one group's four gates
     assert Q8_KPAD % 4 == 0 and ALIGN % 16 == 0 and ALIGN & (ALIGN - 1) == 0
-    assert sorted(WT) == sorted(["float32", *MODES]) and len(set(WT.values())) == len(WT)
+    assert sorted(WT) == sorted(["float32", *(m for m in MODES if m != "bf16")]) \
+        and len(set(WT.values())) == len(WT)
+    assert _packing.weight_type("bf16") == WT["bfloat16-weights"]  # bf16 compute reads them
 
 
 # ----------------------------------------------------------------------------- the pieces
@@ -214,8 +216,8 @@ def test_pack_float(shape, dtype):
     _check_round_trip(_packing.canonical(p), w)
 
 
-VARIANTS = [pytest.param(m, iw, id=m if m == "int8" else f"{m}-{'W_ih+W_hh' if iw else 'W_hh'}")
-            for m in MODES for iw in (False, True) if not (m == "int8" and iw)]
+VARIANTS = [pytest.param(m, iw, id=m if m in ("int8", "bf16") else f"{m}-{'W_ih+W_hh' if iw else 'W_hh'}")
+            for m in MODES for iw in (False, True) if not (m in ("int8", "bf16") and iw)]
 
 
 @pytest.mark.parametrize("shape", list(SHAPES))
@@ -226,9 +228,10 @@ def test_pack_quantized(shape, mode, input_weights):
     deq = Q.dequantize(stored, mode)  # what the model packs next to the stored form
     p = _packing.pack(deq, H, P, mode, stored)
     _check_common(p, w, I, H, P, np.float32)
-    q_ih = input_weights or mode == "int8"
-    assert p.quant == mode and p.wt_hh == WT[mode]
-    assert p.wt_ih == (WT[mode] if q_ih else WT["float32"])
+    q_ih = input_weights or mode in ("int8", "bf16")
+    wt = _packing.weight_type(mode)
+    assert p.quant == mode and p.wt_hh == wt
+    assert p.wt_ih == (wt if q_ih else WT["float32"])
     Kh = p.Kh
     for name, quantized in (("w_ih", q_ih), ("w_hh", True)):
         src = stored[name] if quantized else deq[name]
@@ -238,7 +241,7 @@ def test_pack_quantized(shape, mode, input_weights):
             np.testing.assert_array_equal(pan, _quads(rows))
             np.testing.assert_array_equal(p.arrays[name + "_colsum"],
                                           128 * rows.astype(np.int64).sum(axis=1))
-        elif quantized and mode == "bfloat16":
+        elif quantized and mode in ("bfloat16-weights", "bf16"):
             assert pan.dtype == np.uint16
             np.testing.assert_array_equal(pan, _packing.pair_bf16_columns(_panelled(rows, PANEL)))
         else:
@@ -293,7 +296,7 @@ def test_packed_direction_accepts_what_pack_makes(mode):
         pickle.dumps(p)
 
 
-@pytest.mark.parametrize("mode", [None, "int8", "bfloat16"])
+@pytest.mark.parametrize("mode", [None, "int8", "bfloat16-weights", "bf16"])
 @pytest.mark.parametrize("name", ["bias", "w_ih_pan", "w_hh_pan", "w_hr", "w_hr_pan", "peep"])
 def test_packed_direction_refuses_wrong_size(mode, name):
     args = _valid(mode=mode)
@@ -307,8 +310,8 @@ def test_packed_direction_refuses_wrong_size(mode, name):
 @pytest.mark.parametrize("mode,name,wrong", [
     (None, "bias", np.float64), (None, "w_ih_pan", np.float16), (None, "w_hr", np.float64),
     ("int8", "w_ih_pan", np.uint8), ("int8", "w_hh_colsum", np.int64),
-    ("int8", "w_hh_scale", np.float64), ("float16", "w_hh_pan", np.float32),
-    ("bfloat16", "w_hh_pan", np.float16), ("int8-weights", "w_hh_pan", np.uint8),
+    ("int8", "w_hh_scale", np.float64), ("float16-weights", "w_hh_pan", np.float32),
+    ("bfloat16-weights", "w_hh_pan", np.float16), ("int8-weights", "w_hh_pan", np.uint8),
 ])
 def test_packed_direction_refuses_wrong_dtype(mode, name, wrong):
     args = _valid(mode=mode)
@@ -364,7 +367,7 @@ def test_packed_direction_refuses_missing_extra_and_foreign_arrays():
     (dict(itemsize=2), "bad packed dimensions"), (dict(wt_ih=-1), "bad weight type"),
     (dict(wt_hh=max(WT.values()) + 1), "bad weight type"),
     (dict(In=6), "w_ih_pan must be"), (dict(H=33), "must be"),
-    (dict(wt_hh=WT["float16"]), "w_hh_pan must be .* of float16"),
+    (dict(wt_hh=WT["float16-weights"]), "w_hh_pan must be .* of float16"),
 ])
 def test_packed_direction_refuses_inconsistent_dimensions(change, msg):
     args = _valid()

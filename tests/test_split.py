@@ -31,7 +31,7 @@ def test_split_equals_one_thread(name, threads):
     np.testing.assert_array_equal(a_c, b_c)
 
 
-@pytest.mark.parametrize("mode", [None, "float16", "bfloat16", "int8-weights"])
+@pytest.mark.parametrize("mode", [None, "float16-weights", "bfloat16-weights", "int8-weights"])
 def test_split_lengths_reverse_and_quantized(mode):
     w = li.LSTM.random(24, 192, seed=2).weights[0]
     m = li.LSTM([w], layer_options=[{"direction": "reverse"}], batch_first=True)

@@ -78,6 +78,22 @@ static inline void li_barrier_wait(li_barrier *b, int *local_sense)
     }
 }
 
+/* bf16 compute mode: dst = src rounded to bfloat16 (nearest even), kept in float32
+ * (the value a bf16 GEMM would consume; NaN stays NaN). Portable integer code. */
+static inline void li_round_bf16(const float *src, float *dst, long n)
+{
+    for (long j = 0; j < n; j++) {
+        uint32_t u;
+        memcpy(&u, src + j, 4);
+        if ((u & 0x7fffffffu) > 0x7f800000u)
+            u |= 0x00400000u; /* quiet NaN: its payload may be in the low half */
+        else
+            u += 0x7fffu + ((u >> 16) & 1u);
+        u &= 0xffff0000u;
+        memcpy(dst + j, &u, 4);
+    }
+}
+
 /* 64-byte aligned workspace (so vector loads never straddle cache lines). */
 static inline void *li_alloc64(size_t nbytes)
 {

@@ -21,7 +21,7 @@ from .workloads import (QUICK_WORKLOADS, Workload, figures, make_input, make_mod
                         model_flops, select_workloads, workload)
 
 # Our modes timed by default: float32 ("ours") and the int8 mode (next to onnxruntime int8)
-DEFAULT_MODES = ("float32", "int8")
+DEFAULT_MODES = ("float32", "int8", "bf16")
 
 
 def runner_name_of_mode(mode: str) -> str:

@@ -52,7 +52,7 @@ def write(path, layers, options: dict) -> None:
     """The numpy core of `save`: canonical `layers` (stored quantized forms included) and
     the constructor `options` to `path`."""
     tensors, dtypes = {}, {}
-    bf16 = options.get("quantization") == "bfloat16"
+    bf16 = options.get("quantization") in ("bfloat16", "bfloat16-weights", "bf16")
     layer_options = options.get("layer_options") or [{}] * len(layers)
     for k, layer in enumerate(layers):
         reverse = layer_options[k].get("direction") == "reverse"

@@ -5,11 +5,11 @@ from __future__ import annotations
 from . import PeerUnavailable, Runner
 
 # What each quantization mode computes in: the weight-only modes ("int8-weights",
-# "float16", "bfloat16" today) widen their weights to float32 in registers, so their
+# "float16-weights", "bfloat16-weights") widen their weights to float32 in registers, so their
 # arithmetic is float32. A mode whose GEMMs run in another precision is listed here;
 # its results are then checked with the reduced-precision bound and compared with the
 # peers of that precision (a bf16 compute mode: "bf16", next to openvino-bf16).
-COMPUTE_PRECISION = {"int8": "int8"}
+COMPUTE_PRECISION = {"int8": "int8", "bf16": "bf16"}
 
 
 def compute_precision(mode: str) -> str:
