@@ -1,28 +1,51 @@
-"""`formats.onnx.to_onnx` and `formats.keras.to_keras_weights`: our model as an ONNX
-graph and as Keras weights, the inverses of the ONNX and Keras loaders.
+"""Export to ONNX (`formats.onnx.to_onnx`, `model.to_onnx`) and Keras
+(`formats.keras.to_keras_weights`, `model.to_keras` = `formats.keras_writer`): the
+inverses of the ONNX and Keras loaders.
 
-Round trips through our own loader (`from_onnx(to_onnx(m))` is `m`), through
-onnxruntime and through Keras layers; the refusals need no framework. Each test skips
-on its own when the framework it uses is missing."""
+Every variant each target can express runs in the real framework -- the exported
+graph in onnxruntime, the written ``.keras`` file through ``keras.saving.load_model``
+(Keras 3 on the torch backend) -- and must match our model at 1e-5 (float32); our own
+loader reads each file back. The refusals need no framework. Each test skips on its
+own when the framework it uses is missing."""
 from __future__ import annotations
 
 import os
 import re
+import sys
+
+if "keras" not in sys.modules:  # Keras 3 reads the backend once, at import
+    os.environ["KERAS_BACKEND"] = "torch"
 
 import numpy as np
 import pytest
 
 import lstm_infer as li
-from lstm_infer import tolerances
+from conftest import assert_close
+from lstm_infer import quantize, tolerances
+from lstm_infer.formats._export import ExportError
 from lstm_infer.formats.keras import to_keras_weights
 from lstm_infer.formats.onnx import to_onnx
 
+pytestmark = pytest.mark.filterwarnings(  # Keras 3 on numpy 2, not ours
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning")
 TOL = tolerances.TOL_FRAMEWORK["float32"]
+WEIGHT_ONLY = [m for m in quantize.MODES if m not in getattr(quantize, "COMPUTE_MODES",
+                                                              ("int8",))]
+KERAS_HS = ("hard_sigmoid", 1.0 / 6.0, 0.5)  # Keras 3's hard_sigmoid
 
 
 def _model(**kw):
     kw = {"num_layers": 2, "bidirectional": True, "peephole": True, "seed": 3, **kw}
     return li.LSTM.random(5, 8, **kw)
+
+
+def _stack(sizes, options, input_size=5, **kw):
+    """A stack whose layers may differ: sizes [(H, directions)], per-layer options."""
+    layers, I = [], input_size
+    for k, ((H, D), opt) in enumerate(zip(sizes, options)):
+        layers.append(li.LSTM.random(I, H, bidirectional=D == 2, seed=10 + k).weights[0])
+        I = H * (2 if D == 2 and opt.get("merge", "concat") == "concat" else 1)
+    return li.LSTM(layers, layer_options=options, **kw)
 
 
 def _same_weights(a, b):
@@ -31,64 +54,200 @@ def _same_weights(a, b):
             assert da.keys() == db.keys() and all(np.array_equal(da[k], db[k]) for k in da)
 
 
+def _f32(cfg, **overrides):
+    """cfg.to_dict() with `overrides`, its floats (activation alpha/beta, clip) rounded to
+    float32: ONNX attributes are float32."""
+    def rnd(v):
+        if isinstance(v, float):
+            return float(np.float32(v))
+        if isinstance(v, (list, tuple)):
+            return [rnd(e) for e in v]
+        if isinstance(v, dict):
+            return {k: rnd(e) for k, e in v.items()}
+        return v
+    return rnd({**cfg.to_dict(), **overrides})
+
+
+def _x(m, T=6, B=3, seed=0, dtype=np.float32):
+    shape = (B, T) if m.config.batch_first else (T, B)
+    return np.random.default_rng(seed).uniform(-1, 1, shape + (m.config.input_size,)) \
+        .astype(dtype)
+
+
 # ---------------------------------------------------------------------------- ONNX
-def test_to_onnx_round_trip_through_our_loader(tmp_path):
-    pytest.importorskip("onnx")
-    for kw in ({}, {"bidirectional": False, "peephole": False, "num_layers": 1}):
-        m = _model(**kw)
-        back = li.from_onnx(to_onnx(m))
-        assert back.config == m.config
-        _same_weights(back, m)
-    m = _model()
-    p = tmp_path / "m.onnx"
-    proto = to_onnx(m.canonical(), p)  # canonical data, and written to a file
-    assert li.detect_format(p) == "onnx" and proto.graph.node[0].name == "lstm0"
-    _same_weights(li.load(p), m)
+ONNX_VARIANTS = {
+    "bi-peephole": lambda: _model(),
+    "batch_first-clip-cifg-activations": lambda: li.LSTM.random(
+        5, 6, num_layers=3, batch_first=True, clip=1.5, input_forget=True,
+        activations=[("hard_sigmoid", 0.3, 0.4), "relu", "linear"]),
+    "per-direction-activations": lambda: li.LSTM(
+        li.LSTM.random(5, 6, bidirectional=True).weights, layer_options=[{"activations": [
+            ("sigmoid", "tanh", "relu"), ("hard_sigmoid", "linear", "tanh")]}]),
+    "reverse-then-sizes-differ": lambda: _stack(
+        [(8, 1), (4, 2), (3, 1)], [{"direction": "reverse"}, {}, {"clip": 0.5}]),
+    "H1": lambda: li.LSTM.random(3, 1, bidirectional=True),
+    "float64": lambda: _model(dtype="float64"),
+}
 
 
-def test_to_onnx_runs_in_onnxruntime_like_ours():
-    pytest.importorskip("onnx")
+def _ort(proto):
     ort = pytest.importorskip("onnxruntime")
-    m = _model()
-    x = np.random.default_rng(0).uniform(-1, 1, (6, 2, 5)).astype(np.float32)
-    sess = ort.InferenceSession(to_onnx(m).SerializeToString(),
-                                providers=["CPUExecutionProvider"])
-    y, h, c = sess.run(["Y", "Y_h", "Y_c"], {"X": x})
-    out, (h_n, c_n) = m(x)
-    for got, want in ((y, out), (h, h_n), (c, c_n)):
-        assert got.shape == want.shape and np.abs(got - want).max() <= TOL
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
-@pytest.mark.parametrize("mode", ["int8-weights", "float16", "bfloat16"])
-def test_to_onnx_weight_only_quantized_gives_the_float_weights_it_runs(mode):
+def _check_ort(m, proto, x, state=None, lengths=None):
+    sess = _ort(proto)
+    feed = {"X": x.astype(np.float32)}
+    if lengths is not None:
+        feed["sequence_lens"] = np.asarray(lengths, np.int32)
+    out, (h_n, c_n) = m(x, state=state, lengths=lengths)
+    if m.config.uniform:
+        if state is not None:
+            feed.update(initial_h=state[0].astype(np.float32),
+                        initial_c=state[1].astype(np.float32))
+        names, want = ["Y", "Y_h", "Y_c"], [out, h_n, c_n]
+    else:
+        names, want = ["Y"], [out]
+        for k in range(m.config.num_layers):
+            names += [f"Y_h{k}", f"Y_c{k}"]
+            want += [h_n[k], c_n[k]]
+            if state is not None:
+                feed.update({f"initial_h{k}": state[0][k].astype(np.float32),
+                             f"initial_c{k}": state[1][k].astype(np.float32)})
+    for name, got, w in zip(names, sess.run(names, feed), want):
+        # relu / linear activations are unbounded: the tolerance scales with the values
+        assert_close(got, w, TOL, name, scale_with_magnitude=True)
+
+
+@pytest.mark.parametrize("name", list(ONNX_VARIANTS))
+def test_to_onnx_runs_in_onnxruntime_like_ours(name):
+    pytest.importorskip("onnx")
+    m = ONNX_VARIANTS[name]()
+    proto = to_onnx(m)
+    _check_ort(m, proto, _x(m, dtype=m.dtype))
+    # our loader: the same model, time-major (layout 0) and float32 (the graph's dtype)
+    back = li.from_onnx(proto)
+    assert _f32(back.config) == _f32(m.config, batch_first=False, dtype="float32")
+    if m.dtype == np.float32:
+        _same_weights(back, m)
+
+
+@pytest.mark.parametrize("name", ["bi-peephole", "batch_first-clip-cifg-activations",
+                                  "reverse-then-sizes-differ"])
+def test_to_onnx_sequence_lens_and_initial_state(name):
+    pytest.importorskip("onnx")
+    m = ONNX_VARIANTS[name]()
+    rng = np.random.default_rng(5)
+    lengths = [6, 2, 5]  # no length 0: onnxruntime gives Y_h = 0 there, we the state
+    specs = m.config.layers
+    if m.config.uniform:
+        D, L = specs[0].num_directions, len(specs)
+        state = (rng.uniform(-1, 1, (D * L, 3, specs[0].output_size)).astype(np.float32),
+                 rng.uniform(-1, 1, (D * L, 3, specs[0].hidden_size)).astype(np.float32))
+    else:
+        state = ([rng.uniform(-1, 1, (s.num_directions, 3, s.output_size)).astype(np.float32)
+                  for s in specs],
+                 [rng.uniform(-1, 1, (s.num_directions, 3, s.hidden_size)).astype(np.float32)
+                  for s in specs])
+    proto = to_onnx(m, sequence_lens=True, initial_state=True)
+    assert {i.name for i in proto.graph.input} >= {"X", "sequence_lens"}
+    _check_ort(m, proto, _x(m), state=state, lengths=lengths)
+
+
+def test_to_onnx_layout_1_reads_back_batch_first(tmp_path):
+    pytest.importorskip("onnx")
+    m = li.LSTM.random(5, 6, num_layers=2, bidirectional=True, batch_first=True)
+    m.to_onnx(tmp_path / "m.onnx", layout=1)
+    back = li.load(tmp_path / "m.onnx")
+    assert back.config == m.config
+    _same_weights(back, m)
+    # layout 0 (the default): Transposes around the nodes, read back time-major
+    m.to_onnx(tmp_path / "m0.onnx")
+    assert not li.load(tmp_path / "m0.onnx").config.batch_first
+    assert li.load(tmp_path / "m0.onnx", batch_first=True).config == m.config
+    with pytest.raises(ValueError, match="layout=1 .* time-major"):
+        to_onnx(li.LSTM.random(5, 6), layout=1)
+
+
+@pytest.mark.parametrize("mode", WEIGHT_ONLY)
+def test_to_onnx_quantized_needs_dequantize(mode):
     pytest.importorskip("onnx")
     q = _model(peephole=False).quantize(mode)
-    back = li.from_onnx(to_onnx(q))
-    x = np.random.default_rng(1).uniform(-1, 1, (4, 2, 5)).astype(np.float32)
-    assert np.abs(back(x)[0] - q(x)[0]).max() <= TOL
+    with pytest.raises(ExportError, match=f"quantization='{mode}'"):
+        to_onnx(q)
+    _check_ort(q, to_onnx(q, dequantize=True), _x(q))
 
 
-@pytest.mark.parametrize("kw,says", [
-    ({"proj_size": 3}, "layer 0: a projection (proj_size)"),
-    ({"clip": 2.0}, "layer 0: clip"),
-    ({"batch_first": True}, "batch_first"),
-    ({"activations": ["hard_sigmoid", "tanh", "tanh"]}, "non-default activations"),
+@pytest.mark.parametrize("make,says", [
+    (lambda: li.LSTM.random(4, 8, proj_size=3), "layer 0: a projection (proj_size=3)"),
+    (lambda: li.LSTM.random(4, 8, cell_clip=2.0), "layer 0: cell_clip=2"),
+    (lambda: _stack([(6, 1)], [{"direction": "reverse", "reverse_output": True}]),
+     "layer 0: a reverse-only direction with outputs reversed in time (Keras go_backwards)"),
+    (lambda: _stack([(6, 2), (4, 2)], [{}, {"merge": "ave"}]), "layer 1: merge='ave'"),
+    (lambda: li.LSTM.random(4, 8).quantize("int8"), "quantization='int8'"),
 ])
-def test_to_onnx_refuses_what_it_cannot_express(kw, says):
+def test_to_onnx_refuses_what_it_cannot_express(make, says, tmp_path):
     # refused before onnx is imported: no framework needed
-    with pytest.raises(ValueError, match="the ONNX graph built here cannot express this "
-                                         "model: .*" + re.escape(says)):
-        to_onnx(li.LSTM.random(4, 8, **kw))
-
-
-def test_exporters_refuse_the_int8_mode():
-    q = li.LSTM.random(4, 8).quantize("int8")  # activations quantized: not expressible
-    for export in (to_onnx, to_keras_weights):
-        with pytest.raises(ValueError, match='quantization="int8"'):
-            export(q)
+    with pytest.raises(ExportError, match="an ONNX LSTM cannot express this model: .*"
+                                          + re.escape(says)):
+        make().to_onnx(tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
 
 
 # ---------------------------------------------------------------------------- Keras
+@pytest.fixture
+def keras():
+    pytest.importorskip("torch")  # Keras 3 runs on the torch backend here
+    pytest.importorskip("h5py")
+    return pytest.importorskip("keras")
+
+
+KERAS_VARIANTS = {
+    "bi-concat": lambda: _model(peephole=False, seed=2),
+    "merge-sum-go_backwards-sizes-differ": lambda: _stack(
+        [(8, 2), (6, 1), (4, 1)],
+        [{"merge": "sum", "activations": [("sigmoid", "relu", "relu"), (KERAS_HS, "tanh",
+                                                                         "tanh")]},
+         {"direction": "reverse", "reverse_output": True}, {}],
+        activations=[KERAS_HS, "tanh", "tanh"]),
+    "merge-mul-ave": lambda: _stack([(6, 2), (5, 2)], [{"merge": "mul"}, {"merge": "ave"}],
+                                    activations=["sigmoid", "linear", "linear"]),
+    "time-major": lambda: li.LSTM.random(5, 7, num_layers=2, seed=8),
+}
+
+
+def _keras_out(keras, path, m, x):
+    """What the .keras file computes, on our model's input layout."""
+    km = keras.saving.load_model(path)
+    xb = x if m.config.batch_first else x.transpose(1, 0, 2)  # Keras: (B, T, I)
+    # a direct call: predict() feeds float32 whatever the model's dtype
+    y = km(xb)
+    y = np.asarray(y.detach().cpu().numpy() if hasattr(y, "detach") else y)
+    return y if m.config.batch_first else y.transpose(1, 0, 2)
+
+
+@pytest.mark.parametrize("name", list(KERAS_VARIANTS))
+def test_to_keras_loads_in_keras_and_runs_like_ours(keras, tmp_path, name):
+    m = KERAS_VARIANTS[name]()
+    p = tmp_path / "m.keras"
+    m.to_keras(p)
+    x = _x(m)
+    assert_close(_keras_out(keras, p, m, x), m(x)[0], TOL, "out", scale_with_magnitude=True)
+    back = li.load(p)  # our loader: batch_first (Keras' layout), the same weights
+    assert back.config == li.LSTM(m.weights, **dict(m.options, batch_first=True)).config
+    _same_weights(back, m)
+
+
+def test_to_keras_float64(keras, tmp_path):
+    m = _model(peephole=False, dtype="float64", batch_first=True)
+    m.to_keras(tmp_path / "m.keras")
+    x = _x(m, dtype=np.float64)
+    got = _keras_out(keras, tmp_path / "m.keras", m, x)
+    assert got.dtype == np.float64
+    assert_close(got, m(x)[0], tolerances.TOL_FRAMEWORK["float64"], "out")
+    assert li.load(tmp_path / "m.keras").dtype == np.float64
+
+
 def test_to_keras_weights_layout():
     m = _model(peephole=False)
     ws = to_keras_weights(m)
@@ -103,18 +262,7 @@ def test_to_keras_weights_layout():
     assert to_keras_weights(m.canonical())[1][4].shape == (8, 32)
 
 
-def test_to_keras_weights_refuses_what_it_cannot_express():
-    with pytest.raises(ValueError, match="a Keras LSTM stack cannot express this model: "
-                                         "layer 0: peephole connections"):
-        to_keras_weights(li.LSTM.random(4, 8, peephole=True))
-    with pytest.raises(ValueError, match="merge='sum'"):
-        to_keras_weights(li.LSTM(li.LSTM.random(4, 8, bidirectional=True).weights,
-                                 layer_options=[{"merge": "sum"}]))
-
-
-def test_to_keras_weights_round_trip_through_keras_and_our_loader(tmp_path):
-    os.environ.setdefault("KERAS_BACKEND", "torch")
-    keras = pytest.importorskip("keras")
+def test_to_keras_weights_set_on_keras_layers(keras):
     m = _model(peephole=False, seed=2)
     inp = keras.Input((None, 5))
     y, layers = inp, []
@@ -124,14 +272,43 @@ def test_to_keras_weights_round_trip_through_keras_and_our_loader(tmp_path):
     net = keras.Model(inp, y)
     for lyr, ws in zip(layers, to_keras_weights(m)):
         lyr.set_weights(ws)
-    x = np.random.default_rng(1).uniform(-1, 1, (6, 2, 5)).astype(np.float32)
+    x = _x(m)
     got = np.transpose(np.asarray(net.predict(np.transpose(x, (1, 0, 2)), verbose=0)),
                        (1, 0, 2))
-    assert np.abs(got - m(x)[0]).max() <= TOL
-    p = tmp_path / "m.keras"
-    net.save(p)
-    back = li.from_keras(p)  # batch_first, as Keras
-    for la, lb in zip(back.weights, m.weights):
-        for da, db in zip(la, lb):
-            for k in da:
-                np.testing.assert_allclose(da[k], db[k], rtol=0, atol=1e-7)
+    assert_close(got, m(x)[0], TOL, "out")
+
+
+@pytest.mark.parametrize("mode", WEIGHT_ONLY[:1])
+def test_to_keras_quantized_needs_dequantize(keras, tmp_path, mode):
+    q = _model(peephole=False, batch_first=True).quantize(mode)
+    with pytest.raises(ExportError, match=f"quantization='{mode}'"):
+        q.to_keras(tmp_path / "q.keras")
+    q.to_keras(tmp_path / "q.keras", dequantize=True)
+    x = _x(q)
+    assert_close(_keras_out(keras, tmp_path / "q.keras", q, x), q(x)[0], TOL, "out")
+
+
+@pytest.mark.parametrize("make,says", [
+    (lambda: li.LSTM.random(4, 8, peephole=True), "layer 0: peephole connections"),
+    (lambda: li.LSTM.random(4, 8, proj_size=3), "layer 0: a projection (proj_size=3)"),
+    (lambda: li.LSTM.random(4, 8, clip=1.0), "layer 0: clip=1"),
+    (lambda: li.LSTM.random(4, 8, cell_clip=1.0), "layer 0: cell_clip=1"),
+    (lambda: li.LSTM.random(4, 8, input_forget=True), "layer 0: input_forget (CIFG)"),
+    (lambda: _stack([(6, 1)], [{"direction": "reverse"}]),
+     "layer 0: a reverse-only direction with outputs in time order"),
+    (lambda: li.LSTM.random(4, 8, activations=["hard_sigmoid", "tanh", "tanh"]),
+     "hard_sigmoid(0.2,0.5) (Keras 3's hard_sigmoid is relu6(x + 3) / 6"),
+    (lambda: li.LSTM.random(4, 8, activations=["sigmoid", "tanh", "relu"]),
+     "activations sigmoid,tanh,relu: a cell activation other than the output one"),
+    (lambda: li.LSTM.random(4, 8).quantize("int8"), "quantization='int8'"),
+])
+def test_to_keras_refuses_what_it_cannot_express(make, says, tmp_path):
+    with pytest.raises(ExportError, match="a Keras LSTM stack cannot express this model: .*"
+                                          + re.escape(says)):
+        make().to_keras(tmp_path / "m.keras")
+    assert not list(tmp_path.iterdir())
+
+
+def test_to_keras_needs_the_keras_suffix(tmp_path):
+    with pytest.raises(ValueError, match="must end in .keras"):
+        li.LSTM.random(4, 8).to_keras(tmp_path / "m.h5")
