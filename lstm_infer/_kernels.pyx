@@ -361,25 +361,17 @@ cdef void _project_block(const Layer* L, const Task* t, const Kernels* k, int s0
                          float* Qs) noexcept nogil:
     """G = X_blk W_ih^T for steps [s0, s0 + tb) (this part's gate groups; bias comes in
     the step). One row is read in place (a negative stride walks a reversed sequence);
-    several are gathered, each reversed within its own span."""
+    several (or any, in the bf16 compute mode) are gathered, each reversed within its
+    own span."""
     cdef const DirW* w = &L.w[t.d]
     cdef const floating* x = <const floating*>L.x
     cdef const floating* xblk
     cdef long ldx
     cdef long ldq = _round_up(L.In, LI_Q8_KPAD)
     cdef int s, b, tt, kk, G4 = 4 * L.Hp
-    if k.bf16:  # bf16 compute: the rows rounded to bf16 on their way into Xg
-        kk = na
-        for s in range(s0, s0 + tb):
-            while kk > 0 and t.lens[kk - 1] <= s:
-                kk -= 1
-            for b in range(kk):
-                tt = t.lens[b] - 1 - s if t.reverse else s
-                li_round_bf16(<const float*>(x + tt * L.xs_t + t.perm[b] * L.xs_b),
-                              <float*>(Xg + (<long>(s - s0) * t.Bs + b) * L.In), L.In)
-        xblk = Xg
-        ldx = L.In
-    elif t.Bs == 1:
+    cdef const floating* src
+    cdef floating* dst
+    if t.Bs == 1 and not k.bf16:
         tt = t.lens[0] - 1 - s0 if t.reverse else s0
         xblk = x + tt * L.xs_t + t.perm[0] * L.xs_b
         ldx = -L.xs_t if t.reverse else L.xs_t
@@ -390,8 +382,12 @@ cdef void _project_block(const Layer* L, const Task* t, const Kernels* k, int s0
                 kk -= 1
             for b in range(kk):
                 tt = t.lens[b] - 1 - s if t.reverse else s
-                memcpy(Xg + (<long>(s - s0) * t.Bs + b) * L.In,
-                       x + tt * L.xs_t + t.perm[b] * L.xs_b, L.In * sizeof(floating))
+                src = x + tt * L.xs_t + t.perm[b] * L.xs_b
+                dst = Xg + (<long>(s - s0) * t.Bs + b) * L.In
+                if k.bf16:  # bf16 compute: the rows rounded to bf16 on their way in
+                    li_round_bf16(<const float*>src, <float*>dst, L.In)
+                else:
+                    memcpy(dst, src, L.In * sizeof(floating))
         xblk = Xg
         ldx = L.In
     if k.mode == MODE_Q8:
