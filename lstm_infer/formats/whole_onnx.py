@@ -166,6 +166,8 @@ def _parts(g, obj, lstm, notes, onnx) -> WholeModelData:
                      f"(possibly with its first two axes swapped); a whole model does not run "
                      f"other ops there")
     B, T = (dims[0], dims[1]) if batch_first else (dims[1], dims[0])
+    env, candidates = _tagged_outputs(chain, lstm, layout, T, B)
+    env[xin] = sample
 
     # ---- run-time inputs of the LSTM nodes
     lens_inputs = set()
@@ -179,7 +181,7 @@ def _parts(g, obj, lstm, notes, onnx) -> WholeModelData:
             lens_inputs.add(ins[4])
         for k, what in ((5, "initial_h"), (6, "initial_c")):
             if ins[k]:
-                v = _evaluate(g, ins[k], {xin: sample}, f"LSTM node {g.node_label(n)}'s {what}")
+                v = _evaluate(g, ins[k], env, f"LSTM node {g.node_label(n)}'s {what}")
                 if np.any(v):
                     raise _Error(f"{where}: LSTM node {g.node_label(n)}: {what} is not zero; a "
                                  f"whole model starts from the zero state")
@@ -222,7 +224,7 @@ def _parts(g, obj, lstm, notes, onnx) -> WholeModelData:
     head = _fold(g, list(reversed(ops)))
 
     # ---- where the head reads the LSTM: evaluated on tagged LSTM outputs
-    head_on = _selection(g, name, chain, lstm, layout, batch_first, T, B, xin, sample)
+    head_on = _selection(g, name, env, candidates, batch_first)
     rank = 3 if head_on == "steps" else 2
     for op, node, _ in ops:
         if op in ("Softmax", "LogSoftmax"):
@@ -287,10 +289,10 @@ def _bias(g, c, n, label) -> np.ndarray:
     return np.broadcast_to(c.reshape(-1), (n,)).astype(np.result_type(c, np.float32))
 
 
-def _selection(g, name, chain, lstm, layout, batch_first, T, B, xin, sample) -> str:
-    """What `name` is, in terms of the LSTM outputs: "steps", "last" or "last_step"."""
-    env, code = {xin: sample}, 0
-    tags = []
+def _tagged_outputs(chain, lstm, layout, T, B):
+    """Every LSTM node's outputs with each element its own index (env for the evaluator),
+    and what the last node's outputs are in our terms: candidates for the head's input."""
+    env, code = {}, 0
     for k, n in enumerate(chain):
         D, H = len(lstm.layers[k]), lstm.layers[k][0]["w_hh"].shape[1]
         y_shape = (T, D, B, H) if layout == 0 else (B, T, D, H)
@@ -303,14 +305,19 @@ def _selection(g, name, chain, lstm, layout, batch_first, T, B, xin, sample) -> 
             if j < len(n.output) and n.output[j]:
                 env[n.output[j]] = v
             vals.append(v)
-        tags.append((vals, D, H))
-    (Y, Yh, _), D, H = tags[-1]
+    Y, Yh, _ = vals  # the last node's (D, H too)
     if layout == 1:
         Y, Yh = Y.transpose(1, 2, 0, 3), Yh.transpose(1, 0, 2)   # to (T, D, B, H), (D, B, H)
     out = Y.transpose(0, 2, 1, 3).reshape(T, B, D * H)
-    candidates = {"steps": out.transpose(1, 0, 2) if batch_first else out,
-                  "last": Yh.transpose(1, 0, 2).reshape(B, D * H),
-                  "last_step": out[-1]}
+    return env, {"steps": out, "last": Yh.transpose(1, 0, 2).reshape(B, D * H),
+                 "last_step": out[-1]}
+
+
+def _selection(g, name, env, candidates, batch_first) -> str:
+    """What `name` is, in terms of the LSTM outputs: "steps", "last" or "last_step"."""
+    candidates = dict(candidates)
+    if batch_first:
+        candidates["steps"] = candidates["steps"].transpose(1, 0, 2)
     if not _graph_inputs(g, name) and name not in env:
         raise _Error(f"{g.where}: the graph's output does not depend on its input")
     got = _evaluate(g, name, env, "the head's input")
