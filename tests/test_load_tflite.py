@@ -36,6 +36,7 @@ from reference import lstm_reference
 TOL = 1e-5
 INT8_BOUND = 0.05
 B, T, I = 2, 9, 5
+I_BIG = 40  # the hybrid converter files' input size
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -443,20 +444,27 @@ def layer(x, H, go_backwards=False, time_major=False):
     z = tf.zeros((B, H))
     return keras2_lstm(time_major, go_backwards)(x, z, z, *weights(x.shape[-1], H))[1]
 
-models = {
-    "uni": lambda x: layer(x, 6),
-    "go_backwards": lambda x: layer(x, 5, go_backwards=True),
-    "bidirectional": lambda x: tf.concat([layer(x, 4), tf.reverse(layer(x, 4, True), [1])], -1),
-    "stack": lambda x: layer(tf.concat([layer(x, 6), tf.reverse(layer(x, 6, True), [1])], -1), 3),
-    "time_major": lambda x: layer(tf.transpose(x, [1, 0, 2]), 4, time_major=True),
+models = {  # name: (input size, body, also hybrid?)
+    "uni": (I, lambda x: layer(x, 6), False),
+    "go_backwards": (I, lambda x: layer(x, 5, go_backwards=True), False),
+    "bidirectional": (I, lambda x: tf.concat([layer(x, 4), tf.reverse(layer(x, 4, True), [1])],
+                                             -1), False),
+    "stack": (I, lambda x: layer(tf.concat([layer(x, 6), tf.reverse(layer(x, 6, True), [1])],
+                                           -1), 3), False),
+    "time_major": (I, lambda x: layer(tf.transpose(x, [1, 0, 2]), 4, time_major=True), False),
+    # dynamic-range quantization leaves tensors under 1024 elements in float: big enough
+    "big": (%(IBIG)d, lambda x: layer(x, 40), True),
+    "big_bidirectional": (%(IBIG)d, lambda x: tf.concat([layer(x, 32),
+                                                  tf.reverse(layer(x, 32, True), [1])], -1),
+                          True),
 }
-for name, body in models.items():
-    fn = tf.function(body, input_signature=[tf.TensorSpec((B, T, I), tf.float32)])
+for name, (n_in, body, hybrid) in models.items():
+    fn = tf.function(body, input_signature=[tf.TensorSpec((B, T, n_in), tf.float32)])
     mod = tf.Module()
     mod.f = fn
     d = f"{out}/{name}_sm"
     tf.saved_model.save(mod, d, signatures=fn.get_concrete_function())
-    for quant in (False, True):
+    for quant in (False, True) if hybrid else (False,):
         conv = tf.lite.TFLiteConverter.from_saved_model(d)
         if quant:
             conv.optimizations = [tf.lite.Optimize.DEFAULT]
@@ -472,7 +480,7 @@ def converter_files(tmp_path_factory):
     import subprocess
     out = tmp_path_factory.mktemp("tflite_converter")
     script = out / "make.py"
-    script.write_text(CONVERTER_SCRIPT % dict(B=B, T=T, I=I))
+    script.write_text(CONVERTER_SCRIPT % dict(B=B, T=T, I=I, IBIG=I_BIG))
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", CUDA_VISIBLE_DEVICES="")
     r = subprocess.run([sys.executable, str(script), str(out)], capture_output=True,
                        text=True, timeout=900, env=env)
@@ -500,19 +508,21 @@ def test_converter_files_match_interpreter(tf, converter_files, name):
         assert m.config.layers[0].bidirectional
     x = _x((B, T, I), 9)
     (want,) = run_tflite(tf, data, x)
-    got = m(x)[0]
+    # the model's input is the first LSTM op's: after the graph's TRANSPOSE if time-major
+    got = m(x.transpose(1, 0, 2) if name == "time_major" else x)[0]
+    assert m.config.batch_first == (name != "time_major")
     np.testing.assert_allclose(got, want, atol=TOL, rtol=0)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["uni", "bidirectional", "stack"])
+@pytest.mark.parametrize("name", ["big", "big_bidirectional"])
 def test_converter_hybrid_files(tf, converter_files, name):
     """optimizations=[Optimize.DEFAULT]: int8 weights, float activations."""
     data = (converter_files / f"{name}_hybrid.tflite").read_bytes()
     fdata = (converter_files / f"{name}.tflite").read_bytes()
     m = from_tflite(data)
     assert m.config.quantization == "int8"
-    x = _x((B, T, I), 10)
+    x = _x((B, T, I_BIG), 10)
     (tfl,) = run_tflite(tf, data, x)
     (ref,) = run_tflite(tf, fdata, x)
     err_tfl = float(np.abs(tfl - ref).max())

@@ -65,6 +65,7 @@ asymmetric int8 weights, external buffers, sparse tensors.
 """
 from __future__ import annotations
 
+import math
 import os
 import struct
 import warnings
@@ -333,7 +334,7 @@ class _Model:
                                     f"{_TYPE_NAMES.get(info.type, info.type)}, not a numeric "
                                     f"type read here")
         dt = np.dtype(_DTYPES[info.type])
-        n = int(np.prod(info.shape, dtype=np.int64)) if info.shape else 1
+        n = math.prod(info.shape)  # Python ints: no overflow on hostile shapes
         if n * dt.itemsize != raw[1]:
             raise TFLiteFormatError(f"{self.where}: tensor {info.index} ({info.label}): shape "
                                     f"{info.shape} of {_TYPE_NAMES[info.type]} needs "
@@ -551,6 +552,11 @@ class _Reader:
 def _direction(model, op, slots, where, opts_out):
     """Canonical direction dict of one op's direction (`slots`: _UNI_SLOTS / _BIDI_FW...)."""
     rd = _Reader(model, op, where)
+    xt = model.tensor(op.input(0))
+    if xt.type != 0:
+        raise TFLiteFormatError(f"{where}: the input is {_TYPE_NAMES.get(xt.type, xt.type)}; "
+                                f"only float32 inputs are read (an integer-only quantized "
+                                f"LSTM is not supported; hybrid int8-weight files are)")
     diag = False
     if op.code == _UNI:
         o = op.options(_OPT_UNI)
