@@ -308,8 +308,8 @@ def _add_inspect(sub) -> None:
 
 
 def _cmd_inspect(args) -> int:
-    info = describe(_load(args), args.model)
     whole, why = _whole_model(args)
+    info = describe(whole.lstm if whole is not None else _load(args), args.model)
     info["whole_model"] = {"model": repr(whole), "parts": whole.parts} if whole else (
         {"error": why} if why else None)
     if args.json:

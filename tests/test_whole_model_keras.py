@@ -164,6 +164,21 @@ def test_quantized_tagger_close_to_keras(tmp_path):
     assert 0 < err < 0.02
 
 
+def test_cli_run_and_inspect_tagger(tmp_path, capsys):
+    from lstm_infer.cli import main
+
+    model = _functional(tagger)
+    ids = _ids(seed=7)
+    path = _files(model, tmp_path, "tagger")[1]  # legacy .h5
+    np.save(tmp_path / "ids.npy", ids)
+    assert main(["run", str(path), "--input", str(tmp_path / "ids.npy"), "--output",
+                 str(tmp_path / "y.npy")]) == 0
+    assert_close(np.load(tmp_path / "y.npy"), _predict(model, ids), TOL)
+    assert main(["inspect", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "embedding embedding: 30 tokens x 8, pad_id 0" in out and "softmax" in out
+
+
 # ----------------------------------------------------------------------------- refusals
 def test_unsupported_layers_are_named(tmp_path):
     def pooled(x):
