@@ -529,3 +529,19 @@ def test_converter_hybrid_files(tf, converter_files, name):
     ours = m(x)[0]
     assert float(np.abs(ours - ref).max()) <= INT8_BOUND
     assert float(np.abs(ours - tfl).max()) <= 2 * err_tfl + 1e-4
+
+
+def test_cyclic_graph_terminates(schema):
+    """Two LSTM ops feeding each other (no real file does): an error, not a hang."""
+    d = make_direction(np.random.default_rng(4), 4, 4)
+    bld = Builder(schema)
+    x, y = bld.tensor((B, T, 4), name="x"), bld.tensor((B, T, 4), name="y")
+    for src, dst in ((x, y), (y, x)):
+        ins = [src] + _direction_inputs(bld, d, False, B, False)
+        ins += [bld.tensor((B, 4), variable=True), bld.tensor((B, 4), variable=True)]
+        ins += [-1] * 4
+        o = schema.UnidirectionalSequenceLSTMOptionsT()
+        o.fusedActivationFunction = 4
+        bld.op(44, ins, [dst], 71, o)
+    with pytest.raises(TFLiteFormatError, match="separate LSTM stacks"):
+        from_tflite(bld.finish([x], [y]))

@@ -490,7 +490,10 @@ def _chains(layers) -> List[List[_Layer]]:
     for h in heads:
         chain = [h]
         while len(by_input.get(chain[-1].y, [])) == 1:
-            chain.append(by_input[chain[-1].y][0])
+            nxt = by_input[chain[-1].y][0]
+            if nxt in chain:  # a cycle (a hostile graph): the chain ends here
+                break
+            chain.append(nxt)
         chains.append(chain)
     return chains
 
