@@ -286,6 +286,10 @@ def _refused():
                      "different sizes or directions: 6x2, 6", id="directions"),
         pytest.param(lambda: li.LSTM.random(4, 16).quantize("int8"), "quantization='int8'",
                      id="int8"),
+        pytest.param(lambda: li.LSTM([[_w(rng, 4, 6, ln_i=1, ln_f=1, ln_g=1, ln_o=1)]]),
+                     "layer 0: layer normalisation (TFLite's layer-norm LSTM)", id="layer_norm"),
+        pytest.param(lambda: li.LSTM.random(4, 6, proj_size=2, proj_clip=0.5),
+                     "layer 0: proj_clip=0.5", id="proj_clip"),
     ]
 
 
@@ -298,6 +302,28 @@ def test_refuses_what_torch_cannot_express(make, message, tmp_path):
     with pytest.raises(ValueError, match="torch.nn.LSTM cannot express") as e2:
         m.to_torch(tmp_path / "m.pt")  # the file writer refuses the same, writes nothing
     assert message in str(e2.value) and not list(tmp_path.iterdir())
+
+
+def test_features_no_exporter_knows_are_refused_by_name(monkeypatch):
+    """A LayerSpec field or a weight the exporters do not know (a feature the engine
+    gains later) is refused, never dropped in silence."""
+    import dataclasses
+
+    from lstm_infer.formats import _export
+
+    m = _model((5, 8, 1, False, 0))
+    old = m.config.layers[0]
+    spec = dataclasses.make_dataclass("Spec", [("new_option", float, None)],
+                                      bases=(type(old),), frozen=True)(
+        **{f.name: getattr(old, f.name) for f in dataclasses.fields(old)}, new_option=2.0)
+
+    class Fake:
+        config = dataclasses.replace(m.config, layers=(spec,))
+        weights = [[dict(m.weights[0][0], w_new=np.zeros(3))]]
+        dtype = m.dtype
+    with pytest.raises(ExportError, match=r"layer 0: new_option=2.0 \(not exportable\); "
+                                          r"layer 0: weights w_new \(not exportable\)"):
+        _export.check(Fake(), "torch.nn.LSTM", supports={"projection"})
 
 
 def test_refusal_lists_every_problem():

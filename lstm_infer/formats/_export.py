@@ -11,6 +11,7 @@ a quantized model (see `check`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import os
 from typing import Callable, Iterable, List, Optional
@@ -21,7 +22,15 @@ from ..config import DEFAULT_ACTIVATIONS
 
 # Layer features a target may lack, in the order the messages list them.
 FEATURES = ("projection", "peephole", "clip", "cell_clip", "input_forget", "activations",
-            "reverse", "go_backwards", "merge")
+            "reverse", "go_backwards", "merge", "layer_norm", "proj_clip")
+# LayerSpec fields the features above cover; any other field that leaves its default is
+# refused by name, so a feature the engine gains is never dropped by an export in silence
+_KNOWN_FIELDS = {"input_size", "hidden_size", "proj_size", "bidirectional", "peephole",
+                 "reverse", "reverse_output", "merge", "activations", "clip", "cell_clip",
+                 "input_forget", "layer_norm", "proj_clip"}
+# canonical weights the exporters write (with the quantized forms' scales)
+_KNOWN_WEIGHTS = {"w_ih", "w_hh", "b", "w_hr", "p_i", "p_f", "p_o", "w_ih_scale",
+                  "w_hh_scale", "ln_i", "ln_f", "ln_g", "ln_o"}  # ln_*: layer_norm's
 
 
 class ExportError(ValueError):
@@ -125,6 +134,20 @@ def _layer_features(spec, acts):
                               "(Keras go_backwards)"
     if spec.merge != "concat":
         yield "merge", f"merge={spec.merge!r}"
+    if getattr(spec, "layer_norm", False):
+        yield "layer_norm", "layer normalisation (TFLite's layer-norm LSTM)"
+    if getattr(spec, "proj_clip", None) is not None:
+        yield "proj_clip", f"proj_clip={spec.proj_clip:g}"
+
+
+def _unknown_features(spec, weights) -> list:
+    """What no exporter knows: LayerSpec fields off their defaults, extra weights."""
+    out = [f"{f.name}={getattr(spec, f.name)!r}" for f in dataclasses.fields(spec)
+           if f.name not in _KNOWN_FIELDS and getattr(spec, f.name) != f.default]
+    extra = sorted({k for w in weights for k in w} - _KNOWN_WEIGHTS)
+    if extra:
+        out.append(f"weights {', '.join(extra)}")
+    return [f"{what} (not exportable)" for what in out]
 
 
 def _sizes(cfg) -> str:
@@ -162,6 +185,7 @@ def check(model, target: str, *, supports: Iterable[str] = (), uniform: bool = F
     acts = None if "activations" in supports else (activations or default_activations_only)
     for k, spec in enumerate(cfg.layers):
         found = [text for feat, text in _layer_features(spec, acts) if feat not in supports]
+        found += _unknown_features(spec, model.weights[k])
         problems += [f"layer {k}: {what}" for what in found]
     if problems:
         raise ExportError(target, problems)
