@@ -72,7 +72,8 @@ def test_bench_quick_round_robin_cold_every_peer(capsys, tmp_path):
     assert data["environment"]["timing"]["cold"] is True
     assert data["environment"]["timing"]["evict_bytes"] == 2 * bench.llc_bytes()
     rows = {r["runner"]: r for r in data["results"]}
-    assert list(rows) == ["ours", "ours-int8"] + list(bench.PEERS)
+    assert list(rows) == (["ours"] + [f"ours-{m}" for m in bench.DEFAULT_MODES if m != "float32"]
+                          + list(bench.PEERS))
     for r in rows.values():
         assert r["status"] in ("ok", "skipped"), r
         assert r["threads"] == 2
@@ -165,7 +166,7 @@ def test_bench_model_native_file_shape_and_modes(capsys, tmp_path):
                                                                   "forward 12->5"]
     assert "model: " in cap.out and "input 3x9x7" in cap.out
     rows = {r["runner"]: r for r in data["results"]}
-    assert list(rows) == ["ours", "ours-int8"]
+    assert list(rows) == ["ours"] + [f"ours-{m}" for m in bench.DEFAULT_MODES if m != "float32"]
     for r in rows.values():
         assert r["status"] == "ok", r
         assert (r["workload"], r["T"], r["B"], r["I"], r["H"], r["num_layers"]) == \
