@@ -169,6 +169,32 @@ def test_to_onnx_layout_1_reads_back_batch_first(tmp_path):
         to_onnx(li.LSTM.random(5, 6), layout=1)
 
 
+@pytest.mark.parametrize("name", ["bi-peephole-batch_first", "sizes-differ-batch_first"])
+def test_to_onnx_layout_1_runs_in_the_onnx_reference(name):
+    """onnxruntime refuses layout 1; onnx's own reference evaluator runs it."""
+    pytest.importorskip("onnx")
+    from onnx.reference import ReferenceEvaluator
+
+    m = _model(batch_first=True) if name.startswith("bi") else _stack(
+        [(8, 1), (4, 2)], [{"direction": "reverse"}, {}], batch_first=True)
+    ev = ReferenceEvaluator(to_onnx(m, layout=1, initial_state=True))
+    rng = np.random.default_rng(2)
+    x = _x(m)
+    if m.config.uniform:
+        s = (rng.uniform(-1, 1, (4, 3, 8)).astype(np.float32),
+             rng.uniform(-1, 1, (4, 3, 8)).astype(np.float32))
+        feed, names = {"initial_h": s[0], "initial_c": s[1]}, ["Y", "Y_h", "Y_c"]
+    else:
+        s = ([rng.uniform(-1, 1, (1, 3, 8)).astype(np.float32),
+              rng.uniform(-1, 1, (2, 3, 4)).astype(np.float32)],) * 2
+        feed = {f"initial_{n}{k}": s[0][k] for n in "hc" for k in range(2)}
+        names = ["Y", "Y_h0", "Y_h1"]
+    out, (h_n, _) = m(x, state=s)
+    want = [out, h_n, _] if m.config.uniform else [out, h_n[0], h_n[1]]
+    for n, got, w in zip(names, ev.run(names, {"X": x, **feed}), want):
+        assert_close(got, w, TOL, n)
+
+
 @pytest.mark.parametrize("mode", WEIGHT_ONLY)
 def test_to_onnx_quantized_needs_dequantize(mode):
     pytest.importorskip("onnx")
