@@ -402,11 +402,12 @@ class SequenceModel:
                                 "part, NaN or infinity")
             a = a.astype(np.int64)
         V = self._embedding.vocab_size
-        if a.size:
-            lo, hi = int(a.min()), int(a.max())
-            if lo < 0 or hi >= V:
-                raise ValueError(f"token ids must be in [0, {V}) (the vocabulary size); got "
-                                 f"min {lo}, max {hi}")
+        # one reduction checks both bounds: seen unsigned, a negative id is >= 2**(bits-1)
+        if a.size and int(np.maximum.reduce(
+                a.view(a.dtype.str.replace("i", "u")) if a.dtype.kind == "i" else a,
+                axis=None)) >= V:
+            raise ValueError(f"token ids must be in [0, {V}) (the vocabulary size); got "
+                             f"min {int(a.min())}, max {int(a.max())}")
         unbatched = a.ndim == 1
         if unbatched:
             a = a[None, :] if bf else a[:, None]
@@ -483,29 +484,34 @@ def _repeat_last(out: np.ndarray, lengths: np.ndarray, bf: bool) -> np.ndarray:
     return np.take_along_axis(out, idx.T[:, :, None], axis=0)
 
 
+_expit = None
+
+
 def _dense(z: np.ndarray, d: Dense) -> np.ndarray:
-    """activation(z @ W + b) over the last axis: one GEMM on the (N, in) block."""
+    """activation(z @ W + b) over the last axis: one GEMM on the (N, in) block, then the
+    bias and the activation in place (ufuncs called directly: a small call is a few
+    microseconds)."""
+    global _expit
     shape = z.shape
-    z2 = z.reshape(-1, shape[-1])
-    y = z2 @ d.weight            # BLAS sgemm/dgemm (numpy's), a new array
-    y += d.bias
+    y = (z if z.ndim == 2 else z.reshape(-1, shape[-1])) @ d.weight  # BLAS, a new array
+    np.add(y, d.bias, out=y)
     act = d.activation
     if act == "relu":
         np.maximum(y, 0, out=y)
     elif act == "tanh":
         np.tanh(y, out=y)
     elif act == "sigmoid":
-        from scipy.special import expit
-
-        expit(y, out=y)
+        if _expit is None:
+            from scipy.special import expit as _expit
+        _expit(y, out=y)
     elif act in ("softmax", "log_softmax"):
-        y -= y.max(axis=-1, keepdims=True)
+        np.subtract(y, np.maximum.reduce(y, axis=-1, keepdims=True), out=y)
         if act == "softmax":
             np.exp(y, out=y)
-            y /= y.sum(axis=-1, keepdims=True)
+            np.divide(y, np.add.reduce(y, axis=-1, keepdims=True), out=y)
         else:
-            y -= np.log(np.exp(y).sum(axis=-1, keepdims=True))
-    return y.reshape(shape[:-1] + (d.out_features,))
+            np.subtract(y, np.log(np.add.reduce(np.exp(y), axis=-1, keepdims=True)), out=y)
+    return y if z.ndim == 2 else y.reshape(shape[:-1] + (d.out_features,))
 
 
 # ---------------------------------------------------------------------- loading
