@@ -407,7 +407,7 @@ def _part_line(p: dict) -> str:
                 f"{', batch_first' if p['batch_first'] else ', time-major'}, {p['dtype']}"
                 + (f", quantized {p['quantization']}" if p["quantization"] else ""))
     if kind == "pool":
-        what = {"steps": "every step", "last": "the final state (directions merged)",
+        what = {"steps": "every step", "last": "the last layer's final state",
                 "last_step": "the output at the last step"}[p["head_on"]]
         return f"head on {p['head_on']}: {what}" + (
             ", the last valid output repeated at padded steps"
