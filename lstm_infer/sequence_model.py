@@ -467,9 +467,14 @@ def _rebuild(lstm, embedding, head, options):
 
 # ---------------------------------------------------------------------- numpy kernels
 def _post_padding_lengths(ids_bt: np.ndarray, pad_id: int) -> np.ndarray:
-    from .formats.keras import lengths_from_mask
+    """Lengths (B,) of post-padded token ids (B, T): the tokens before the trailing run of
+    pad_id. A pad token followed by a real one raises (lengths cannot express it)."""
+    keep = np.not_equal(ids_bt, pad_id)
+    if ids_bt.shape[1] > 1 and np.less(keep[:, :-1], keep[:, 1:]).any():
+        from .formats.keras import lengths_from_mask
 
-    return lengths_from_mask(ids_bt, pad_id)
+        lengths_from_mask(ids_bt, pad_id)  # raises, naming the first such sequence
+    return np.add.reduce(keep, axis=1, dtype=np.int64)
 
 
 def _repeat_last(out: np.ndarray, lengths: np.ndarray, bf: bool) -> np.ndarray:

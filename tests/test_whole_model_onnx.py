@@ -185,6 +185,10 @@ def test_time_major_tokens_gemm_on_last_state(tmp_path):
     assert not m.config.batch_first and m.head_on == "last"
     ids = _ids(8, 3, 9)  # (T, B)
     assert_close(m(ids), _ort(path, ids=ids), TOL)
+    # a declared static input of 10^10 ids: the layout is checked on a small sample
+    huge = _save(tmp_path, nodes, [helper.make_tensor_value_info(
+        "ids", onnx.TensorProto.INT64, [100000, 100000])], inits, 2, opset=11)
+    assert li.load_model(huge).config.input == "tokens"
 
 
 # ----------------------------------------------------------------------------- refusals

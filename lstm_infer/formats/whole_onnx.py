@@ -45,6 +45,10 @@ _ACTS = {"Softmax": "softmax", "LogSoftmax": "log_softmax", "Sigmoid": "sigmoid"
          "Relu": "relu", "Tanh": "tanh"}
 _PASS = ("Identity", "Dropout")
 _SAMPLE = (2, 3)  # (dim 0, dim 1) of the sample input when the graph does not fix them
+# Elements of the sample input's features and of the tagged LSTM outputs: a graph that
+# declares larger static dims is checked with _SAMPLE instead (a declared (1e9, 1e9)
+# input must not allocate)
+_MAX_SAMPLE = 1 << 22
 
 
 class _Error(WholeModelError, ONNXFormatError):
@@ -145,9 +149,12 @@ def _parts(g, obj, lstm, notes, onnx) -> WholeModelData:
         raise _Error(f"{where}: graph input {xin!r} is {in_dtype}; expected token ids "
                      f"(integers) or features (floats)")
     static = g.static_shape(xin) or []
-    dims = [d if d else s for d, s in zip(static[:2] + [None, None], _SAMPLE)]
-    rng = np.random.default_rng(0)
     I = lstm.layers[0][0]["w_ih"].shape[1]
+    dims = [d if d else s for d, s in zip(static[:2] + [None, None], _SAMPLE)]
+    widest = max([I] + [len(layer) * layer[0]["w_hh"].shape[1] for layer in lstm.layers])
+    if dims[0] * dims[1] * widest * (1 + 2 * len(lstm.layers)) > _MAX_SAMPLE:
+        dims = list(_SAMPLE)
+    rng = np.random.default_rng(0)
     if tokens:
         sample = rng.integers(0, table.shape[0], dims).astype(in_dtype)
         want = np.take(table, sample.astype(np.int64), axis=0)
