@@ -198,3 +198,18 @@ def test_unsupported_layers_are_named(tmp_path):
         with pytest.raises(WholeModelError, match=name):
             li.load_model(path)
         assert isinstance(li.load(path), li.LSTM)  # the LSTM alone still loads
+
+
+def test_truncated_files_raise_format_errors(tmp_path):
+    """Truncated files give a FormatError. (No flipped bytes here: libhdf5 can loop for
+    ever on a corrupted byte -- the README's 'Loading untrusted files' -- which the
+    watchdog tests cover.)"""
+    paths = _files(_functional(tagger), tmp_path, "tagger")
+    rng = np.random.default_rng(13)
+    for path in paths:
+        data = path.read_bytes()
+        bad = tmp_path / ("bad" + path.suffix)
+        for _ in range(6):
+            bad.write_bytes(data[:int(len(data) * rng.uniform(0.05, 0.95))])
+            with pytest.raises(li.FormatError):
+                li.load_model(bad)

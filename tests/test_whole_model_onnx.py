@@ -232,3 +232,24 @@ def test_refused_graphs(tmp_path):
         li.load_model(_token_graph(tmp_path, softmax_axis=1))
     # the LSTM alone still loads
     assert isinstance(li.load(_token_graph(tmp_path, after="ReduceMean")), li.LSTM)
+
+
+def test_damaged_files_raise_format_errors(tmp_path):
+    """Truncated files and flipped bytes: a FormatError (or a model), never another
+    exception."""
+    path = _export(tmp_path, bidirectional=True, on="steps")
+    data = path.read_bytes()
+    rng = np.random.default_rng(11)
+    bad = tmp_path / "bad.onnx"
+    for k in range(40):
+        b = bytearray(data)
+        if k < 8:
+            b = b[:int(len(b) * rng.uniform(0.05, 0.95))]
+        else:
+            for i in rng.integers(0, len(b), 1 + k % 4):
+                b[i] ^= 1 << int(rng.integers(0, 8))
+        bad.write_bytes(bytes(b))
+        try:
+            li.load_model(bad)
+        except li.FormatError:
+            pass

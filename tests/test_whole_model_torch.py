@@ -240,3 +240,24 @@ def test_pickled_module_still_refused(tmp_path):
     torch.save(_make(), path)
     with pytest.raises(li.FormatError, match="state_dict"):
         li.load_model(path)
+
+
+def test_damaged_files_raise_format_errors(tmp_path):
+    path = tmp_path / "clf.pt"
+    torch.save(_make().state_dict(), path)
+    data = path.read_bytes()
+    rng = np.random.default_rng(12)
+    bad = tmp_path / "bad.pt"
+    spec = {"batch_first": True, "activation": "softmax"}
+    for k in range(30):
+        b = bytearray(data)
+        if k < 6:
+            b = b[:int(len(b) * rng.uniform(0.05, 0.95))]
+        else:
+            for i in rng.integers(0, len(b), 1 + k % 4):
+                b[i] ^= 1 << int(rng.integers(0, 8))
+        bad.write_bytes(bytes(b))
+        try:
+            li.load_model(bad, spec=spec)
+        except li.FormatError:
+            pass

@@ -152,11 +152,15 @@ def _after(model, chain, masked):
         if not last.config.get("zero_output_for_mask", False):
             masked_outputs = "repeat_last"
     head = []
-    cur = last
+    cur, seen = last, {last.name}
     while True:
         readers = [l for l in model.layers if cur.name in l.sources]
         if not readers:
             break
+        if readers[0].name in seen:
+            raise _Error(f"{src}: the layers after {last.name!r} form a cycle through "
+                         f"{readers[0].name!r}")
+        seen.add(readers[0].name)
         if len(readers) > 1:
             raise _Error(f"{src}: the output of layer {cur.name!r} feeds several layers "
                          f"{[l.name for l in readers]}; a whole model's head is one chain")
