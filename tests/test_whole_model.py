@@ -75,6 +75,20 @@ def _model(weights, table, head, head_on, batch_first, layer_options=None, pad_i
                          head_on=head_on, masked_outputs=masked)
 
 
+def damaged_copies(data: bytes, n: int, seed: int):
+    """`n` damaged versions of a file's bytes: a few truncations, then 1-4 flipped bits
+    (for the parity files' damaged-file tests)."""
+    rng = np.random.default_rng(seed)
+    for k in range(n):
+        b = bytearray(data)
+        if k < n // 5:
+            b = b[:int(len(b) * rng.uniform(0.05, 0.95))]
+        else:
+            for i in rng.integers(0, len(b), 1 + k % 4):
+                b[i] ^= 1 << int(rng.integers(0, 8))
+        yield bytes(b)
+
+
 def _ids(rng, B, T, pad_id=None, lengths=None):
     ids = rng.integers(0 if pad_id is None else 1, V, (B, T))
     if lengths is not None:

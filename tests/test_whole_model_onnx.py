@@ -16,6 +16,7 @@ from onnx import helper, numpy_helper  # noqa: E402
 
 import lstm_infer as li  # noqa: E402
 from conftest import TOL_FRAMEWORK, assert_close  # noqa: E402
+from test_whole_model import damaged_copies  # noqa: E402
 from lstm_infer.sequence_model import WholeModelError  # noqa: E402
 
 TOL = TOL_FRAMEWORK["float32"]
@@ -239,16 +240,9 @@ def test_damaged_files_raise_format_errors(tmp_path):
     exception."""
     path = _export(tmp_path, bidirectional=True, on="steps")
     data = path.read_bytes()
-    rng = np.random.default_rng(11)
     bad = tmp_path / "bad.onnx"
-    for k in range(40):
-        b = bytearray(data)
-        if k < 8:
-            b = b[:int(len(b) * rng.uniform(0.05, 0.95))]
-        else:
-            for i in rng.integers(0, len(b), 1 + k % 4):
-                b[i] ^= 1 << int(rng.integers(0, 8))
-        bad.write_bytes(bytes(b))
+    for damaged in damaged_copies(data, 40, 11):
+        bad.write_bytes(damaged)
         try:
             li.load_model(bad)
         except li.FormatError:

@@ -13,6 +13,7 @@ nn = torch.nn
 
 import lstm_infer as li  # noqa: E402
 from conftest import TOL_FRAMEWORK, assert_close  # noqa: E402
+from test_whole_model import damaged_copies  # noqa: E402
 from lstm_infer.sequence_model import WholeModelError  # noqa: E402
 
 TOL = TOL_FRAMEWORK["float32"]
@@ -246,17 +247,10 @@ def test_damaged_files_raise_format_errors(tmp_path):
     path = tmp_path / "clf.pt"
     torch.save(_make().state_dict(), path)
     data = path.read_bytes()
-    rng = np.random.default_rng(12)
     bad = tmp_path / "bad.pt"
     spec = {"batch_first": True, "activation": "softmax"}
-    for k in range(30):
-        b = bytearray(data)
-        if k < 6:
-            b = b[:int(len(b) * rng.uniform(0.05, 0.95))]
-        else:
-            for i in rng.integers(0, len(b), 1 + k % 4):
-                b[i] ^= 1 << int(rng.integers(0, 8))
-        bad.write_bytes(bytes(b))
+    for damaged in damaged_copies(data, 30, 12):
+        bad.write_bytes(damaged)
         try:
             li.load_model(bad, spec=spec)
         except li.FormatError:
