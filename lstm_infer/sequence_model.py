@@ -493,12 +493,21 @@ _expit = None
 
 
 def _dense(z: np.ndarray, d: Dense) -> np.ndarray:
-    """activation(z @ W + b) over the last axis: one GEMM on the (N, in) block, then the
-    bias and the activation in place (ufuncs called directly: a small call is a few
-    microseconds)."""
+    """activation(z @ W + b) over the last axis, on the whole (rows, in) block at once,
+    then the bias and the activation in place (ufuncs called directly: a small call is a
+    few microseconds).
+
+    The product is numpy's matmul over a stack of (1, in) rows, not one (rows, in) GEMM:
+    a BLAS GEMM picks its kernels and edge tiles by the number of rows, so a row's result
+    would change in its last bits with the batch it shares (measured: every row of a
+    33-row batch differs from the same row alone). Row by row in one call, each row is the
+    same computation whatever the batch, as the LSTM's own results are (determinism,
+    DESIGN section 1; tests/test_whole_model.py checks it), and as fast here (no Python
+    per row; OpenBLAS' GEMM with few output columns is slow anyway)."""
     global _expit
     shape = z.shape
-    y = (z if z.ndim == 2 else z.reshape(-1, shape[-1])) @ d.weight  # BLAS, a new array
+    z2 = z if z.ndim == 2 else z.reshape(-1, shape[-1])
+    y = np.matmul(z2[:, None, :], d.weight)[:, 0]   # (rows, out), a new contiguous array
     np.add(y, d.bias, out=y)
     act = d.activation
     if act == "relu":

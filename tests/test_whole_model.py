@@ -374,6 +374,27 @@ def test_threads_give_serial_results():
         np.testing.assert_array_equal(r, serial[i % len(batches)])
 
 
+@pytest.mark.parametrize("head_on", ["steps", "last", "last_step"])
+def test_batch_independent_bits(simd_level, head_on):
+    """A sequence's result is bit-identical whatever batch it shares and wherever it sits
+    in it, head included (odd sizes: rows at every alignment); where the LSTM itself is
+    (tests/test_determinism.py)."""
+    if simd_level == "avx512":
+        pytest.xfail("AVX-512 LSTM tiles are not batch-independent yet (issue 10 item 1)")
+    rng = np.random.default_rng(18)
+    w = random_weights(E, 9, 2, bidirectional=True, rng=rng)
+    m = _model(w, rng.uniform(-1, 1, (V, E)), _head(rng, [18, 11, 7], ["relu", "softmax"]),
+               head_on, True, pad_id=0)
+    lengths = rng.integers(1, 14, 33)
+    ids = _ids(rng, 33, 13, pad_id=0, lengths=lengths)
+    full = m(ids)
+    for i in range(33):
+        np.testing.assert_array_equal(m(ids[i]), full[i], err_msg=f"row {i} alone")
+    for a, b in ((3, 10), (17, 33), (0, 2)):
+        np.testing.assert_array_equal(m(ids[a:b]), full[a:b], err_msg=f"rows {a}:{b}")
+    np.testing.assert_array_equal(m(ids[::-1])[::-1], full, err_msg="reversed batch")
+
+
 def test_parts_and_repr():
     rng = np.random.default_rng(17)
     m = _classifier(rng, pad_id=0)
