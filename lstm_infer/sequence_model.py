@@ -38,9 +38,11 @@ Parts
   default ``zero_output_for_mask=False``), so that every position matches the
   source framework, padded ones included.
 
-Machinery: the embedding is one ``np.take``, the head one BLAS GEMM per dense
-layer on the whole ``(B*T, F)`` block (numpy's matmul) plus in-place numpy
-activations; there is no Python per step. A model is immutable (its arrays are
+Machinery: the embedding is one ``np.take``, the head one numpy matmul per dense
+layer on the whole ``(B*T, F)`` block (over its rows as a stack, so that a row's bits
+do not depend on the batch; see `_dense`) plus in-place numpy activations; there is no
+Python per step or per row. A sequence's result is bit-identical whatever batch it
+shares, wherever the LSTM's is (DESIGN section 1). A model is immutable (its arrays are
 read-only) and thread-safe; ``quantize(mode)`` returns a new model with the
 LSTM quantized (the embedding and head stay in the model's float dtype);
 models pickle. ``save(path)`` writes the native format with the parts added
