@@ -83,6 +83,7 @@ from libc.stdlib cimport free
 from libc.string cimport memcpy, memset
 from libc.limits cimport INT_MAX
 from libc.math cimport INFINITY
+from libc.stdint cimport uint32_t, uint64_t
 cimport scipy.linalg.cython_blas as blas
 cimport numpy as cnp
 
@@ -574,20 +575,24 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
     return 0
 
 
-cdef int _run_layer(const Layer* L, const Shared* S, int nthreads, floating dummy) noexcept nogil:
-    """Run a layer's tasks by its plan (L.schedule)."""
+cdef int _run_layer(const Layer* L, const Shared* S, int nthreads, floating* preset_ws,
+                    floating dummy) noexcept nogil:
+    """Run a layer's tasks by its plan (L.schedule). `preset_ws`: a zeroed workspace of
+    _layer_ws_elems elements that the serial and split schedules reuse (a CallPlan's),
+    or NULL to allocate per call."""
     cdef int ntasks = L.D * S.nslices
     cdef int task, status = 0, part
     cdef int* pstatus = &status  # written inside the parallel block (shared, not private)
     cdef li_barrier bar
-    cdef floating* ws
+    cdef floating* ws = preset_ws
     cdef long n
     if L.schedule == SCHED_SPLIT:
-        n = _ws_layout(L, S.block_t, 1, False).total
-        ws = <floating*>li_alloc64(n * sizeof(floating))
-        if ws == NULL:
-            return -1
-        memset(ws, 0, n * sizeof(floating))
+        if preset_ws == NULL:
+            n = _ws_layout(L, S.block_t, 1, False).total
+            ws = <floating*>li_alloc64(n * sizeof(floating))
+            if ws == NULL:
+                return -1
+            memset(ws, 0, n * sizeof(floating))
         bar.count = 0
         bar.sense = 0
         bar.n = L.nparts
@@ -599,16 +604,25 @@ cdef int _run_layer(const Layer* L, const Shared* S, int nthreads, floating dumm
             elif part == 0:  # fewer threads than asked: run it whole
                 if _run_task(L, S, 0, 0, 1, NULL, NULL, dummy) != 0:
                     pstatus[0] = -1
-        free(ws)
+        if preset_ws == NULL:
+            free(ws)
     elif L.schedule == SCHED_TASKS:
         for task in prange(ntasks, num_threads=nthreads, schedule="static", chunksize=1):
             if _run_task(L, S, task, 0, 1, NULL, NULL, dummy) != 0:
                 status = -1
-    else:
+    else:  # serial: the tasks one after another, sharing a preset workspace if given
         for task in range(ntasks):
-            if _run_task(L, S, task, 0, 1, NULL, NULL, dummy) != 0:
+            if _run_task(L, S, task, 0, 1, NULL, preset_ws, dummy) != 0:
                 status = -1
     return status
+
+
+cdef long _layer_ws_elems(const Layer* L, const Shared* S) noexcept nogil:
+    """Elements of the workspace one serial or split layer reuses across calls: any of
+    its tasks' (they run one at a time; a split layer's parts share one)."""
+    cdef int bs = (S.B + S.nslices - 1) // S.nslices
+    return _ws_layout(L, S.block_t, 1 if L.schedule == SCHED_SPLIT else bs,
+                      L.w[0].wt_hh == LI_WT_Q8).total
 
 
 cdef void _merge(const Layer* L, const Shared* S, floating dummy) noexcept nogil:
@@ -631,11 +645,12 @@ cdef void _merge(const Layer* L, const Shared* S, floating dummy) noexcept nogil
                     m[j] = (o[j] + o[H + j]) * <floating>0.5
 
 
-cdef int _run_stack(Layer* layers, int nlayers, Shared* S, int nthreads,
+cdef int _run_stack(Layer* layers, int nlayers, Shared* S, int nthreads, void** preset_ws,
                     floating dummy) noexcept nogil:
     cdef int k
     for k in range(nlayers):
-        if _run_layer(&layers[k], S, nthreads, dummy) != 0:
+        if _run_layer(&layers[k], S, nthreads,
+                      <floating*>preset_ws[k] if preset_ws != NULL else NULL, dummy) != 0:
             return -1
         if layers[k].merge:
             _merge(&layers[k], S, dummy)
@@ -864,21 +879,17 @@ def plan(list packed, int T, int B, int nthreads, int itemsize=4):
                        for k in range(len(packed))]}
 
 
-def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
-            int[::1] lens, int[::1] perm, list layer_params, int nthreads):
-    """Run a validated stack: bind the buffers, plan, release the GIL, run. All arrays
-    come from model.LSTM.forward, which checked every shape, dtype and stride."""
-    cdef Layer layers[LI_MAX_LAYERS]
-    cdef Shared S
-    cdef int nlayers = len(packed), k, d, itemsize, status
+cdef int _bind(Layer* layers, Shared* S, list packed, list bufs, list h0s, list c0s,
+               list hns, list cns, list layer_params) except -1:
+    """Dimensions, weights, activations and buffer pointers of every layer (the arrays come
+    from model.LSTM, which checked every shape, dtype and stride)."""
+    cdef int k, d, itemsize
     cdef Layer* L
     x0 = bufs[0][0]
     itemsize = x0.itemsize
-    _describe(packed, x0.shape[0], x0.shape[1], itemsize, layers, &S)
-    S.lens = &lens[0]
-    S.perm = &perm[0]
+    _describe(packed, x0.shape[0], x0.shape[1], itemsize, layers, S)
     S.plat = _plat
-    for k in range(nlayers):
+    for k in range(len(packed)):
         xin, xout, xmerged = bufs[k]
         L = &layers[k]
         merge, L.rev, L.out_proc, dir_acts = layer_params[k]
@@ -899,15 +910,265 @@ def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
         L.c0 = _ptr(c0s[k])
         L.hn = _ptr(hns[k])
         L.cn = _ptr(cns[k])
+    return itemsize
+
+
+def forward(list packed, list bufs, list h0s, list c0s, list hns, list cns,
+            int[::1] lens, int[::1] perm, list layer_params, int nthreads):
+    """Run a validated stack: bind the buffers, plan, release the GIL, run. All arrays
+    come from model.LSTM.forward, which checked every shape, dtype and stride."""
+    cdef Layer layers[LI_MAX_LAYERS]
+    cdef Shared S
+    cdef int nlayers = len(packed), itemsize, status
+    itemsize = _bind(layers, &S, packed, bufs, h0s, c0s, hns, cns, layer_params)
+    S.lens = &lens[0]
+    S.perm = &perm[0]
     _plan(layers, nlayers, &S, nthreads, itemsize)
     if itemsize == 4:
         with nogil:
-            status = _run_stack(layers, nlayers, &S, nthreads, <float>0)
+            status = _run_stack(layers, nlayers, &S, nthreads, NULL, <float>0)
     else:
         with nogil:
-            status = _run_stack(layers, nlayers, &S, nthreads, <double>0)
+            status = _run_stack(layers, nlayers, &S, nthreads, NULL, <double>0)
     if status != 0:
         raise MemoryError("could not allocate the LSTM workspace")
+
+
+cdef class CallPlan:
+    """A float32 forward pass prepared for one input shape (T, B) at full length, with
+    its state carried from call to call: the layers bound, the schedule planned and the
+    serial / split layers' workspaces allocated once, the state in two buffer sets used
+    in turn (this call's initial state is the previous call's final one). `run(x, out)`
+    checks x and out with a few C comparisons (dtype, shape, contiguity, finiteness),
+    points the first and last layers at them and runs: nothing is allocated but the
+    result (none with `out`). The fast path of lstm_infer.serving.Stream; not
+    thread-safe (the Stream's lock serialises its calls)."""
+    cdef Layer layers[LI_MAX_LAYERS]
+    cdef Shared S
+    cdef int nlayers, nthreads, In, F, cur
+    cdef readonly int T, B         # the call shape it was built for
+    cdef public int layout         # what try_run takes: LAYOUT_* (a Stream's chunk form)
+    cdef void* ws[LI_MAX_LAYERS]
+    cdef list keep                 # every array the Layers point into
+    cdef readonly list states      # [(hs, cs), (hs, cs)]: per layer (D, B, H_out) / (D, B, H)
+    cdef int[::1] lens, perm
+
+    def __init__(self, list packed, list bufs, list layer_params, int nthreads, list states):
+        """bufs: as forward's, per layer (input, output, merged or None); the first
+        layer's input and the last layer's final output (output, or merged if merged)
+        are placeholders of the call's shapes that run() replaces. states: two
+        (hs, cs) pairs of lists of per-layer arrays; states[0] holds the initial state."""
+        cdef int k
+        cdef long n
+        cdef Layer* L
+        import numpy as np
+        x0 = bufs[0][0]
+        final = bufs[len(bufs) - 1]  # (no negative indexing: wraparound is off)
+        last = final[2] if final[2] is not None else final[1]
+        if x0.dtype != np.float32 or x0.ndim != 3 or last.ndim != 3:
+            raise ValueError("a CallPlan runs float32 models on (T, B, I) inputs")
+        self.T, self.B, self.In = x0.shape
+        self.F = last.shape[2]
+        self.nlayers = len(packed)
+        self.nthreads = nthreads
+        self.states = states
+        self.cur = 0
+        self.keep = [packed, bufs, layer_params]
+        self.lens = np.full(self.B, self.T, dtype=np.intc)
+        self.perm = np.arange(self.B, dtype=np.intc)
+        (hs, cs), (hn, cn) = states
+        _bind(self.layers, &self.S, packed, bufs, hs, cs, hn, cn, layer_params)
+        self.S.lens = &self.lens[0]
+        self.S.perm = &self.perm[0]
+        _plan(self.layers, self.nlayers, &self.S, nthreads, 4)
+        for k in range(self.nlayers):
+            self.ws[k] = NULL
+        for k in range(self.nlayers):
+            L = &self.layers[k]
+            if L.schedule == SCHED_TASKS:
+                continue
+            n = _layer_ws_elems(L, &self.S) * sizeof(float)
+            self.ws[k] = li_alloc64(n)
+            if self.ws[k] == NULL:
+                raise MemoryError(f"could not allocate a {n}-byte LSTM workspace")
+            memset(self.ws[k], 0, n)
+
+    def __dealloc__(self):
+        cdef int k
+        for k in range(self.nlayers):
+            free(self.ws[k])
+
+    @property
+    def state(self):
+        """The state the next call starts from: (hs, cs), per-layer arrays (live buffers:
+        copy them to keep them)."""
+        return self.states[self.cur]
+
+    def load_state(self, list hs, list cs):
+        """Copy a validated per-layer state into the buffers the next call starts from."""
+        import numpy as np
+        for dst, src in zip(self.states[self.cur][0] + self.states[self.cur][1], hs + cs):
+            np.copyto(dst, src)
+
+    def try_run(self, x, out=None):
+        """run() on a chunk in the form `layout` says -- (T, B, I) time-major, (B, T, I)
+        batch-first, or (T, I) unbatched -- returning the output in the same form; None
+        (nothing run) when x is not a C-contiguous float32 array of this plan's shape, so
+        that the caller takes its general path. Errors in out or x's values raise."""
+        cdef cnp.ndarray xa, oa
+        cdef cnp.npy_intp dims[3]
+        cdef int nd = 2 if self.layout == LAYOUT_UNBATCHED else 3
+        if type(x) is not cnp.ndarray:
+            return None
+        xa = x
+        if cnp.PyArray_TYPE(xa) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(xa) != nd or \
+                not cnp.PyArray_IS_C_CONTIGUOUS(xa) or xa.shape[nd - 1] != self.In:
+            return None
+        if self.layout == LAYOUT_UNBATCHED:
+            if xa.shape[0] != self.T:
+                return None
+        elif self.layout == LAYOUT_BATCH_FIRST:
+            if xa.shape[0] != self.B or xa.shape[1] != self.T:
+                return None
+        elif xa.shape[0] != self.T or xa.shape[1] != self.B:
+            return None
+        if out is None:
+            for k in range(nd):
+                dims[k] = xa.shape[k]
+            dims[nd - 1] = self.F
+            oa = cnp.PyArray_EMPTY(nd, dims, cnp.NPY_FLOAT32, 0)
+        else:
+            if type(out) is not cnp.ndarray or cnp.PyArray_NDIM(<cnp.ndarray>out) != nd:
+                raise ValueError(f"out must be a {nd}-D float32 array like the output; got "
+                                 f"{type(out).__name__} {getattr(out, 'shape', '')}")
+            oa = out
+            for k in range(nd - 1):
+                if oa.shape[k] != xa.shape[k]:
+                    break
+            else:
+                if oa.shape[nd - 1] == self.F and cnp.PyArray_TYPE(oa) == cnp.NPY_FLOAT32 \
+                        and cnp.PyArray_IS_C_CONTIGUOUS(oa) and cnp.PyArray_ISWRITEABLE(oa):
+                    self._run(xa, oa)
+                    return oa
+            raise ValueError(f"out must be a writeable C-contiguous float32 array of shape "
+                             f"{tuple(x.shape[:nd - 1]) + (self.F,)}; got {out.dtype} "
+                             f"{out.shape}")
+        self._run(xa, oa)
+        return oa
+
+    def run(self, x, out=None):
+        """out (T, B, F) = the stack on x (T, B, I), both float32 and C-contiguous (a
+        (T, B, F) view with that layout is fine); the state moves on by T steps."""
+        cdef cnp.ndarray xa = _checked_f32(x, "x", self.T, self.B, self.In)
+        cdef cnp.npy_intp dims[3]
+        cdef cnp.ndarray oa
+        if out is None:
+            dims[0], dims[1], dims[2] = self.T, self.B, self.F
+            oa = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0)
+        else:
+            oa = _checked_f32(out, "out", self.T, self.B, self.F)
+        self._run(xa, oa)
+        return oa
+
+    cdef _run(self, cnp.ndarray xa, cnp.ndarray oa):
+        """The call on checked arrays whose memory is (T, B, I) / (T, B, F) row-major (a
+        batch-first chunk has that layout when T or B is 1: try_run checks)."""
+        cdef const float* px = <const float*>cnp.PyArray_DATA(xa)
+        if not _all_finite_f32(px, <long>self.T * self.B * self.In):
+            raise ValueError("x contains NaN or infinity")
+        cdef int k, status, nxt = self.cur ^ 1
+        cdef Layer* L
+        cdef Layer* last = &self.layers[self.nlayers - 1]
+        self.layers[0].x = <const char*>px
+        self.layers[0].xs_t = <long>self.B * self.In
+        self.layers[0].xs_b = self.In
+        if last.merge:
+            last.mout = <char*>cnp.PyArray_DATA(oa)
+            last.ms_t, last.ms_b = <long>self.B * self.F, self.F
+        else:
+            last.out = <char*>cnp.PyArray_DATA(oa)
+            last.os_t, last.os_b = <long>self.B * self.F, self.F
+        hs, cs = self.states[self.cur]
+        hn, cn = self.states[nxt]
+        for k in range(self.nlayers):
+            L = &self.layers[k]
+            L.h0, L.c0 = _ptr(hs[k]), _ptr(cs[k])
+            L.hn, L.cn = _ptr(hn[k]), _ptr(cn[k])
+        self.S.plat = _plat
+        with nogil:
+            status = _run_stack(self.layers, self.nlayers, &self.S, self.nthreads, self.ws,
+                                <float>0)
+        if status != 0:
+            raise MemoryError("could not allocate the LSTM workspace")
+        self.cur = nxt
+
+    def __reduce__(self):
+        raise TypeError("CallPlan does not pickle; pickle the LSTM model")
+
+
+cdef enum:  # CallPlan.layout: the form of the chunks try_run takes
+    LAYOUT_TIME_MAJOR = 0   # (T, B, I)
+    LAYOUT_BATCH_FIRST = 1  # (B, T, I): (T, B, I)-ordered memory only when T or B is 1
+    LAYOUT_UNBATCHED = 2    # (T, I), B = 1
+LAYOUTS = {"time_major": LAYOUT_TIME_MAJOR, "batch_first": LAYOUT_BATCH_FIRST,
+           "unbatched": LAYOUT_UNBATCHED}
+
+
+cdef cnp.ndarray _checked_f32(object a, str name, int T, int B, int F):
+    """`a` as a C-contiguous float32 (T, B, F) array, or a clear error."""
+    if not isinstance(a, cnp.ndarray):
+        raise TypeError(f"{name} must be a numpy array; got {type(a).__name__}")
+    cdef cnp.ndarray arr = a
+    if cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(arr) != 3 or \
+            arr.shape[0] != T or arr.shape[1] != B or arr.shape[2] != F or \
+            not cnp.PyArray_IS_C_CONTIGUOUS(arr):
+        raise ValueError(f"{name} must be a C-contiguous float32 array of shape ({T}, {B}, "
+                         f"{F}); got {a.dtype} {a.shape}"
+                         f"{'' if cnp.PyArray_IS_C_CONTIGUOUS(arr) else ' (not contiguous)'}")
+    if name == "out" and not cnp.PyArray_ISWRITEABLE(arr):
+        raise ValueError("out must be writeable")
+    return arr
+
+
+cdef bint _all_finite_f32(const float* p, long n) noexcept nogil:
+    """No NaN or infinity among n floats: an OR of exponent tests (vectorisable)."""
+    cdef const uint32_t* u = <const uint32_t*>p
+    cdef uint32_t bad = 0
+    cdef long j
+    for j in range(n):
+        bad |= (u[j] & 0x7f800000u) == 0x7f800000u
+    return bad == 0
+
+
+cdef bint _all_finite_f64(const double* p, long n) noexcept nogil:
+    cdef const uint64_t* u = <const uint64_t*>p
+    cdef uint64_t bad = 0
+    cdef long j
+    for j in range(n):
+        bad |= (u[j] & 0x7ff0000000000000u) == 0x7ff0000000000000u
+    return bad == 0
+
+
+def all_finite_contiguous(a):
+    """True / False whether a C-contiguous float32 or float64 array holds only finite
+    values (read once, no temporary, no GIL); None for any other array (the caller's
+    numpy path decides)."""
+    if type(a) is not cnp.ndarray:
+        return None
+    cdef cnp.ndarray arr = a
+    cdef long n = cnp.PyArray_SIZE(arr)
+    cdef int t = cnp.PyArray_TYPE(arr)
+    cdef bint ok
+    if not cnp.PyArray_IS_C_CONTIGUOUS(arr) or t not in (cnp.NPY_FLOAT32, cnp.NPY_FLOAT64):
+        return None
+    cdef const void* p = cnp.PyArray_DATA(arr)
+    if n < 65536:
+        return _all_finite_f32(<const float*>p, n) if t == cnp.NPY_FLOAT32 else \
+            _all_finite_f64(<const double*>p, n)
+    with nogil:
+        ok = _all_finite_f32(<const float*>p, n) if t == cnp.NPY_FLOAT32 else \
+            _all_finite_f64(<const double*>p, n)
+    return ok
 
 
 # ---------------------------------------------------------------- kernel shims (tests)

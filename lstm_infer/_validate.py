@@ -23,6 +23,8 @@ from typing import Mapping, NamedTuple, Optional
 
 import numpy as np
 
+from . import _kernels
+
 # Elements per chunk of the finiteness check: its bool temporary stays <= 256 KiB.
 _FINITE_CHUNK = 1 << 18
 
@@ -49,7 +51,11 @@ def all_finite(a: np.ndarray) -> bool:
     """True if no element of the float array `a` is NaN or infinite.
 
     Reads each distinct element once and allocates at most _FINITE_CHUNK bools,
-    whatever the logical size of `a`."""
+    whatever the logical size of `a` (none for a C-contiguous float32 / float64 array:
+    a C loop over its bits)."""
+    fast = _kernels.all_finite_contiguous(a)
+    if fast is not None:
+        return fast
     if a.size <= _FINITE_CHUNK:  # the common case: one call, a small temporary
         return bool(np.isfinite(a).all())
     a = _distinct(a)

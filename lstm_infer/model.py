@@ -308,7 +308,6 @@ class LSTM:
             raise ValueError("x contains NaN or infinity")
 
         # outputs: the user's `out` is written in place through a strided (T, B, F) view
-        dims = self._dims
         F = cfg.output_size
         alloc = np.zeros if (lens is not None and T and B and int(lens.min()) < T) else np.empty
         if cfg.batch_first:
@@ -317,22 +316,8 @@ class LSTM:
         else:
             out_user = alloc((T, B, F), dtype=self._dtype)
             out_tb = out_user
-        # per layer (input, output, merged output or None): a merged bidirectional layer
-        # (Keras merge_mode) writes both directions to a scratch buffer, then merges
-        bufs, inp = [], x_tb
-        for k, ((D, Hout, _), spec) in enumerate(zip(dims, specs)):
-            last = k == len(dims) - 1
-            if spec.merge == "concat":
-                o = out_tb if last else alloc((T, B, D * Hout), dtype=self._dtype)
-                bufs.append((inp, o, None))
-            else:
-                o = alloc((T, B, D * Hout), dtype=self._dtype)
-                m = out_tb if last else np.empty((T, B, Hout), dtype=self._dtype)
-                bufs.append((inp, o, m))
-                o = m
-            inp = o
-        hns = [np.empty((D, B, Hout), dtype=self._dtype) for D, Hout, _ in dims]
-        cns = [np.empty((D, B, H), dtype=self._dtype) for D, _, H in dims]
+        bufs = self._layer_buffers(x_tb, out_tb, alloc)
+        hns, cns = self._state_buffers(B)
 
         if lens is None:
             lens_sorted = np.full(B, T, dtype=np.intc)
@@ -353,6 +338,37 @@ class LSTM:
         finally:
             _threads.exit_call()
 
+        out = out_user[:, 0] if (unbatched and not cfg.batch_first) else (
+            out_user[0] if unbatched else out_user)
+        return out, self._state_form(hns, cns, unbatched)
+
+    def _layer_buffers(self, x_tb, out_tb, alloc=np.empty) -> list:
+        """Per layer (input, output, merged output or None), all (T, B, F) views: a merged
+        bidirectional layer (Keras merge_mode) writes both directions to a scratch buffer,
+        then merges; the last layer writes into `out_tb`."""
+        T, B = x_tb.shape[:2]
+        bufs, inp = [], x_tb
+        for k, ((D, Hout, _), spec) in enumerate(zip(self._dims, self._config.layers)):
+            last = k == len(self._dims) - 1
+            if spec.merge == "concat":
+                o = out_tb if last else alloc((T, B, D * Hout), dtype=self._dtype)
+                bufs.append((inp, o, None))
+            else:
+                o = alloc((T, B, D * Hout), dtype=self._dtype)
+                m = out_tb if last else np.empty((T, B, Hout), dtype=self._dtype)
+                bufs.append((inp, o, m))
+                o = m
+            inp = o
+        return bufs
+
+    def _state_buffers(self, B):
+        """Uninitialised per-layer h (D, B, H_out) and c (D, B, H) arrays."""
+        return ([np.empty((D, B, Hout), dtype=self._dtype) for D, Hout, _ in self._dims],
+                [np.empty((D, B, H), dtype=self._dtype) for D, _, H in self._dims])
+
+    def _state_form(self, hns, cns, unbatched):
+        """Per-layer (D, B, F) states -> the public form: stacked (D*L, B, F) arrays for a
+        uniform stack, else lists; without the batch axis when unbatched."""
         if self._uniform:
             h_n = hns[0] if len(hns) == 1 else np.concatenate(hns, axis=0)
             c_n = cns[0] if len(cns) == 1 else np.concatenate(cns, axis=0)
@@ -361,9 +377,22 @@ class LSTM:
         else:
             h_n = [h[:, 0] for h in hns] if unbatched else hns
             c_n = [c[:, 0] for c in cns] if unbatched else cns
-        out = out_user[:, 0] if (unbatched and not cfg.batch_first) else (
-            out_user[0] if unbatched else out_user)
-        return out, (h_n, c_n)
+        return h_n, c_n
+
+    def _call_plan(self, T, B, state, unbatched, num_threads):
+        """A _kernels.CallPlan for calls of T steps on B full-length sequences, starting
+        from `state` (the public form, validated here): Stream.step's fast path. float32
+        kernels only (every quantization mode); None for float64 (BLAS)."""
+        if self._uses_blas:
+            return None
+        nthreads = _threads.get_num_threads() if num_threads is None else \
+            _threads.check_num_threads(num_threads)
+        h0s, c0s = self._check_state(state, B, unbatched)
+        first = ([np.array(a, copy=True) for a in h0s], [np.array(a, copy=True) for a in c0s])
+        x = np.empty((T, B, self._config.input_size), dtype=self._dtype)
+        out = np.empty((T, B, self._config.output_size), dtype=self._dtype)
+        return _kernels.CallPlan(self._packed, self._layer_buffers(x, out), self._layer_params,
+                                 nthreads, [first, self._state_buffers(B)])
 
     def plan(self, x, *, num_threads=None) -> dict:
         """The schedule a call on `x` would run, without running it: batch ``slices``,
@@ -443,7 +472,7 @@ class LSTM:
         h0, c0 = state
         out = []
         for arr, name, size in ((h0, "h0", lambda s: s.output_size), (c0, "c0", lambda s: s.hidden_size)):
-            if self._config.uniform and not isinstance(arr, (list, tuple)):
+            if self._uniform and not isinstance(arr, (list, tuple)):
                 a = as_weight(arr, name, self._dtype)
                 D, L = specs[0].num_directions, len(specs)
                 want = (D * L, B, size(specs[0]))

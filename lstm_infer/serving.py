@@ -44,7 +44,7 @@ import time
 
 import numpy as np
 
-from . import _threads
+from . import _kernels, _threads
 from ._validate import MAX_DIM, all_finite
 
 class Stream:
@@ -56,6 +56,12 @@ class Stream:
     a stream whose chunk is shorter keeps its state at its last valid step.
     One Stream is one conversation: calls on it are serialised by a lock;
     use one Stream per concurrent client (they share the model's weights).
+
+    Fast path: a chunk without ``lengths`` that is a C-contiguous array of the model's
+    dtype (float32 models, any quantization) runs on a prepared ``_kernels.CallPlan``
+    -- validated once for its shape, the state kept in the plan's own buffers, nothing
+    allocated per call but the result (nothing with ``out=``). Anything else takes the
+    general path (``model.forward``), with the same results bit for bit.
     """
 
     def __init__(self, model, batch_size=1, state=None, num_threads=None):
@@ -73,19 +79,77 @@ class Stream:
         self._lock = threading.Lock()
         self._initial = state
         self._state = state
+        self._plan = None       # the fast path's CallPlan; while set, it holds the state
+        self._dtype = model.dtype
+        self._fast_ok = model.dtype == np.float32  # float64 runs BLAS: the general path
+        self._layout = "unbatched" if batch_size is None else (
+            "batch_first" if cfg.batch_first else "time_major")
+        self._ndim = 2 if batch_size is None else 3
+        self._t_axis = 1 if self._layout == "batch_first" else 0
+        if state is not None:   # validated now, not at the first chunk
+            model._check_state(state, batch_size or 1, batch_size is None)
 
     @property
     def state(self):
         """The carried (h, c), in the model's state form (None before the first chunk)."""
-        return self._state
+        with self._lock:
+            self._sync_state()
+            return self._state
+
+    def _sync_state(self):
+        """Take the state back from the fast path's plan (then drop the plan)."""
+        if self._plan is not None:
+            hs, cs = self._plan.state
+            self._state = self._model._state_form([h.copy() for h in hs],
+                                                  [c.copy() for c in cs], self._batch is None)
+            self._plan = None
 
     def reset(self, state=None):
         """Forget the carried state (start a new sequence), optionally from `state`."""
         with self._lock:
+            self._plan = None
             self._state = state if state is not None else self._initial
 
-    def step(self, chunk, lengths=None):
-        """Run one chunk; returns its outputs and carries the final state forward."""
+    def step(self, chunk, lengths=None, *, out=None):
+        """Run one chunk; returns its outputs and carries the final state forward.
+
+        ``out``: an array of the output's shape and the model's dtype to write them to
+        (returned); C-contiguous keeps the call on the fast path."""
+        if lengths is None:
+            with self._lock:
+                plan = self._plan
+                res = None if plan is None else plan.try_run(chunk, out)
+                # a plan is (re)built when a chunk of a new length could use one
+                if res is None and self._fast_ok and type(chunk) is np.ndarray and \
+                        chunk.dtype == self._dtype and chunk.ndim == self._ndim and \
+                        (plan is None or plan.T != chunk.shape[self._t_axis]):
+                    plan = self._fast_plan(chunk.shape[self._t_axis])
+                    res = None if plan is None else plan.try_run(chunk, out)
+                if res is not None:
+                    return res
+        res = self._step(chunk, lengths)
+        if out is not None:
+            np.copyto(out, res)
+            return out
+        return res
+
+    def _fast_plan(self, T):
+        """The fast path's plan for chunks of T steps (under the lock), or None when the
+        shape or model does not allow it (the general path then runs, or reports)."""
+        B = self._batch or 1
+        if not 0 < T <= MAX_DIM or (self._layout == "batch_first" and T > 1 and B > 1):
+            return None  # (B, T, I) chunks are (T, B, I)-ordered only when T or B is 1
+        self._sync_state()
+        try:
+            plan = self._model._call_plan(T, B, self._state, self._batch is None,
+                                          self._num_threads)
+        except ValueError:
+            return None
+        plan.layout = _kernels.LAYOUTS[self._layout]
+        self._plan = plan
+        return plan
+
+    def _step(self, chunk, lengths):
         x = np.asarray(chunk)
         want = 2 if self._batch is None else 3
         if x.ndim != want:
@@ -98,6 +162,7 @@ class Stream:
                 raise ValueError(f"chunk must have batch size {self._batch} (stream's "
                                  f"batch_size); got {b}")
         with self._lock:
+            self._sync_state()
             out, state = self._model(x, state=self._state, lengths=lengths,
                                      num_threads=self._num_threads)
             self._state = state

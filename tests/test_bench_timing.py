@@ -132,13 +132,13 @@ def test_suite_rotates_the_runners_it_times(monkeypatch):
             return call
         return real({n: logged(n, f) for n, f in fns.items()}, **kw)
     monkeypatch.setattr("lstm_infer.bench.suite.round_robin", spy)
-    rows = bench.run_workload("5x1x4x8", peers=[], modes=["float32", "float16"], rounds=2,
+    rows = bench.run_workload("5x1x4x8", peers=[], modes=["float32", "float16-weights"], rounds=2,
                               block_calls=2, budget=0.01)
-    assert [r["runner"] for r in rows] == ["ours", "ours-float16"]
-    # after the warm-up (ours, then ours-float16): round 1 ours, ours-float16; round 2
+    assert [r["runner"] for r in rows] == ["ours", "ours-float16-weights"]
+    # after the warm-up (ours, then ours-float16-weights): round 1 ours, ours-float16; round 2
     # ours-float16, ours; each block a lead-in call and 2 timed ones
-    assert blocks(order, {"ours", "ours-float16"})[-3:] == [
-        ("ours", 3), ("ours-float16", 6), ("ours", 3)]
+    assert blocks(order, {"ours", "ours-float16-weights"})[-3:] == [
+        ("ours", 3), ("ours-float16-weights", 6), ("ours", 3)]
 
 
 def test_cache_evictor_reads_its_whole_buffer_from_each_thread():

@@ -32,8 +32,8 @@ def runner_name_of_mode(mode: str) -> str:
 def select_modes(modes: Optional[Iterable[str]] = None) -> List[str]:
     """Our modes to time: float32 always (first: the peers are checked against it),
     then `modes` (quantization modes) deduplicated; ValueError names unknown ones."""
-    from ..quantize import MODES
-    modes = list(DEFAULT_MODES if modes is None else modes)
+    from ..quantize import ALIASES, MODES
+    modes = [ALIASES.get(m, m) for m in (DEFAULT_MODES if modes is None else modes)]
     bad = [m for m in modes if m != "float32" and m not in MODES]
     if bad:
         raise ValueError(f"unknown mode(s) {', '.join(bad)}; choose from float32, "

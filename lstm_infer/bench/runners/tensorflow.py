@@ -6,15 +6,21 @@ from __future__ import annotations
 import numpy as np
 
 from ...formats.keras import to_keras_weights
-from . import Runner, exported, import_peer
+from . import PeerUnavailable, Runner, exported, import_peer
 
 
 def build(model, x, threads: int) -> Runner:
     tf = import_peer("tensorflow")
     weights = exported(to_keras_weights, model, "keras")
     cfg = model.config
-    tf.config.threading.set_intra_op_parallelism_threads(threads)
-    tf.config.threading.set_inter_op_parallelism_threads(1)
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    except RuntimeError as e:  # TF fixes its pools when it first runs, once per process
+        have = tf.config.threading.get_intra_op_parallelism_threads()
+        if have != threads:
+            raise PeerUnavailable(f"TensorFlow already runs in this process with {have or 'its default'} "
+                                  f"intra-op threads and cannot change to {threads} ({e})") from None
     keras = tf.keras
     inp = keras.Input((None, cfg.input_size), dtype="float32")
     y, layers = inp, []
