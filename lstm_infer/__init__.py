@@ -12,6 +12,7 @@ from .formats.isolate import IsolatedLoadError, LoadTimeoutError
 from .formats.keras import from_keras
 from .formats.onnx import from_onnx
 from .formats.pytorch import from_torch
+from .formats.tflite import from_tflite
 from .model import LSTM
 from .sequence_model import SequenceModel, load_model
 
@@ -19,6 +20,7 @@ __version__ = "0.1.0"
 
 __all__ = ["LSTM", "LSTMConfig", "LayerSpec", "Activation", "load", "detect_format",
            "FormatError", "LoadTimeoutError", "IsolatedLoadError",
-           "from_torch", "from_keras", "from_onnx", "set_num_threads", "get_num_threads",
+           "from_torch", "from_keras", "from_onnx", "from_tflite", "set_num_threads",
+           "get_num_threads",
            "SequenceModel", "load_model",
            "__version__"]

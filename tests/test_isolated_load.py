@@ -212,3 +212,13 @@ def test_missing_file_starts_no_child(tmp_path, monkeypatch):
     monkeypatch.setattr(isolate, "_run_child", lambda *a: pytest.fail("a child was started"))
     with pytest.raises(FileNotFoundError, match="no such file"):
         li.load(tmp_path / "missing.h5", timeout=3)
+
+
+def test_isolated_tflite_error_keeps_its_class(tmp_path):
+    """A TFLite file the child cannot read comes back as TFLiteFormatError (the parent
+    re-raises only classes of the formats package's own modules)."""
+    from lstm_infer.formats.tflite import TFLiteFormatError
+    p = tmp_path / "bad.tflite"
+    p.write_bytes(b"\x1c\x00\x00\x00TFL3" + bytes(40))
+    with pytest.raises(TFLiteFormatError, match="corrupted vtable"):
+        li.load(p, isolated=True)

@@ -83,7 +83,7 @@ _STDERR_TAIL = 4096
 # find a class by name, and only FormatError subclasses are taken from them.
 _ERROR_MODULES = frozenset(f"lstm_infer.formats.{m}" for m in (
     "errors", "detect", "native", "safetensors_io", "torch_pickle", "pytorch", "keras",
-    "onnx", "isolate"))
+    "onnx", "onnx_quantized", "tflite", "isolate"))
 _BUILTIN_ERRORS = {c.__name__: c for c in (
     FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError, TypeError,
     ValueError, ImportError, ModuleNotFoundError)}
