@@ -69,10 +69,13 @@ step _step and _store_rows, with its kernels chosen once (_choose_kernels).
 
 Parallelism: a layer is split into tasks (direction x batch slice), each an
 independent time loop, run on OpenMP threads; no per-step synchronisation. When
-there are more threads than tasks and a task is one sequence (batch 1, the
-latency case), its gate groups are split between the threads instead: each
-computes its columns of the input projection and its units of every step, and
-the threads meet at a spin barrier once per step (every one reads the whole h).
+there are more threads than tasks and the one task is a small batch (< 8 rows:
+batch 1 is the latency case), its gate groups are split between the threads
+instead: each computes its columns of the input projection (part 0 gathers the
+rows first) and its units of every step, then (projected layers) its column
+groups of h = Hc W_hr^T, and the threads meet at a spin barrier after the step
+(and before the projection, which reads every unit of Hc). Each unit is computed
+by one thread exactly as the serial kernels would: results do not change.
 Batches are sorted by length (descending) in Python, so the rows still active
 at step s are a prefix of each slice (as in cuDNN packed sequences).
 Reverse directions read x[len_b - 1 - s] for row b at step s: each sequence
@@ -177,7 +180,8 @@ cdef inline void _gemm_nt(int M, int N, int K, floating alpha, const floating* A
 
 # ---------------------------------------------------------------- driver
 cdef enum:
-    SPLIT_MIN_WEIGHTS = 131072  # W_hh elements from which a batch-1 step is split across threads
+    SPLIT_MIN_WEIGHTS = 131072  # W_hh elements from which a small-batch step is split across threads
+    SPLIT_MAX_ROWS = 7   # a split step's rows (from 8, two batch slices of 4 feed two threads)
     MIN_SLICE_ROWS = 4   # batch slices of at least this many rows (a task's GEMM tiles fill)
     # time block of the input projection (_block_steps): its workspace budget
     WEIGHTS_FIT_L2 = 1 << 20       # a layer's weights in about half a 2 MiB L2 ...
@@ -195,7 +199,7 @@ cdef enum:
 cdef enum:
     SCHED_SERIAL = 0     # tasks one after another on the calling thread
     SCHED_TASKS = 1      # tasks (direction x batch slice) on OpenMP threads, no per-step sync
-    SCHED_SPLIT = 2      # one batch-1 sequence: gate groups across threads, barrier per step
+    SCHED_SPLIT = 2      # one small batch (< 8 rows): gate groups across threads, barriers per step
 _SCHEDULES = ("serial", "tasks", "split")
 
 cdef struct DirW:
@@ -244,7 +248,9 @@ cdef struct Shared:
 cdef struct Task:            # one direction x batch slice (x gate-group part) of a layer
     int d, Bs, reverse
     int g0, ng               # gate groups [g0, g0 + ng) computed by this part
-    int uh0, uh1, uc1        # units of h (and c, up to uc1) this part writes
+    int uh0, uh1             # units of h this part writes (projected: projection columns)
+    int uc0, uc1             # units of c this part writes
+    int p0, npg              # projection column groups [p0, p0 + npg) it computes
     const int* lens          # the slice's rows, sorted by length, descending
     const int* perm
 
@@ -310,8 +316,8 @@ cdef bint _task_bounds(const Layer* L, const Shared* S, int task, int part, int 
     cdef int sl = task // L.D
     cdef int j0 = <int>((<long>sl * S.B) // S.nslices)
     cdef int j1 = <int>((<long>(sl + 1) * S.B) // S.nslices)
-    cdef int ng_all = L.Hp // LI_GROUP
-    cdef int g1
+    cdef int ng_all = L.Hp // LI_GROUP, npg_all = L.Pp // LI_GROUP
+    cdef int g1, p1
     t.d = task % L.D
     t.Bs = j1 - j0
     t.reverse = t.d == 1 or L.rev
@@ -320,9 +326,18 @@ cdef bint _task_bounds(const Layer* L, const Shared* S, int task, int part, int 
     t.g0 = part * ng_all // nparts
     g1 = (part + 1) * ng_all // nparts
     t.ng = g1 - t.g0
-    t.uh0 = 0 if nparts == 1 else t.g0 * LI_GROUP
-    t.uh1 = L.Hout if nparts == 1 else min(g1 * LI_GROUP, L.Hout)
+    t.p0 = part * npg_all // nparts
+    p1 = (part + 1) * npg_all // nparts
+    t.npg = p1 - t.p0
+    t.uc0 = 0 if nparts == 1 else t.g0 * LI_GROUP
     t.uc1 = L.H if nparts == 1 else min(g1 * LI_GROUP, L.H)
+    if nparts == 1:
+        t.uh0, t.uh1 = 0, L.Hout
+    elif L.P > 0:  # a part's h units are its projection columns
+        t.uh0 = t.p0 * LI_GROUP
+        t.uh1 = max(t.uh0, min(p1 * LI_GROUP, L.P))
+    else:
+        t.uh0, t.uh1 = t.uc0, t.uc1
     return t.Bs > 0
 
 
@@ -357,40 +372,47 @@ cdef void _init_state(const Layer* L, const Shared* S, const Task* t, floating* 
             memcpy(<floating*>L.cn + src * L.H, C + <long>b * L.Hp, L.H * sizeof(floating))
 
 
-cdef void _project_block(const Layer* L, const Task* t, const Kernels* k, int s0, int tb,
-                         int na, floating* Xg, floating* G, uint8_t* Qb,
-                         float* Qs) noexcept nogil:
-    """G = X_blk W_ih^T for steps [s0, s0 + tb) (this part's gate groups; bias comes in
-    the step). One row is read in place (a negative stride walks a reversed sequence);
-    several (or any, in the bf16 compute mode) are gathered, each reversed within its
-    own span."""
-    cdef const DirW* w = &L.w[t.d]
+cdef const floating* _block_rows(const Layer* L, const Task* t, const Kernels* k, int s0,
+                                int tb, int na, floating* Xg, long* ldx,
+                                bint copy) noexcept nogil:
+    """The input rows of steps [s0, s0 + tb), and their stride in *ldx: one row is read
+    in place (a negative stride walks a reversed sequence); several (or any, in the bf16
+    compute mode) are gathered into Xg, each reversed within its own span -- unless
+    `copy` is off (a split step's other parts, for which part 0 gathers)."""
     cdef const floating* x = <const floating*>L.x
-    cdef const floating* xblk
-    cdef long ldx
-    cdef long ldq = _round_up(L.In, LI_Q8_KPAD)
-    cdef int s, b, tt, kk, G4 = 4 * L.Hp
+    cdef int s, b, tt, kk
     cdef const floating* src
     cdef floating* dst
     if t.Bs == 1 and not k.bf16:
         tt = t.lens[0] - 1 - s0 if t.reverse else s0
-        xblk = x + tt * L.xs_t + t.perm[0] * L.xs_b
-        ldx = -L.xs_t if t.reverse else L.xs_t
-    else:
-        kk = na
-        for s in range(s0, s0 + tb):
-            while kk > 0 and t.lens[kk - 1] <= s:
-                kk -= 1
-            for b in range(kk):
-                tt = t.lens[b] - 1 - s if t.reverse else s
-                src = x + tt * L.xs_t + t.perm[b] * L.xs_b
-                dst = Xg + (<long>(s - s0) * t.Bs + b) * L.In
-                if k.bf16:  # bf16 compute: the rows rounded to bf16 on their way in
-                    li_round_bf16(<const float*>src, <float*>dst, L.In)
-                else:
-                    memcpy(dst, src, L.In * sizeof(floating))
-        xblk = Xg
-        ldx = L.In
+        ldx[0] = -L.xs_t if t.reverse else L.xs_t
+        return x + tt * L.xs_t + t.perm[0] * L.xs_b
+    kk = na
+    ldx[0] = L.In
+    if not copy:
+        return Xg
+    for s in range(s0, s0 + tb):
+        while kk > 0 and t.lens[kk - 1] <= s:
+            kk -= 1
+        for b in range(kk):
+            tt = t.lens[b] - 1 - s if t.reverse else s
+            src = x + tt * L.xs_t + t.perm[b] * L.xs_b
+            dst = Xg + (<long>(s - s0) * t.Bs + b) * L.In
+            if k.bf16:  # bf16 compute: the rows rounded to bf16 on their way in
+                li_round_bf16(<const float*>src, <float*>dst, L.In)
+            else:
+                memcpy(dst, src, L.In * sizeof(floating))
+    return Xg
+
+
+cdef void _project_block(const Layer* L, const Task* t, const Kernels* k, int tb,
+                         const floating* xblk, long ldx, floating* Xg, floating* G,
+                         uint8_t* Qb, float* Qs) noexcept nogil:
+    """G = X_blk W_ih^T for a block of tb steps (this part's gate groups; bias comes in
+    the step), X_blk the rows _block_rows gave."""
+    cdef const DirW* w = &L.w[t.d]
+    cdef long ldq = _round_up(L.In, LI_Q8_KPAD)
+    cdef int s, G4 = 4 * L.Hp
     if k.mode == MODE_Q8:
         k.quant(tb * t.Bs, L.In, <const float*>xblk, ldx, Qb, ldq, Qs)
         k.q8(tb * t.Bs, L.Hp // LI_GROUP, <int>(ldq // 4), Qb, ldq, Qs,
@@ -418,9 +440,9 @@ cdef void _step(const Layer* L, const Task* t, const Kernels* k, int s, int na,
                 floating* Gs, const floating* hp, floating* hnx, floating* hcell, floating* C,
                 floating* Hc, floating* R, floating* Hb, uint8_t* Qb,
                 float* Qs) noexcept nogil:
-    """One step for the `na` active rows: z = G_s + h W_hh^T, the gates (C in place,
-    o * act(c) into hcell), then the projection h = hcell W_hr^T into hnx. A layer-norm
-    layer computes h W_hh^T into R first, then gates in a second pass (lstm_layernorm.h)."""
+    """One step for the `na` active rows: z = G_s + h W_hh^T, then the gates (C in place,
+    o * act(c) into hcell; a projected layer then runs _project_h). A layer-norm layer
+    computes h W_hh^T into R first, then gates in a second pass (lstm_layernorm.h)."""
     cdef const DirW* w = &L.w[t.d]
     cdef const li_acts* acts = &L.acts[t.d]
     cdef const floating* bias = <const floating*>w.bias
@@ -465,17 +487,25 @@ cdef void _step(const Layer* L, const Task* t, const Kernels* k, int s, int na,
                  <floating>1.0, Gs, G4)
         li_gates_rows_f64(na, L.Hp, <const double*>Gs, G4, <const double*>bias,
                           <const double*>peep, <double*>C, L.Hp, <double*>hcell, L.Hp, acts)
-    if L.P > 0:
-        # float32: our own kernel at every batch size (its rows are independent: BLAS's
-        # blocking would make a row's result depend on the batch); float64: BLAS
-        if k.mode != MODE_F64:
-            k.gemv_proj(na, L.Pp // LI_GROUP, L.Hp, <const float*>w.w_hr_pan, <const float*>Hc,
-                        L.Hp, <float*>hnx, L.Kh)
-        else:
-            _gemm_nt(na, L.Pp, L.Hp, <floating>1.0, Hc, L.Hp, <const floating*>w.w_hr, L.Hp,
-                     <floating>0.0, hnx, L.Kh)
-        if acts.proj_clip < INFINITY:  # TFLite's proj_clip bounds the projected h
-            _clamp_rows(hnx, na, L.P, L.Kh, <floating>acts.proj_clip)
+
+
+cdef void _project_h(const Layer* L, const Task* t, const Kernels* k, int na,
+                     const floating* Hc, floating* hnx) noexcept nogil:
+    """h = Hc W_hr^T for this part's projection column groups (all of them unless the
+    step is split), then TFLite's proj_clip on those columns."""
+    cdef const DirW* w = &L.w[t.d]
+    cdef double lim = L.acts[t.d].proj_clip
+    # float32: our own kernel at every batch size (its rows are independent: BLAS's
+    # blocking would make a row's result depend on the batch); float64: BLAS
+    if k.mode != MODE_F64:
+        k.gemv_proj(na, t.npg, L.Hp,
+                    <const float*>w.w_hr_pan + <long>t.p0 * L.Hp * LI_GROUP,
+                    <const float*>Hc, L.Hp, <float*>hnx + t.p0 * LI_GROUP, L.Kh)
+    else:
+        _gemm_nt(na, L.Pp, L.Hp, <floating>1.0, Hc, L.Hp, <const floating*>w.w_hr, L.Hp,
+                 <floating>0.0, hnx, L.Kh)
+    if lim < INFINITY:  # TFLite's proj_clip bounds the projected h
+        _clamp_rows(hnx + t.uh0, na, t.uh1 - t.uh0, L.Kh, <floating>lim)
 
 
 cdef inline void _clamp_rows(floating* a, int rows, int n, long ld, floating lim) noexcept nogil:
@@ -506,8 +536,8 @@ cdef int _store_rows(const Layer* L, const Shared* S, const Task* t, int s, int 
         dst = <long>t.d * S.B + row
         memcpy(<floating*>L.hn + dst * L.Hout + t.uh0, hnx + <long>b * L.Kh + t.uh0,
                (t.uh1 - t.uh0) * sizeof(floating))
-        memcpy(<floating*>L.cn + dst * L.H + t.uh0, C + <long>b * L.Hp + t.uh0,
-               (t.uc1 - t.uh0) * sizeof(floating))
+        memcpy(<floating*>L.cn + dst * L.H + t.uc0, C + <long>b * L.Hp + t.uc0,
+               (t.uc1 - t.uc0) * sizeof(floating))
     return na_next
 
 
@@ -518,7 +548,7 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
     step the recurrent step and the stores). Returns 0, or -1 if the workspace could
     not be allocated.
 
-    With nparts > 1 (one batch-1 sequence split across threads), this thread computes
+    With nparts > 1 (one small batch split across threads), this thread computes
     the gate groups [g0, g0 + ng) of every step: its columns of the input projection,
     its units of h and c; the threads share the workspace and meet at a barrier after
     each step, since every thread reads the whole h."""
@@ -547,6 +577,8 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
     cdef floating* hcell
     cdef int sense = 0, na, s, s0 = 0, tb
     cdef int nsteps = t.lens[0]
+    cdef const floating* xblk
+    cdef long ldx
     if part == 0:
         _init_state(L, S, &t, hp, C)
     if nparts > 1:
@@ -557,10 +589,18 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
         na -= 1
     while s0 < nsteps:
         tb = S.block_t if nsteps - s0 > S.block_t else nsteps - s0
-        _project_block(L, &t, &k, s0, tb, na, ws + lay.xg, G, Qb, Qs)
+        # a split step's rows are gathered once, by part 0, for all parts
+        xblk = _block_rows(L, &t, &k, s0, tb, na, ws + lay.xg, &ldx, part == 0)
+        if nparts > 1 and t.Bs > 1:
+            li_barrier_wait(bar, &sense)
+        _project_block(L, &t, &k, tb, xblk, ldx, ws + lay.xg, G, Qb, Qs)
         for s in range(s0, s0 + tb):
             _step(L, &t, &k, s, na, G + <long>(s - s0) * t.Bs * 4 * L.Hp, hp, hnx, hcell, C,
                   Hc, R, Hb, Qb, Qs)
+            if L.P > 0:
+                if nparts > 1:  # the projection reads every part's units of Hc
+                    li_barrier_wait(bar, &sense)
+                _project_h(L, &t, &k, na, Hc, hnx)
             na = _store_rows(L, S, &t, s, na, hnx, C)
             if nparts > 1:  # every part reads the whole h of this step next
                 li_barrier_wait(bar, &sense)
@@ -588,7 +628,7 @@ cdef int _run_layer(const Layer* L, const Shared* S, int nthreads, floating* pre
     cdef long n
     if L.schedule == SCHED_SPLIT:
         if preset_ws == NULL:
-            n = _ws_layout(L, S.block_t, 1, False).total
+            n = _ws_layout(L, S.block_t, S.B, False).total
             ws = <floating*>li_alloc64(n * sizeof(floating))
             if ws == NULL:
                 return -1
@@ -621,8 +661,7 @@ cdef long _layer_ws_elems(const Layer* L, const Shared* S) noexcept nogil:
     """Elements of the workspace one serial or split layer reuses across calls: any of
     its tasks' (they run one at a time; a split layer's parts share one)."""
     cdef int bs = (S.B + S.nslices - 1) // S.nslices
-    return _ws_layout(L, S.block_t, 1 if L.schedule == SCHED_SPLIT else bs,
-                      L.w[0].wt_hh == LI_WT_Q8).total
+    return _ws_layout(L, S.block_t, bs, L.w[0].wt_hh == LI_WT_Q8).total
 
 
 cdef void _merge(const Layer* L, const Shared* S, floating dummy) noexcept nogil:
@@ -843,15 +882,17 @@ cdef int _plan(Layer* layers, int nlayers, Shared* S, int nthreads, int itemsize
         maxI = max(maxI, L.In)
         wbytes = max(wbytes, <long>4 * L.Hp * (L.In + L.Kh) * itemsize)
         ntasks = L.D * S.nslices
-        # One batch-1 sequence and spare threads: split each step's gate groups between
-        # the threads (float32, no projection; int8, bf16 compute, layer norm and float64
+        # One task of a small batch (< 8 rows: one slice) and spare threads: split each
+        # step's gate groups (and a projection's column groups) between the threads
+        # (float32 and the weight-only modes; int8, bf16 compute, layer norm and float64
         # run whole on one thread).
         # Only when a step streams >= 128 Ki weights: below that the per-step barrier
         # costs what the split saves (measured: kws, H=128, 0.243 -> 0.255 ms, 2 threads).
         nparts = min(nthreads, L.Hp // LI_GROUP)
         L.nparts = 1
-        if (itemsize == 4 and ntasks == 1 and S.B == 1 and nparts > 1 and L.P == 0
-                and L.w[0].wt_hh != LI_WT_Q8 and not L.ln and not L.w[0].bf16 and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
+        if (itemsize == 4 and ntasks == 1 and S.B <= SPLIT_MAX_ROWS and nparts > 1
+                and L.w[0].wt_hh != LI_WT_Q8 and not L.ln and not L.w[0].bf16
+                and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
             L.schedule = SCHED_SPLIT
             L.nparts = nparts
         elif nthreads <= 1 or ntasks == 1:

@@ -1,5 +1,6 @@
-"""One batch-1 sequence split across threads (gate groups per thread, a barrier per
-step) gives exactly the single-thread result, for every variant it applies to."""
+"""A small batch (1 to 7 rows) split across threads (gate groups and projection column
+groups per thread, barriers per step) gives exactly the single-thread result, for every
+variant it applies to."""
 import numpy as np
 import pytest
 
@@ -11,21 +12,26 @@ CASES = {
     "2 layers": dict(num_layers=2),
     "clip+cifg": dict(clip=1.5, input_forget=True),
     "odd H": dict(),
+    "projection": dict(proj_size=72),
+    "projection+clip": dict(proj_size=40, proj_clip=0.05),
 }
 
 
 @pytest.mark.parametrize("name", CASES)
 @pytest.mark.parametrize("threads", [2, 3])
-def test_split_equals_one_thread(name, threads):
-    H = 200 if name == "odd H" else 192   # W_hh >= 128 Ki elements: the split path runs
+@pytest.mark.parametrize("B", [1, 5])
+def test_split_equals_one_thread(name, threads, B):
+    # W_hh >= 128 Ki elements: the split path runs
+    H = {"odd H": 200, "projection": 520, "projection+clip": 900}.get(name, 192)
     m = li.LSTM.random(24, H, **CASES[name])
-    x = np.random.default_rng(0).uniform(-3, 3, (31, 1, 24)).astype(np.float32)
+    x = np.random.default_rng(0).uniform(-3, 3, (31, B, 24)).astype(np.float32)
     for layer in m.plan(x, num_threads=threads)["layers"]:  # the split really runs
         assert layer["schedule"] == "split" and layer["threads"] == threads, layer
     assert [l["schedule"] for l in m.plan(x, num_threads=1)["layers"]] == ["serial"] * len(
         m.config.layers)
-    a_out, (a_h, a_c) = m(x, num_threads=1)
-    b_out, (b_h, b_c) = m(x, num_threads=threads)
+    lens = None if B == 1 else [31, 20, 5, 1, 0]  # rows leave the split step as they end
+    a_out, (a_h, a_c) = m(x, lengths=lens, num_threads=1)
+    b_out, (b_h, b_c) = m(x, lengths=lens, num_threads=threads)
     np.testing.assert_array_equal(a_out, b_out)
     np.testing.assert_array_equal(a_h, b_h)
     np.testing.assert_array_equal(a_c, b_c)
@@ -68,8 +74,8 @@ def test_split_under_concurrent_callers():
 
 @pytest.mark.parametrize("why, kwargs, mode, shape", [
     ("small W_hh", dict(hidden_size=64), None, (9, 1, 24)),
-    ("projection", dict(hidden_size=192, proj_size=64), None, (9, 1, 24)),
     ("int8 mode", dict(hidden_size=192), "int8", (9, 1, 24)),
+    ("bf16 compute", dict(hidden_size=192), "bf16", (9, 1, 24)),
     ("float64", dict(hidden_size=192, dtype="float64"), None, (9, 1, 24)),
     ("batch of 8", dict(hidden_size=192), None, (9, 8, 24)),
 ])
