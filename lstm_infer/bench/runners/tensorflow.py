@@ -22,6 +22,10 @@ def build(model, x, threads: int) -> Runner:
             raise PeerUnavailable(f"TensorFlow already runs in this process with {have or 'its default'} "
                                   f"intra-op threads and cannot change to {threads} ({e})") from None
     keras = tf.keras
+    backend = getattr(getattr(keras, "backend", None), "backend", lambda: "tensorflow")()
+    if backend != "tensorflow":  # Keras 3 picks one backend per process (KERAS_BACKEND)
+        raise PeerUnavailable(f"Keras runs on the {backend} backend in this process "
+                              f"(KERAS_BACKEND); the TensorFlow peer needs it on tensorflow")
     inp = keras.Input((None, cfg.input_size), dtype="float32")
     y, layers = inp, []
     for _ in range(cfg.num_layers):
