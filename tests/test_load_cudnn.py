@@ -26,7 +26,13 @@ from conftest import TOL_FRAMEWORK, assert_close
 from lstm_infer.formats.keras import KerasFileError
 from reference import lstm_reference
 
-h5py = pytest.importorskip("h5py")  # every test here writes an .h5 file
+h5py = None  # set by _h5py: every test writes an .h5 file, and each skips alone without it
+
+
+@pytest.fixture(autouse=True)
+def _h5py():
+    global h5py
+    h5py = pytest.importorskip("h5py")
 
 B, T, I = 3, 7, 5
 TOL = TOL_FRAMEWORK["float32"]
