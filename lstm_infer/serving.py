@@ -61,7 +61,9 @@ class Stream:
     dtype (float32 models, any quantization) runs on a prepared ``_kernels.CallPlan``
     -- validated once for its shape, the state kept in the plan's own buffers, nothing
     allocated per call but the result (nothing with ``out=``). Anything else takes the
-    general path (``model.forward``), with the same results bit for bit.
+    general path (``model.forward``), with the same results bit for bit. The plan's
+    thread count is the stream's ``num_threads`` (or the default when it is built: at
+    the first chunk of a length, and after ``reset``).
     """
 
     def __init__(self, model, batch_size=1, state=None, num_threads=None):
@@ -106,6 +108,8 @@ class Stream:
 
     def reset(self, state=None):
         """Forget the carried state (start a new sequence), optionally from `state`."""
+        if state is not None:
+            self._model._check_state(state, self._batch or 1, self._batch is None)
         with self._lock:
             self._plan = None
             self._state = state if state is not None else self._initial
