@@ -979,10 +979,10 @@ cdef class CallPlan:
     """A float32 forward pass prepared for one input shape (T, B) at full length, with
     its state carried from call to call: the layers bound, the schedule planned and the
     serial / split layers' workspaces allocated once, the state in two buffer sets used
-    in turn (this call's initial state is the previous call's final one). `run(x, out)`
-    checks x and out with a few C comparisons (dtype, shape, contiguity, finiteness),
-    points the first and last layers at them and runs: nothing is allocated but the
-    result (none with `out`). The fast path of lstm_infer.serving.Stream; not
+    in turn (this call's initial state is the previous call's final one). `try_run(x,
+    out)` checks x and out with a few C comparisons (dtype, shape, contiguity,
+    finiteness), points the first and last layers at them and runs: nothing is
+    allocated but the result (none with `out`). The fast path of lstm_infer.serving.Stream; not
     thread-safe (the Stream's lock serialises its calls)."""
     cdef Layer layers[LI_MAX_LAYERS]
     cdef Shared S
@@ -997,7 +997,7 @@ cdef class CallPlan:
     def __init__(self, list packed, list bufs, list layer_params, int nthreads, list states):
         """bufs: as forward's, per layer (input, output, merged or None); the first
         layer's input and the last layer's final output (output, or merged if merged)
-        are placeholders of the call's shapes that run() replaces. states: two
+        are placeholders of the call's shapes that each call replaces. states: two
         (hs, cs) pairs of lists of per-layer arrays; states[0] holds the initial state."""
         cdef int k
         cdef long n
@@ -1045,14 +1045,8 @@ cdef class CallPlan:
         copy them to keep them)."""
         return self.states[self.cur]
 
-    def load_state(self, list hs, list cs):
-        """Copy a validated per-layer state into the buffers the next call starts from."""
-        import numpy as np
-        for dst, src in zip(self.states[self.cur][0] + self.states[self.cur][1], hs + cs):
-            np.copyto(dst, src)
-
     def try_run(self, x, out=None):
-        """run() on a chunk in the form `layout` says -- (T, B, I) time-major, (B, T, I)
+        """One call on a chunk in the form `layout` says -- (T, B, I) time-major, (B, T, I)
         batch-first, or (T, I) unbatched -- returning the output in the same form; None
         (nothing run) when x is not a C-contiguous float32 array of this plan's shape, so
         that the caller takes its general path. Errors in out or x's values raise."""
@@ -1094,20 +1088,6 @@ cdef class CallPlan:
             raise ValueError(f"out must be a writeable C-contiguous float32 array of shape "
                              f"{tuple(x.shape[:nd - 1]) + (self.F,)}; got {out.dtype} "
                              f"{out.shape}")
-        self._run(xa, oa)
-        return oa
-
-    def run(self, x, out=None):
-        """out (T, B, F) = the stack on x (T, B, I), both float32 and C-contiguous (a
-        (T, B, F) view with that layout is fine); the state moves on by T steps."""
-        cdef cnp.ndarray xa = _checked_f32(x, "x", self.T, self.B, self.In)
-        cdef cnp.npy_intp dims[3]
-        cdef cnp.ndarray oa
-        if out is None:
-            dims[0], dims[1], dims[2] = self.T, self.B, self.F
-            oa = cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0)
-        else:
-            oa = _checked_f32(out, "out", self.T, self.B, self.F)
         self._run(xa, oa)
         return oa
 
@@ -1153,22 +1133,6 @@ cdef enum:  # CallPlan.layout: the form of the chunks try_run takes
     LAYOUT_UNBATCHED = 2    # (T, I), B = 1
 LAYOUTS = {"time_major": LAYOUT_TIME_MAJOR, "batch_first": LAYOUT_BATCH_FIRST,
            "unbatched": LAYOUT_UNBATCHED}
-
-
-cdef cnp.ndarray _checked_f32(object a, str name, int T, int B, int F):
-    """`a` as a C-contiguous float32 (T, B, F) array, or a clear error."""
-    if not isinstance(a, cnp.ndarray):
-        raise TypeError(f"{name} must be a numpy array; got {type(a).__name__}")
-    cdef cnp.ndarray arr = a
-    if cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(arr) != 3 or \
-            arr.shape[0] != T or arr.shape[1] != B or arr.shape[2] != F or \
-            not cnp.PyArray_IS_C_CONTIGUOUS(arr):
-        raise ValueError(f"{name} must be a C-contiguous float32 array of shape ({T}, {B}, "
-                         f"{F}); got {a.dtype} {a.shape}"
-                         f"{'' if cnp.PyArray_IS_C_CONTIGUOUS(arr) else ' (not contiguous)'}")
-    if name == "out" and not cnp.PyArray_ISWRITEABLE(arr):
-        raise ValueError("out must be writeable")
-    return arr
 
 
 cdef bint _all_finite_f32(const float* p, long n) noexcept nogil:
