@@ -34,21 +34,6 @@
 
 #define LI_LN_EPS 1e-8
 
-static inline float li_act_f32(int kind, float alpha, float beta, float v)
-{
-    switch (kind) {
-    case LI_ACT_SIGMOID: return 1.0f / (1.0f + expf(-v));
-    case LI_ACT_TANH: return tanhf(v);
-    case LI_ACT_RELU: return v > 0.0f ? v : 0.0f;
-    case LI_ACT_HARD_SIGMOID: {
-        float t = alpha * v + beta;
-        t = t < 0.0f ? 0.0f : t;
-        return t > 1.0f ? 1.0f : t;
-    }
-    default: return v;
-    }
-}
-
 static inline long li_ln_at(int gate, int j)
 {
     return (long)(j / LI_GROUP) * LI_PANEL + gate * LI_GROUP + j % LI_GROUP;
@@ -56,7 +41,9 @@ static inline long li_ln_at(int gate, int j)
 
 #define LI_T float
 #define LI_SFX f32
-#define LI_ACT(kind, al, be, v) li_act_f32(kind, (float)(al), (float)(be), v)
+/* the one scalar activation (lstm_cell.h's li_act_f64), rounded once: this pass is
+ * O(4H) per row and step, not worth a float copy of it */
+#define LI_ACT(kind, al, be, v) ((float)li_act_f64(kind, al, be, (double)(v)))
 #include "lstm_layernorm_impl.h"
 #undef LI_T
 #undef LI_SFX
