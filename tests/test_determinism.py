@@ -19,6 +19,11 @@ MODELS = {
     "int8": lambda: li.LSTM.random(24, 72, seed=4).quantize("int8"),
     "bfloat16 weights": lambda: li.LSTM.random(24, 72, seed=5).quantize("bfloat16"),
     "int8 weights": lambda: li.LSTM.random(24, 72, seed=6).quantize("int8-weights"),
+    # K above the GEMM's K chunks (128 / 256): partial sums stored between chunks, and
+    # int8 weights scale each chunk's sum, so the chunking must not depend on the batch
+    "float32 wide": lambda: li.LSTM.random(300, 272, seed=8),
+    "int8 weights wide": lambda: li.LSTM.random(300, 144, seed=9).quantize("int8-weights"),
+    "float16 weights wide": lambda: li.LSTM.random(300, 144, seed=10).quantize("float16-weights"),
 }
 
 
@@ -29,7 +34,7 @@ def test_rows_independent_of_batch_and_threads(simd_level, name):
     m = MODELS[name]()
     rng = np.random.default_rng(7)
     T, N = 19, 13
-    x = rng.uniform(-2, 2, (T, N, 24)).astype(np.float32)
+    x = rng.uniform(-2, 2, (T, N, m.config.input_size)).astype(np.float32)
     lens = rng.integers(0, T + 1, N)
     lens[0] = T
     alone = [m(x[:lens[b], b], num_threads=1) if lens[b] else None for b in range(N)]

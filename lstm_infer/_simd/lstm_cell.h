@@ -120,8 +120,10 @@ static inline void *li_alloc64(size_t nbytes)
 #define LI_SFX avx2
 #define LI_MB 1
 #define LI_VW 8
+#define LI_NARROW 1 /* multi-row GEMM tiles are 6 rows x 16 columns (panel_mm_narrow) */
 #define LI_ISA "isa_avx2.h"
 #include "lstm_cell_impl.h"
+#undef LI_NARROW
 #undef LI_SFX
 #undef LI_MB
 #undef LI_VW
