@@ -111,6 +111,73 @@ WEIGHT_TYPES = {"float32": LI_WT_F32, "int8-weights": LI_WT_I8, "float16-weights
 ACTIVATION_CODES = {"sigmoid": LI_ACT_SIGMOID, "tanh": LI_ACT_TANH, "relu": LI_ACT_RELU,
                     "linear": LI_ACT_LINEAR, "hard_sigmoid": LI_ACT_HARD_SIGMOID}
 
+# ---------------------------------------------------------------- calls in flight
+# _threads' bookkeeping, here so that a small call (model._planned_call) pays a C
+# increment rather than a Python lock: the counter changes only while the caller
+# holds the GIL, with no Python code in between, which makes each change atomic.
+cdef extern from *:
+    """
+    #include <sched.h>
+    #include <time.h>
+    #include <unistd.h>
+    /* CPUs this process may run on, re-read at most every 50 ms (the syscall was a
+     * tenth of a T=1 call's overhead): what os.sched_getaffinity(0) counts. */
+    static int li_cores_cached(void)
+    {
+        static int cores = 0;
+        static double last = 0.0;
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        const double t = ts.tv_sec + 1e-9 * ts.tv_nsec;
+        if (cores == 0 || t - last > 0.05) {
+            cpu_set_t set;
+            CPU_ZERO(&set);
+            int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+            if (n < 1) n = (int)sysconf(_SC_NPROCESSORS_ONLN); /* > CPU_SETSIZE CPUs */
+            cores = n < 1 ? 1 : n;
+            last = t;
+        }
+        return cores;
+    }
+    """
+    int li_cores_cached() nogil
+
+cdef int _in_flight = 0         # forward calls running now
+cdef int _default_threads = 0   # li.set_num_threads' value; 0: every available core
+
+
+def available_cores():
+    """CPUs this process may run on (the affinity mask), cached for 50 ms."""
+    return li_cores_cached()
+
+
+def set_default_threads(int n):
+    """The thread count of a call that does not choose one (0: every available core)."""
+    global _default_threads
+    _default_threads = n
+
+
+def call_begin(int requested):
+    """Count a call in; its thread count: `requested` if > 0, else the default shared
+    among the calls in flight (at least 1)."""
+    global _in_flight
+    _in_flight += 1
+    if requested > 0:
+        return requested
+    cdef int wanted = _default_threads if _default_threads > 0 else li_cores_cached()
+    return max(1, wanted // _in_flight)
+
+
+def call_end():
+    """Count a call out."""
+    global _in_flight
+    _in_flight -= 1
+
+
+def calls_in_flight():
+    return _in_flight
+
+
 # ---------------------------------------------------------------- SIMD dispatch
 # platform.h probes the CPU once and fills the table; this module only keeps it
 _LEVEL_NAMES = ("generic", "avx2", "avx512")
@@ -989,6 +1056,8 @@ cdef class CallPlan:
     cdef int nlayers, nthreads, In, F, cur
     cdef readonly int T, B         # the call shape it was built for
     cdef public int layout         # what try_run takes: LAYOUT_* (a Stream's chunk form)
+    cdef public bint carry         # True: each call starts from the last one's final state;
+                                   # False: always from states[0] (final state -> states[1])
     cdef void* ws[LI_MAX_LAYERS]
     cdef list keep                 # every array the Layers point into
     cdef readonly list states      # [(hs, cs), (hs, cs)]: per layer (D, B, H_out) / (D, B, H)
@@ -1014,6 +1083,7 @@ cdef class CallPlan:
         self.nthreads = nthreads
         self.states = states
         self.cur = 0
+        self.carry = True
         self.keep = [packed, bufs, layer_params]
         self.lens = np.full(self.B, self.T, dtype=np.intc)
         self.perm = np.arange(self.B, dtype=np.intc)
@@ -1050,14 +1120,19 @@ cdef class CallPlan:
         batch-first, or (T, I) unbatched -- returning the output in the same form; None
         (nothing run) when x is not a C-contiguous float32 array of this plan's shape, so
         that the caller takes its general path. Errors in out or x's values raise."""
+        return self._try(x, out)
+
+    cdef _try(self, x, out):
         cdef cnp.ndarray xa, oa
         cdef cnp.npy_intp dims[3]
         cdef int nd = 2 if self.layout == LAYOUT_UNBATCHED else 3
         if type(x) is not cnp.ndarray:
             return None
         xa = x
+        # ISBEHAVED_RO: aligned and native byte order ('>f4' is NPY_FLOAT32 too)
         if cnp.PyArray_TYPE(xa) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(xa) != nd or \
-                not cnp.PyArray_IS_C_CONTIGUOUS(xa) or xa.shape[nd - 1] != self.In:
+                not cnp.PyArray_IS_C_CONTIGUOUS(xa) or not cnp.PyArray_ISBEHAVED_RO(xa) or \
+                xa.shape[nd - 1] != self.In:
             return None
         if self.layout == LAYOUT_UNBATCHED:
             if xa.shape[0] != self.T:
@@ -1082,7 +1157,7 @@ cdef class CallPlan:
                     break
             else:
                 if oa.shape[nd - 1] == self.F and cnp.PyArray_TYPE(oa) == cnp.NPY_FLOAT32 \
-                        and cnp.PyArray_IS_C_CONTIGUOUS(oa) and cnp.PyArray_ISWRITEABLE(oa):
+                        and cnp.PyArray_IS_C_CONTIGUOUS(oa) and cnp.PyArray_ISBEHAVED(oa):
                     self._run(xa, oa)
                     return oa
             raise ValueError(f"out must be a writeable C-contiguous float32 array of shape "
@@ -1090,6 +1165,26 @@ cdef class CallPlan:
                              f"{out.shape}")
         self._run(xa, oa)
         return oa
+
+    def try_call(self, x):
+        """try_run(x) from states[0] (carry False), the final state written to fresh
+        arrays: (out, hs, cs) with per-layer (D, B, H_out) / (D, B, H) lists, or None as
+        try_run. LSTM.forward's fast path (model._planned_call)."""
+        cdef list hs = [], cs = []
+        cdef cnp.npy_intp dims[3]
+        cdef int k
+        cdef Layer* L
+        dims[1] = self.B
+        for k in range(self.nlayers):
+            L = &self.layers[k]
+            dims[0] = L.D
+            dims[2] = L.Hout
+            hs.append(cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0))
+            dims[2] = L.H
+            cs.append(cnp.PyArray_EMPTY(3, dims, cnp.NPY_FLOAT32, 0))
+        self.states[1] = (hs, cs)
+        out = self._try(x, None)
+        return None if out is None else (out, hs, cs)
 
     cdef _run(self, cnp.ndarray xa, cnp.ndarray oa):
         """The call on checked arrays whose memory is (T, B, I) / (T, B, F) row-major (a
@@ -1121,7 +1216,8 @@ cdef class CallPlan:
                                 <float>0)
         if status != 0:
             raise MemoryError("could not allocate the LSTM workspace")
-        self.cur = nxt
+        if self.carry:
+            self.cur = nxt
 
     def __reduce__(self):
         raise TypeError("CallPlan does not pickle; pickle the LSTM model")

@@ -29,8 +29,10 @@ import operator
 import os
 import threading
 
+from . import _kernels
+
 _lock = threading.Lock()
-_active_calls = 0
+_blas_calls = 0  # calls in flight that use BLAS (they keep it pinned)
 _saved_blas_threads = None
 _num_threads = None  # None: all available cores
 
@@ -40,6 +42,11 @@ def _available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
+
+
+# _available_cores() re-read at most every 50 ms (C): the syscall was a tenth of a small
+# call's overhead, and an affinity change is still seen within 50 ms
+_cores_now = _kernels.available_cores
 
 
 # Threads per call beyond this many per available core never help (every task of a
@@ -79,13 +86,14 @@ def set_num_threads(n) -> None:
     global _num_threads
     if n is None or (not isinstance(n, bool) and isinstance(n, int) and n == 0):
         _num_threads = None
-        return
-    _num_threads = check_num_threads(n)
+    else:
+        _num_threads = check_num_threads(n)
+    _kernels.set_default_threads(_num_threads or 0)
 
 
 def get_num_threads() -> int:
     """The default number of threads of one forward call."""
-    return _num_threads or _available_cores()
+    return _num_threads or _cores_now()
 
 
 def _find_openblas():
@@ -123,29 +131,30 @@ def enter_call(num_threads, uses_blas: bool = True) -> int:
     """Register a forward call; returns the worker count it should use.
 
     Only calls that reach BLAS (float64 models, projections at large batch)
-    pin it: re-raising OpenBLAS's thread count wakes its pool, which then
-    spins on the other cores (measured ~10% of a kws call's CPU), so
-    float32 models, which use only our own kernels, leave it alone."""
-    global _active_calls, _saved_blas_threads
-    if num_threads is not None:
-        wanted = num_threads = check_num_threads(num_threads)
-    else:
-        wanted = get_num_threads()
-    with _lock:
-        _active_calls += 1
-        if uses_blas and _blas is not None and _saved_blas_threads is None:
-            prev = _blas[1]()
-            if prev != 1:
-                _saved_blas_threads = prev
-                _blas[0](1)
-        share = max(1, wanted // _active_calls) if num_threads is None else wanted
+    pin it, until the last of them returns: re-raising OpenBLAS's thread count
+    wakes its pool, which then spins on the other cores (measured ~10% of a kws
+    call's CPU), so float32 models, which use only our own kernels, leave it alone.
+    Calls are counted in C (_kernels.call_begin), so a small call pays no lock."""
+    global _blas_calls, _saved_blas_threads
+    share = _kernels.call_begin(0 if num_threads is None else check_num_threads(num_threads))
+    if uses_blas:
+        with _lock:
+            _blas_calls += 1
+            if _blas is not None and _saved_blas_threads is None:
+                prev = _blas[1]()
+                if prev != 1:
+                    _saved_blas_threads = prev
+                    _blas[0](1)
     return share
 
 
-def exit_call() -> None:
-    global _active_calls, _saved_blas_threads
-    with _lock:
-        _active_calls -= 1
-        if _active_calls == 0 and _saved_blas_threads is not None and _blas is not None:
-            _blas[0](_saved_blas_threads)
-            _saved_blas_threads = None
+def exit_call(uses_blas: bool = True) -> None:
+    """Unregister a call entered with the same `uses_blas`."""
+    global _blas_calls, _saved_blas_threads
+    _kernels.call_end()
+    if uses_blas:
+        with _lock:
+            _blas_calls -= 1
+            if _blas_calls == 0 and _saved_blas_threads is not None and _blas is not None:
+                _blas[0](_saved_blas_threads)
+                _saved_blas_threads = None

@@ -21,6 +21,7 @@ the Design block at the top of _kernels.pyx.
 from __future__ import annotations
 
 import operator
+import threading
 from typing import List, Optional, Sequence
 
 import numpy as np
@@ -34,6 +35,14 @@ from .config import (DEFAULT_ACTIVATIONS, LAYER_OPTIONS, MERGE_MODES, LayerSpec,
                      check_clip, layer_spec, parse_activations)
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
+# forward() runs a call through a cached CallPlan (LSTM._planned_call) when its x and
+# layer outputs take at most this many bytes (the plan keeps buffers of that size), and
+# keeps at most PLANNED_CALL_SHAPES such plans per model and thread.
+PLANNED_CALL_BYTES = 1 << 20
+PLANNED_CALL_SHAPES = 8
+_TIME_MAJOR, _BATCH_FIRST, _UNBATCHED = (_kernels.LAYOUTS[k] for k in
+                                        ("time_major", "batch_first", "unbatched"))
+_call_begin, _call_end = _kernels.call_begin, _kernels.call_end
 
 
 class LSTM:
@@ -157,6 +166,9 @@ class LSTM:
         self._uniform = self._config.uniform
         # float32 runs only our own kernels; float64 calls BLAS (pinned to one thread)
         self._uses_blas = npdt == np.float64
+        self._plans = threading.local()  # _planned_call's CallPlans, per thread
+        self._batch_first = bool(batch_first)
+        self._row_bytes = self._call_sizes[0] + self._call_sizes[2]  # x and outputs
         # per layer: (merge code, reverse-only, outputs in processing order, acts per direction)
         self._layer_params = [
             (MERGE_MODES.index(s.merge), int(s.reverse), int(s.reverse_output),
@@ -238,9 +250,6 @@ class LSTM:
                 f"{', ' + ', '.join(flags) if flags else ''})")
 
     # ------------------------------------------------------------------ forward
-    def __call__(self, x, state=None, lengths=None, *, num_threads=None):
-        return self.forward(x, state=state, lengths=lengths, num_threads=num_threads)
-
     def forward(self, x, state=None, lengths=None, *, num_threads=None):
         """Run the LSTM over a batch of sequences.
 
@@ -263,6 +272,10 @@ class LSTM:
         out : (T, B, D*H_out) (or (B, T, ...) if batch_first, (T, ...) if unbatched)
         (h_n, c_n) : final states, same form as ``state``.
         """
+        if state is None and lengths is None and type(x) is np.ndarray and not self._uses_blas:
+            res = self._planned_call(x, num_threads)
+            if res is not None:
+                return res
         cfg = self._config
         specs = cfg.layers
         if num_threads is not None:  # checked before anything is allocated
@@ -336,11 +349,66 @@ class LSTM:
                     hns[k][...] = h0s[k]
                     cns[k][...] = c0s[k]
         finally:
-            _threads.exit_call()
+            _threads.exit_call(self._uses_blas)
 
         out = out_user[:, 0] if (unbatched and not cfg.batch_first) else (
             out_user[0] if unbatched else out_user)
         return out, self._state_form(hns, cns, unbatched)
+
+    __call__ = forward  # (not a wrapper: a T=1 call's overhead is counted in microseconds)
+
+    def _planned_call(self, x, num_threads):
+        """forward() of a small call (at most PLANNED_CALL_BYTES of x and outputs; full
+        length, zero initial state) through a _kernels.CallPlan cached per thread and
+        call shape: x is checked by a few C comparisons and the workspaces are reused,
+        so a T=1 call costs little beyond its arithmetic (issue 9: <= 5 us). The same
+        kernels and schedule as the general path, so the same bits. None when x does not
+        qualify (the general path then runs, and raises whatever error x deserves)."""
+        shape = x.shape
+        if len(shape) == 3:
+            if self._batch_first:  # (B, T, I) has (T, B, I)'s memory order if T or B is 1
+                B, T = shape[0], shape[1]
+                if T != 1 and B != 1:
+                    return None
+                layout = _BATCH_FIRST
+            else:
+                T, B = shape[0], shape[1]
+                layout = _TIME_MAJOR
+        elif len(shape) == 2:
+            T, B, layout = shape[0], 1, _UNBATCHED
+        else:
+            return None
+        if not T or not B or T * B * self._row_bytes > PLANNED_CALL_BYTES:
+            return None
+        nthreads = _call_begin(  # _threads.enter_call without BLAS: no lock
+            0 if num_threads is None else _threads.check_num_threads(num_threads))
+        try:
+            plans = self._plans.__dict__
+            key = (T, B, layout, nthreads)
+            plan = plans.get(key)
+            if plan is None:
+                if len(plans) >= PLANNED_CALL_SHAPES:
+                    plans.clear()
+                plan = plans[key] = self._fixed_start_plan(T, B, layout, nthreads)
+            res = plan.try_call(x)  # (out, hs, cs): the final state in fresh arrays
+        finally:
+            _call_end()
+        if res is None:
+            return None
+        return res[0], self._state_form(res[1], res[2], layout == _UNBATCHED)
+
+    def _fixed_start_plan(self, T, B, layout, nthreads):
+        """A CallPlan whose every call starts from the zero state (states[0], never
+        written): _planned_call's."""
+        zeros = ([np.zeros((D, B, Hout), dtype=self._dtype) for D, Hout, _ in self._dims],
+                 [np.zeros((D, B, H), dtype=self._dtype) for D, _, H in self._dims])
+        x = np.empty((T, B, self._config.input_size), dtype=self._dtype)
+        out = np.empty((T, B, self._config.output_size), dtype=self._dtype)
+        plan = _kernels.CallPlan(self._packed, self._layer_buffers(x, out), self._layer_params,
+                                 nthreads, [zeros, self._state_buffers(B)])
+        plan.layout = layout
+        plan.carry = False
+        return plan
 
     def _layer_buffers(self, x_tb, out_tb, alloc=np.empty) -> list:
         """Per layer (input, output, merged output or None), all (T, B, F) views: a merged
