@@ -7,10 +7,10 @@ up its own pool from inside each of our workers (or from many Python
 threads at once) oversubscribes the cores and serialises on OpenBLAS's
 server lock.
 
-We pin scipy's OpenBLAS to one thread while at least one forward call is in
-flight and restore the previous value when the last one returns
-(reference-counted under a lock, so concurrent callers never race on the
-restore). The OpenBLAS that scipy bundles is its own copy, separate from
+We pin scipy's OpenBLAS to one thread while at least one forward call that
+uses BLAS is in flight and restore the previous value when the last of them
+returns (reference-counted under a lock, so concurrent callers never race on
+the restore). The OpenBLAS that scipy bundles is its own copy, separate from
 numpy's, so numpy's matmul threading is never touched. We call OpenBLAS's
 own `*_set_num_threads` through ctypes rather than depending on
 threadpoolctl, because the runtime dependencies are numpy and scipy only;
@@ -19,7 +19,9 @@ is skipped and documented as such.
 
 Concurrent callers share the cores: a call's worker count is
 ``num_threads // (calls in flight)`` (at least 1), so N Python threads
-calling at once do not create N x num_threads OS threads on N cores.
+calling at once do not create N x num_threads OS threads on N cores. The calls
+in flight are counted in C (_kernels.call_begin / call_end, atomic under the
+GIL), so a small call (model._planned_call) takes no lock at all.
 """
 from __future__ import annotations
 
