@@ -474,16 +474,20 @@ cdef const floating* _block_rows(const Layer* L, const Task* t, const Kernels* k
 
 cdef void _project_block(const Layer* L, const Task* t, const Kernels* k, int tb,
                          const floating* xblk, long ldx, floating* Xg, floating* G,
-                         uint8_t* Qb, float* Qs) noexcept nogil:
+                         uint8_t* Qb, float* Qs, bint quantized) noexcept nogil:
     """G = X_blk W_ih^T for a block of tb steps (this part's gate groups; bias comes in
-    the step), X_blk the rows _block_rows gave."""
+    the step), X_blk the rows _block_rows gave (int8 mode: quantized into Qb / Qs here,
+    unless `quantized`: a split step's part 0 did it for every part)."""
     cdef const DirW* w = &L.w[t.d]
     cdef long ldq = _round_up(L.In, LI_Q8_KPAD)
     cdef int s, G4 = 4 * L.Hp
     if k.mode == MODE_Q8:
-        k.quant(tb * t.Bs, L.In, <const float*>xblk, ldx, Qb, ldq, Qs)
-        k.q8(tb * t.Bs, L.Hp // LI_GROUP, <int>(ldq // 4), Qb, ldq, Qs,
-             <const int8_t*>w.w_ih_pan, w.w_ih_colsum, w.w_ih_scale, <float*>G, G4, 1, 0,
+        if not quantized:
+            k.quant(tb * t.Bs, L.In, <const float*>xblk, ldx, Qb, ldq, Qs)
+        k.q8(tb * t.Bs, t.ng, <int>(ldq // 4), Qb, ldq, Qs,
+             <const int8_t*>w.w_ih_pan + <long>t.g0 * (ldq // 4) * 256,
+             w.w_ih_colsum + t.g0 * LI_PANEL, w.w_ih_scale + t.g0 * LI_PANEL,
+             <float*>G + t.g0 * LI_PANEL, G4, 1, 0,
              NULL, NULL, 0, NULL, 0, NULL, 0, NULL, 0)
     elif k.mode == MODE_F32:
         k.gemm(tb * t.Bs, t.ng, L.In, <const float*>xblk, ldx,
@@ -503,25 +507,36 @@ cdef void _project_block(const Layer* L, const Task* t, const Kernels* k, int tb
                  <const floating*>w.w_ih, L.In, <floating>0.0, G, G4)
 
 
+cdef void _prepare_h(const Layer* L, const Kernels* k, int na, const floating* hp,
+                     floating* Hb, uint8_t* Qb, float* Qs) noexcept nogil:
+    """What a step's GEMM reads instead of h: bf16 compute, h rounded to bf16 into Hb;
+    int8 mode, h quantized into Qb / Qs. (A split step's part 0 does it for all parts.)"""
+    if k.bf16:  # the state itself keeps float32
+        li_round_bf16(<const float*>hp, <float*>Hb, <long>na * L.Kh)
+    elif k.mode == MODE_Q8:
+        k.quant(na, L.Kh, <const float*>hp, L.Kh, Qb, _round_up(L.Kh, LI_Q8_KPAD), Qs)
+
+
 cdef void _step(const Layer* L, const Task* t, const Kernels* k, int s, int na,
                 floating* Gs, const floating* hp, floating* hnx, floating* hcell, floating* C,
                 floating* Hc, floating* R, floating* Hb, uint8_t* Qb,
-                float* Qs) noexcept nogil:
+                float* Qs, bint prepared) noexcept nogil:
     """One step for the `na` active rows: z = G_s + h W_hh^T, then the gates (C in place,
     o * act(c) into hcell; a projected layer then runs _project_h). A layer-norm layer
-    computes h W_hh^T into R first, then gates in a second pass (lstm_layernorm.h)."""
+    computes h W_hh^T into R first, then gates in a second pass (lstm_layernorm.h).
+    bf16 / int8: _prepare_h first, unless `prepared` (a split step's part 0 did)."""
     cdef const DirW* w = &L.w[t.d]
     cdef const li_acts* acts = &L.acts[t.d]
     cdef const floating* bias = <const floating*>w.bias
     cdef const floating* peep = <const floating*>w.peep
     cdef long ldq = _round_up(L.Kh, LI_Q8_KPAD)
     cdef int G4 = 4 * L.Hp, g0 = t.g0
-    if k.bf16:  # bf16 compute: the GEMM reads h rounded to bf16 (the state keeps float32)
-        li_round_bf16(<const float*>hp, <float*>Hb, <long>na * L.Kh)
+    if not prepared:
+        _prepare_h(L, k, na, hp, Hb, Qb, Qs)
+    if k.bf16:  # bf16 compute: the GEMM reads h rounded to bf16
         hp = Hb
     if L.ln:
         if k.mode == MODE_Q8:
-            k.quant(na, L.Kh, <const float*>hp, L.Kh, Qb, ldq, Qs)
             k.q8(na, L.Hp // LI_GROUP, <int>(ldq // 4), Qb, ldq, Qs, <const int8_t*>w.w_hh_pan,
                  w.w_hh_colsum, w.w_hh_scale, <float*>R, G4, 1, 0, NULL, NULL, 0, NULL, 0,
                  NULL, 0, NULL, 0)
@@ -538,10 +553,12 @@ cdef void _step(const Layer* L, const Task* t, const Kernels* k, int s, int na,
             li_ln_gates_rows_f64(na, L.H, L.Hp, Gs, G4, NULL, 0, bias, peep,
                                  <const double*>w.ln, C, L.Hp, hcell, L.Hp, acts)
     elif k.mode == MODE_Q8:
-        k.quant(na, L.Kh, <const float*>hp, L.Kh, Qb, ldq, Qs)
-        k.q8(na, L.Hp // LI_GROUP, <int>(ldq // 4), Qb, ldq, Qs, <const int8_t*>w.w_hh_pan,
-             w.w_hh_colsum, w.w_hh_scale, <float*>Gs, G4, 0, 1, <const float*>bias,
-             <const float*>peep, L.Hp, <float*>C, L.Hp, <float*>hcell, L.Hp, acts, s & 1)
+        k.q8(na, t.ng, <int>(ldq // 4), Qb, ldq, Qs,
+             <const int8_t*>w.w_hh_pan + <long>g0 * (ldq // 4) * 256,
+             w.w_hh_colsum + g0 * LI_PANEL, w.w_hh_scale + g0 * LI_PANEL,
+             <float*>Gs + g0 * LI_PANEL, G4, 0, 1, <const float*>bias + g0 * LI_PANEL,
+             <const float*>peep + g0 * LI_GROUP if peep != NULL else NULL, L.Hp,
+             <float*>C + g0 * LI_GROUP, L.Hp, <float*>hcell + g0 * LI_GROUP, L.Hp, acts, s & 1)
     elif k.mode == MODE_F32:
         k.step(na, t.ng, L.Hp, L.Kh, <float*>Gs + g0 * LI_PANEL, G4,
                <const char*>w.w_hh_pan + <long>g0 * L.Kh * LI_PANEL * _wsize(w.wt_hh),
@@ -658,12 +675,21 @@ cdef int _run_task(const Layer* L, const Shared* S, int task, int part, int npar
         tb = S.block_t if nsteps - s0 > S.block_t else nsteps - s0
         # a split step's rows are gathered once, by part 0, for all parts
         xblk = _block_rows(L, &t, &k, s0, tb, na, ws + lay.xg, &ldx, part == 0)
-        if nparts > 1 and t.Bs > 1:
+        if nparts > 1 and k.mode == MODE_Q8 and part == 0:  # the block quantized once
+            k.quant(tb * t.Bs, L.In, <const float*>xblk, ldx, Qb,
+                    _round_up(L.In, LI_Q8_KPAD), Qs)
+        if nparts > 1 and (t.Bs > 1 or k.bf16 or k.mode == MODE_Q8):  # part 0 wrote
             li_barrier_wait(bar, &sense)
-        _project_block(L, &t, &k, tb, xblk, ldx, ws + lay.xg, G, Qb, Qs)
+        _project_block(L, &t, &k, tb, xblk, ldx, ws + lay.xg, G, Qb, Qs, nparts > 1)
+        if nparts > 1 and k.mode == MODE_Q8:  # every part has read Qb: the step reuses it
+            li_barrier_wait(bar, &sense)
         for s in range(s0, s0 + tb):
+            if nparts > 1 and (k.bf16 or k.mode == MODE_Q8):
+                if part == 0:  # h (complete since the last barrier) rounded / quantized once
+                    _prepare_h(L, &k, na, hp, Hb, Qb, Qs)
+                li_barrier_wait(bar, &sense)
             _step(L, &t, &k, s, na, G + <long>(s - s0) * t.Bs * 4 * L.Hp, hp, hnx, hcell, C,
-                  Hc, R, Hb, Qb, Qs)
+                  Hc, R, Hb, Qb, Qs, nparts > 1)
             if L.P > 0:
                 if nparts > 1:  # the projection reads every part's units of Hc
                     li_barrier_wait(bar, &sense)
@@ -695,7 +721,7 @@ cdef int _run_layer(const Layer* L, const Shared* S, int nthreads, floating* pre
     cdef long n
     if L.schedule == SCHED_SPLIT:
         if preset_ws == NULL:
-            n = _ws_layout(L, S.block_t, S.B, False).total
+            n = _ws_layout(L, S.block_t, S.B, L.w[0].wt_hh == LI_WT_Q8).total
             ws = <floating*>li_alloc64(n * sizeof(floating))
             if ws == NULL:
                 return -1
@@ -951,15 +977,15 @@ cdef int _plan(Layer* layers, int nlayers, Shared* S, int nthreads, int itemsize
         ntasks = L.D * S.nslices
         # One task of a small batch (< 8 rows: one slice) and spare threads: split each
         # step's gate groups (and a projection's column groups) between the threads
-        # (float32 and the weight-only modes; int8, bf16 compute, layer norm and float64
+        # (float32, the weight-only modes, int8 and bf16 compute, whose part 0 quantizes /
+        # rounds each block and step's rows once for all parts; layer norm and float64
         # run whole on one thread).
         # Only when a step streams >= 128 Ki weights: below that the per-step barrier
         # costs what the split saves (measured: kws, H=128, 0.243 -> 0.255 ms, 2 threads).
         nparts = min(nthreads, L.Hp // LI_GROUP)
         L.nparts = 1
         if (itemsize == 4 and ntasks == 1 and S.B <= SPLIT_MAX_ROWS and nparts > 1
-                and L.w[0].wt_hh != LI_WT_Q8 and not L.ln and not L.w[0].bf16
-                and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
+                and not L.ln and <long>4 * L.Hp * L.Kh >= SPLIT_MIN_WEIGHTS):
             L.schedule = SCHED_SPLIT
             L.nparts = nparts
         elif nthreads <= 1 or ntasks == 1:

@@ -37,7 +37,28 @@ def test_split_equals_one_thread(name, threads, B):
     np.testing.assert_array_equal(a_c, b_c)
 
 
-@pytest.mark.parametrize("mode", [None, "float16-weights", "bfloat16-weights", "int8-weights"])
+@pytest.mark.parametrize("mode", ["int8", "bf16"])
+@pytest.mark.parametrize("name", ["plain", "peephole", "2 layers", "projection"])
+@pytest.mark.parametrize("B", [1, 3])
+def test_split_int8_and_bf16_compute(mode, name, B):
+    """Part 0 quantizes (int8) / rounds (bf16) each block's x and each step's h once for
+    all parts; every part's gate groups then match the single-thread run bit for bit."""
+    H = 520 if name == "projection" else 200
+    m = li.LSTM.random(40, H, seed=4, **CASES[name]).quantize(mode)
+    x = np.random.default_rng(5).uniform(-2, 2, (37, B, 40)).astype(np.float32)
+    for layer in m.plan(x, num_threads=2)["layers"]:
+        assert layer["schedule"] == "split", layer
+    lens = None if B == 1 else [37, 12, 1]
+    a = m(x, lengths=lens, num_threads=1)
+    for threads in (2, 3):
+        b = m(x, lengths=lens, num_threads=threads)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1][0], b[1][0])
+        np.testing.assert_array_equal(a[1][1], b[1][1])
+
+
+@pytest.mark.parametrize("mode", [None, "float16-weights", "bfloat16-weights", "int8-weights",
+                                  "int8", "bf16"])
 def test_split_lengths_reverse_and_quantized(mode):
     w = li.LSTM.random(24, 192, seed=2).weights[0]
     m = li.LSTM([w], layer_options=[{"direction": "reverse"}], batch_first=True)
@@ -74,14 +95,17 @@ def test_split_under_concurrent_callers():
 
 @pytest.mark.parametrize("why, kwargs, mode, shape", [
     ("small W_hh", dict(hidden_size=64), None, (9, 1, 24)),
-    ("int8 mode", dict(hidden_size=192), "int8", (9, 1, 24)),
-    ("bf16 compute", dict(hidden_size=192), "bf16", (9, 1, 24)),
+    ("layer norm", dict(hidden_size=192), "layer norm", (9, 1, 24)),
     ("float64", dict(hidden_size=192, dtype="float64"), None, (9, 1, 24)),
     ("batch of 8", dict(hidden_size=192), None, (9, 8, 24)),
 ])
 def test_plan_says_when_the_split_does_not_apply(why, kwargs, mode, shape):
     m = li.LSTM.random(24, **kwargs)
-    if mode:
+    if mode == "layer norm":  # ln_* weights switch it on
+        w = dict(m.weights[0][0], **{n: np.ones(192, np.float32) for n in
+                                     ("ln_i", "ln_f", "ln_g", "ln_o")})
+        m = li.LSTM([[w]])
+    elif mode:
         m = m.quantize(mode)
     x = np.zeros(shape, m.dtype)
     plan = m.plan(x, num_threads=2)
