@@ -27,7 +27,7 @@ Schedule (ONNX Runtime / oneDNN "two GEMM" schedule):
   BLAS), then li_ln_gates_rows (lstm_layernorm.h), since a gate's mean and variance
   need all its units; such layers are never split across threads.
 Tb is chosen so the block's workspace stays small (64 KB when the layer's
-weights fit in half the L2, else 1 MB): it never grows with T.
+weights fit in half the L2, else 4 MB): it never grows with T.
 
 The bf16 compute mode stores both matrices as bf16 and rounds x (on its way into the
 gathered block) and h (into a per-task buffer) to bf16 before the GEMMs, then runs the
@@ -253,7 +253,7 @@ cdef enum:
     # time block of the input projection (_block_steps): its workspace budget
     WEIGHTS_FIT_L2 = 1 << 20       # a layer's weights in about half a 2 MiB L2 ...
     BLOCK_BYTES_SMALL = 1 << 16    # ... then a 64 KB block keeps everything L2/L1-resident
-    BLOCK_BYTES_LARGE = 1 << 20    # else a 1 MiB block reads W_ih fewer times
+    BLOCK_BYTES_LARGE = 1 << 22    # else a 4 MiB block reads W_ih fewer times
     MAX_BLOCK_STEPS = 256
 
 # what a task's block projection and step compute with
@@ -898,7 +898,10 @@ def _block_steps(int T, int B, int nslices, int G4, int In, int itemsize, long w
     Measured on a 2 MiB-L2 core: when a layer's weights fit in about half the
     L2, a small block (64 KB of projections) keeps everything L2/L1-resident
     (kws: -4%); when they do not, the weights stream from L3 anyway and a
-    large block (1 MiB) reads W_ih fewer times (stream256: -5%)."""
+    large block reads W_ih fewer times (stream256: -5% at 1 MiB). 4 MiB rather
+    than 1 (2026-12-02, AVX2, 1 thread, 2 runs each): tput512 2.02-2.12 s ->
+    1.82 s (the block went from 1 step of 64 rows to 6), asr-bi 0.77-0.81 s ->
+    0.74-0.75 s; 8 MiB measured the same as 4."""
     cdef int bs = (B + nslices - 1) // nslices
     cdef long row_bytes = <long>(G4 + In) * itemsize * bs
     cdef long budget = BLOCK_BYTES_SMALL if wbytes <= WEIGHTS_FIT_L2 else BLOCK_BYTES_LARGE
