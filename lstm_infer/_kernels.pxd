@@ -63,6 +63,7 @@ cdef extern from "platform.h" nogil:
         int amx
         li_kernels_f32 f32
         li_q8_mm_fn q8
+        li_q8_mm_fn q8_full
         li_quant_fn quant
     li_cpu_features li_probe_cpu()
     int li_best_level(const li_cpu_features *f)

@@ -44,7 +44,7 @@ The int8 compute mode quantizes activations too: x and h rows become u8 with zer
 point 128 and a per-row scale (amax / 127) at each block / step; weights are int8
 per output row in k-quad panels (Hp/16, K4, 64, 4), K padded to LI_Q8_KPAD = 64,
 the layout vpdpbusd consumes and, unchanged, the AMX B-tile layout. Accumulation
-is exact int32 on every path (portable C, AVX2 int16 multiply-adds, AVX-512 VNNI,
+is exact int32 on every path (portable C, AVX2 vpmaddubsw sign trick, AVX-512 VNNI,
 AMX tiles from 8 rows): sum q w - colsum, with colsum = 128 * column sums
 precomputed at pack time, then dequantized ((acc - colsum) * s_x) * s_w and gated
 in float32.
@@ -272,6 +272,7 @@ _SCHEDULES = ("serial", "tasks", "split")
 cdef struct DirW:
     int wt_ih, wt_hh         # weight types of the float32 panels (LI_WT_*), LI_WT_Q8: int8 mode
     int bf16                 # bf16 compute mode: x and h rounded to bf16 before the GEMMs
+    int q8_full              # int8 mode: a panel holds -128 (li_platform.q8_full runs it)
     const float* w_ih_scale  # per-row scales (int8), else NULL
     const float* w_hh_scale
     const int32_t* w_ih_colsum   # int8 mode: column sums for the zero-point correction
@@ -416,7 +417,7 @@ cdef Kernels _choose_kernels(const Shared* S, const DirW* w, floating dummy) noe
     k.gemm_hh = S.plat.f32.gemm[w.wt_hh] if k.mode == MODE_F32 else NULL
     k.bf16 = w.bf16
     k.gemv_proj = S.plat.f32.gemv_pan16
-    k.q8 = S.plat.q8
+    k.q8 = S.plat.q8_full if w.q8_full else S.plat.q8
     k.quant = S.plat.quant
     return k
 
@@ -867,6 +868,8 @@ cdef class PackedDirection:
         self.w.w_hh_pan = _ptr(arrays.get("w_hh_pan"))
         self.w.w_ih_scale = <const float*>_ptr(arrays.get("w_ih_scale"))
         self.w.w_hh_scale = <const float*>_ptr(arrays.get("w_hh_scale"))
+        self.w.q8_full = wt_hh == LI_WT_Q8 and any(
+            bool((arrays[n] == -128).any()) for n in ("w_ih_pan", "w_hh_pan"))
         self.w.w_ih_colsum = <const int32_t*>_ptr(arrays.get("w_ih_colsum"))
         self.w.w_hh_colsum = <const int32_t*>_ptr(arrays.get("w_hh_colsum"))
         self.w.bias = _ptr(arrays["bias"])
@@ -1329,7 +1332,8 @@ def kernel_block_projection(PackedDirection p, const float[:, ::1] X):
     with nogil:
         if p.w.wt_ih == LI_WT_Q8:
             _plat.quant(M, p.In, &X[0, 0], p.In, &Qv[0, 0], ldq, &Qsv[0])
-            _plat.q8(M, p.Hp // LI_GROUP, <int>(ldq // 4), &Qv[0, 0], ldq, &Qsv[0],
+            (_plat.q8_full if p.w.q8_full else _plat.q8)(
+                M, p.Hp // LI_GROUP, <int>(ldq // 4), &Qv[0, 0], ldq, &Qsv[0],
                      <const int8_t*>p.w.w_ih_pan, p.w.w_ih_colsum, p.w.w_ih_scale, &Gv[0, 0],
                      4 * p.Hp, 1, 0, NULL, NULL, 0, NULL, 0, NULL, 0, NULL, 0)
         else:
@@ -1366,7 +1370,8 @@ def kernel_step(PackedDirection p, const float[:, ::1] G, const float[:, ::1] Hp
     with nogil:
         if p.w.wt_hh == LI_WT_Q8:
             _plat.quant(M, p.Kh, &Hprev[0, 0], p.Kh, &Qv[0, 0], ldq, &Qsv[0])
-            _plat.q8(M, p.Hp // LI_GROUP, <int>(ldq // 4), &Qv[0, 0], ldq, &Qsv[0],
+            (_plat.q8_full if p.w.q8_full else _plat.q8)(
+                M, p.Hp // LI_GROUP, <int>(ldq // 4), &Qv[0, 0], ldq, &Qsv[0],
                      <const int8_t*>p.w.w_hh_pan, p.w.w_hh_colsum, p.w.w_hh_scale, &Zv[0, 0],
                      4 * p.Hp, 0, 1, <const float*>p.w.bias, <const float*>p.w.peep, p.Hp,
                      &Cv[0, 0], p.Hp, &Hv[0, 0], p.Hp, &a, flip)

@@ -5,9 +5,10 @@ Modes (``model.quantize(mode, input_weights=False)``):
                 are quantized dynamically per step and row (u8, zero point 128,
                 scale max|row| / 127), int32 accumulation: Intel AMX tiles for >= 8 rows
                 where the CPU has them and Linux grants them, AVX-512 VNNI vpdpbusd; on
-                AVX2, vpmaddwd on int16-widened operands (vpmaddubsw's int16 pair
-                sums would saturate: 255*127*2 > 32767); portable C otherwise. All
-                three produce identical int32 accumulators, dequantized and gated in
+                AVX2, vpmaddubsw on |q - 128| and the weight signed by q - 128
+                (pair sums <= 2*127*128: no saturation), or int16-widened vpmaddwd
+                for panels holding -128; portable C otherwise. All paths produce
+                identical int32 accumulators, dequantized and gated in
                 float32. What onnxruntime's DynamicQuantizeLSTM and PyTorch's dynamic
                 quantized LSTM do, with per-row instead of per-tensor activation scales.
   bf16          bfloat16 compute: W_ih and W_hh stored as bfloat16 (round to nearest

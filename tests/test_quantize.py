@@ -173,3 +173,39 @@ def test_int8_amx_matches_vnni(B):
     finally:
         _kernels.set_amx(True)
     np.testing.assert_allclose(with_amx, without, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("with_minus_128", [False, True])
+def test_int8_avx2_kernels_give_the_portable_bits(with_minus_128):
+    """The AVX2 int8 kernels (sign trick: vpmaddubsw; and, for panels holding -128,
+    which vpsignb cannot negate, the int16 one) against portable C: the accumulators are
+    exact, so the input projection (no gates: dequantization only) and whole calls match
+    bit for bit."""
+    if _kernels.cpu_simd_level() == "generic":
+        pytest.skip("this CPU has no AVX2")
+    q = li.LSTM.random(70, 40, seed=4).quantize("int8")
+    layers = q.weights
+    rng = np.random.default_rng(0)
+    for w in layers[0]:
+        for name in ("w_ih", "w_hh"):  # the extremes of int8 at random places
+            a = w[name].copy()
+            flat = a.reshape(-1)
+            idx = rng.choice(flat.size, flat.size // 8, replace=False)
+            flat[idx] = rng.choice([-127, 127, -128] if with_minus_128 else [-127, 127],
+                                   idx.size)
+            w[name] = a
+    m = li.LSTM(layers, **q.options)
+    p = m._packed[0][0]
+    assert bool(p.arrays["w_ih_pan"].min() == -128) == with_minus_128
+    x = rng.uniform(-3, 3, (9, 5, 70)).astype(np.float32)
+    X = np.ascontiguousarray(x.reshape(-1, 70))
+    prev = _kernels.simd_level()
+    try:
+        got = {}
+        for level in ("avx2", "generic"):
+            assert _kernels.set_simd_level(level) == level
+            got[level] = (_kernels.kernel_block_projection(p, X), m(x))
+    finally:
+        _kernels.set_simd_level(prev)
+    np.testing.assert_array_equal(got["avx2"][0], got["generic"][0])
+    np.testing.assert_allclose(got["avx2"][1][0], got["generic"][1][0], atol=1e-6, rtol=0)

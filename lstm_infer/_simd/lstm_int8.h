@@ -328,9 +328,10 @@ static void li_q8_mm_vnni(int M, int NG, int K4, const uint8_t *Q, long ldq, con
 #ifdef LI_X86
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
-/* vpmaddubsw (u8 x s8 -> s16 pair sums) would saturate: 255 * 127 * 2 > 32767.
- * Instead both operands are widened to int16 and multiplied with vpmaddwd, whose
- * pair sums cannot overflow int32: the accumulators are exactly the VNNI ones.
+/* Panels holding -128 (li_platform.q8_full; the others take li_q8_mm_avx2s below):
+ * vpmaddubsw on the u8 activations themselves would saturate (255 * 127 * 2 > 32767),
+ * so both operands are widened to int16 and multiplied with vpmaddwd, whose pair sums
+ * cannot overflow int32: the accumulators are exactly the VNNI ones.
  * One row at a time, half a group (32 columns, 8 accumulators) per pass. */
 static void li_q8_mm_avx2(int M, int NG, int K4, const uint8_t *Q, long ldq, const float *sx,
                           const int8_t *Wq, const int32_t *colsum, const float *sw, float *Y,
@@ -372,6 +373,60 @@ static void li_q8_mm_avx2(int M, int NG, int K4, const uint8_t *Q, long ldq, con
             li_dequant64(acc32, colsum + g * 64, sw + g * 64, sx[m], z);
             float *y = Y + m * ldy + g * 64;
             for (int j = 0; j < 64; j++) y[j] = (zero_init ? 0.0f : y[j]) + z[j];
+            if (gated) {
+                const float *pi = peep ? peep + g * 16 : zeros;
+                const float *pf = peep ? peep + Hp + g * 16 : zeros;
+                const float *po = peep ? peep + 2 * Hp + g * 16 : zeros;
+                gate_group_avx2(y, bias + g * 64, pi, pf, po, C + m * ldc + g * 16,
+                                Hc + m * ldh + g * 16, a);
+            }
+        }
+    }
+}
+
+/* The same product with vpmaddubsw, exactly: a = q - 128 (the activation as int8, in
+ * [-127, 127]) is split into |a| (u8) and its sign, moved onto the weight (vpsignb), so
+ * that each pair sum |a0| w0' + |a1| w1' is at most 2 * 127 * 128 < 32767: no saturation.
+ * vpmaddwd by ones then sums a column's quad into int32, so each 32-byte weight vector
+ * (8 columns x 4 k) gives 8 column sums in order: sum_k (q_k - 128) w_k = acc - colsum,
+ * the VNNI value. 4 ops per 32 products against 7.5 widening to int16 (li_q8_mm_avx2).
+ * vpsignb cannot negate -128, so panels holding -128 (files quantized elsewhere; ours
+ * clip to +-127) take li_q8_mm_avx2 (li_platform.q8_full). One row x 64 columns per
+ * pass: 8 int32 accumulators. */
+static void li_q8_mm_avx2s(int M, int NG, int K4, const uint8_t *Q, long ldq, const float *sx,
+                           const int8_t *Wq, const int32_t *colsum, const float *sw, float *Y,
+                           long ldy, int zero_init, int gated, const float *bias,
+                           const float *peep, int Hp, float *C, long ldc, float *Hc, long ldh,
+                           const li_acts *a, int flip)
+{
+    static const float zeros[16] = {0};
+    (void)flip;
+    (void)colsum; /* folded in: the accumulators are already acc - colsum */
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int g = 0; g < NG; g++) {
+        const int8_t *W = Wq + (long)g * K4 * 256;
+        for (int m = 0; m < M; m++) {
+            const uint8_t *q = Q + m * ldq;
+            __m256i acc[8];
+            for (int i = 0; i < 8; i++) acc[i] = _mm256_setzero_si256();
+            for (int k4 = 0; k4 < K4; k4++) {
+                uint32_t u;
+                memcpy(&u, q + 4 * k4, 4);
+                const __m256i sa = _mm256_set1_epi32((int)(u ^ 0x80808080u)); /* q - 128 */
+                const __m256i ua = _mm256_abs_epi8(sa);
+                const int8_t *w = W + (long)k4 * 256;
+                for (int c = 0; c < 8; c++) {
+                    const __m256i wb = _mm256_loadu_si256((const __m256i *)(w + c * 32));
+                    const __m256i p = _mm256_maddubs_epi16(ua, _mm256_sign_epi8(wb, sa));
+                    acc[c] = _mm256_add_epi32(acc[c], _mm256_madd_epi16(p, ones));
+                }
+            }
+            int32_t acc32[64];
+            for (int c = 0; c < 8; c++) _mm256_storeu_si256((__m256i *)(acc32 + c * 8), acc[c]);
+            float *y = Y + m * ldy + g * 64;
+            const float *swg = sw + g * 64;
+            for (int j = 0; j < 64; j++) /* li_dequant64's operation order */
+                y[j] = (zero_init ? 0.0f : y[j]) + ((float)acc32[j] * sx[m]) * swg[j];
             if (gated) {
                 const float *pi = peep ? peep + g * 16 : zeros;
                 const float *pf = peep ? peep + Hp + g * 16 : zeros;

@@ -97,6 +97,7 @@ typedef struct {
     int amx;             /* the int8 mode uses AMX tiles (from LI_AMX_MIN_ROWS rows) */
     li_kernels_f32 f32;  /* float32 maths: step and block GEMM per weight type */
     li_q8_mm_fn q8;      /* int8 mode: u8 x int8 GEMM (+ gates) */
+    li_q8_mm_fn q8_full; /* the same for panels holding -128 (AVX2: q8 cannot take them) */
     li_quant_fn quant;   /* int8 mode: activation quantizer (same bytes on every path) */
 } li_platform;
 
@@ -119,22 +120,23 @@ static li_platform li_platform_for(const li_cpu_features *f, int level, int use_
     p.level = level < best ? level : best;
     p.amx = 0;
     LI_TABLE(generic);
-    p.q8 = li_q8_mm_generic_flip;
+    p.q8 = p.q8_full = li_q8_mm_generic_flip;
     p.quant = li_quant_rows_u8;
 #ifdef LI_X86
     if (p.level >= LI_LEVEL_AVX2) {
         LI_TABLE(avx2);
-        p.q8 = li_q8_mm_avx2;
+        p.q8 = li_q8_mm_avx2s;
+        p.q8_full = li_q8_mm_avx2;
     }
     if (p.level >= LI_LEVEL_AVX512) {
         LI_TABLE(avx512);
         if (f->avx512_vnni) { /* both int8 kernels are compiled for avx512vnni */
-            p.q8 = li_q8_mm_vnni;
+            p.q8 = p.q8_full = li_q8_mm_vnni;
             p.quant = li_quant_rows_u8_avx512;
         }
 #ifdef LI_HAVE_AMX_BUILD
         if (use_amx && f->amx_int8) {
-            p.q8 = li_q8_mm_amx_or_vnni;
+            p.q8 = p.q8_full = li_q8_mm_amx_or_vnni;
             p.amx = 1;
         }
 #endif
