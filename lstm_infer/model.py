@@ -36,10 +36,11 @@ from .config import (DEFAULT_ACTIVATIONS, LAYER_OPTIONS, MERGE_MODES, LayerSpec,
 
 _DTYPES = {"float32": np.float32, "float64": np.float64}
 # forward() runs a call through a cached CallPlan (LSTM._planned_call) when its x and
-# layer outputs take at most this many bytes (the plan keeps buffers of that size), and
-# keeps at most PLANNED_CALL_SHAPES such plans per model and thread.
+# layer outputs take at most this many bytes (the plan keeps buffers of that size, plus
+# its workspaces: a few MiB at most), and keeps at most PLANNED_CALL_SHAPES such plans
+# per model and Python thread (a new shape beyond that clears them).
 PLANNED_CALL_BYTES = 1 << 20
-PLANNED_CALL_SHAPES = 8
+PLANNED_CALL_SHAPES = 4
 _TIME_MAJOR, _BATCH_FIRST, _UNBATCHED = (_kernels.LAYOUTS[k] for k in
                                         ("time_major", "batch_first", "unbatched"))
 _call_begin, _call_end = _kernels.call_begin, _kernels.call_end
@@ -402,10 +403,7 @@ class LSTM:
         written): _planned_call's."""
         zeros = ([np.zeros((D, B, Hout), dtype=self._dtype) for D, Hout, _ in self._dims],
                  [np.zeros((D, B, H), dtype=self._dtype) for D, _, H in self._dims])
-        x = np.empty((T, B, self._config.input_size), dtype=self._dtype)
-        out = np.empty((T, B, self._config.output_size), dtype=self._dtype)
-        plan = _kernels.CallPlan(self._packed, self._layer_buffers(x, out), self._layer_params,
-                                 nthreads, [zeros, self._state_buffers(B)])
+        plan = self._new_plan(T, B, zeros, nthreads)
         plan.layout = layout
         plan.carry = False
         return plan
@@ -457,6 +455,10 @@ class LSTM:
             _threads.check_num_threads(num_threads)
         h0s, c0s = self._check_state(state, B, unbatched)
         first = ([np.array(a, copy=True) for a in h0s], [np.array(a, copy=True) for a in c0s])
+        return self._new_plan(T, B, first, nthreads)
+
+    def _new_plan(self, T, B, first, nthreads):
+        """A CallPlan of this model for (T, B) calls whose first starts from `first`."""
         x = np.empty((T, B, self._config.input_size), dtype=self._dtype)
         out = np.empty((T, B, self._config.output_size), dtype=self._dtype)
         return _kernels.CallPlan(self._packed, self._layer_buffers(x, out), self._layer_params,
