@@ -121,7 +121,8 @@ cdef extern from *:
     #include <time.h>
     #include <unistd.h>
     /* CPUs this process may run on, re-read at most every 50 ms (the syscall was a
-     * tenth of a T=1 call's overhead): what os.sched_getaffinity(0) counts. */
+     * tenth of a T=1 call's overhead): what os.sched_getaffinity(0) counts (Linux;
+     * elsewhere, or past CPU_SETSIZE CPUs, the online CPUs). */
     static int li_cores_cached(void)
     {
         static int cores = 0;
@@ -130,10 +131,13 @@ cdef extern from *:
         clock_gettime(CLOCK_MONOTONIC, &ts);
         const double t = ts.tv_sec + 1e-9 * ts.tv_nsec;
         if (cores == 0 || t - last > 0.05) {
+            int n = 0;
+    #ifdef __linux__
             cpu_set_t set;
             CPU_ZERO(&set);
-            int n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
-            if (n < 1) n = (int)sysconf(_SC_NPROCESSORS_ONLN); /* > CPU_SETSIZE CPUs */
+            n = sched_getaffinity(0, sizeof set, &set) == 0 ? CPU_COUNT(&set) : 0;
+    #endif
+            if (n < 1) n = (int)sysconf(_SC_NPROCESSORS_ONLN);
             cores = n < 1 ? 1 : n;
             last = t;
         }
@@ -409,6 +413,11 @@ cdef bint _task_bounds(const Layer* L, const Shared* S, int task, int part, int 
     return t.Bs > 0
 
 
+cdef inline li_q8_mm_fn _q8_kernel(const li_platform* plat, const DirW* w) noexcept nogil:
+    """The int8-mode GEMM for w's panels: q8_full if one holds -128 (AVX2's q8 cannot)."""
+    return plat.q8_full if w.q8_full else plat.q8
+
+
 cdef Kernels _choose_kernels(const Shared* S, const DirW* w, floating dummy) noexcept nogil:
     cdef Kernels k
     k.mode = MODE_F64 if floating is double else (MODE_Q8 if w.wt_hh == LI_WT_Q8 else MODE_F32)
@@ -417,7 +426,7 @@ cdef Kernels _choose_kernels(const Shared* S, const DirW* w, floating dummy) noe
     k.gemm_hh = S.plat.f32.gemm[w.wt_hh] if k.mode == MODE_F32 else NULL
     k.bf16 = w.bf16
     k.gemv_proj = S.plat.f32.gemv_pan16
-    k.q8 = S.plat.q8_full if w.q8_full else S.plat.q8
+    k.q8 = _q8_kernel(&S.plat, w)
     k.quant = S.plat.quant
     return k
 
@@ -1332,7 +1341,7 @@ def kernel_block_projection(PackedDirection p, const float[:, ::1] X):
     with nogil:
         if p.w.wt_ih == LI_WT_Q8:
             _plat.quant(M, p.In, &X[0, 0], p.In, &Qv[0, 0], ldq, &Qsv[0])
-            (_plat.q8_full if p.w.q8_full else _plat.q8)(
+            _q8_kernel(&_plat, &p.w)(
                 M, p.Hp // LI_GROUP, <int>(ldq // 4), &Qv[0, 0], ldq, &Qsv[0],
                      <const int8_t*>p.w.w_ih_pan, p.w.w_ih_colsum, p.w.w_ih_scale, &Gv[0, 0],
                      4 * p.Hp, 1, 0, NULL, NULL, 0, NULL, 0, NULL, 0, NULL, 0)
@@ -1370,7 +1379,7 @@ def kernel_step(PackedDirection p, const float[:, ::1] G, const float[:, ::1] Hp
     with nogil:
         if p.w.wt_hh == LI_WT_Q8:
             _plat.quant(M, p.Kh, &Hprev[0, 0], p.Kh, &Qv[0, 0], ldq, &Qsv[0])
-            (_plat.q8_full if p.w.q8_full else _plat.q8)(
+            _q8_kernel(&_plat, &p.w)(
                 M, p.Hp // LI_GROUP, <int>(ldq // 4), &Qv[0, 0], ldq, &Qsv[0],
                      <const int8_t*>p.w.w_hh_pan, p.w.w_hh_colsum, p.w.w_hh_scale, &Zv[0, 0],
                      4 * p.Hp, 0, 1, <const float*>p.w.bias, <const float*>p.w.peep, p.Hp,

@@ -39,16 +39,10 @@ _saved_blas_threads = None
 _num_threads = None  # None: all available cores
 
 
-def _available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
-
-
-# _available_cores() re-read at most every 50 ms (C): the syscall was a tenth of a small
-# call's overhead, and an affinity change is still seen within 50 ms
-_cores_now = _kernels.available_cores
+# CPUs this process may run on (its affinity mask), read in C and re-read at most every
+# 50 ms: the syscall was a tenth of a small call's overhead, and an affinity change is
+# still seen within 50 ms
+_available_cores = _kernels.available_cores
 
 
 # Threads per call beyond this many per available core never help (every task of a
@@ -95,7 +89,7 @@ def set_num_threads(n) -> None:
 
 def get_num_threads() -> int:
     """The default number of threads of one forward call."""
-    return _num_threads or _cores_now()
+    return _num_threads or _available_cores()
 
 
 def _find_openblas():

@@ -328,6 +328,22 @@ static void li_q8_mm_vnni(int M, int NG, int K4, const uint8_t *Q, long ldq, con
 #ifdef LI_X86
 #pragma GCC push_options
 #pragma GCC target("avx2,fma,f16c")
+/* One row's 64 int32 sums of group g -> dequantized into y (added to it unless
+ * zero_init) -> the group's gates: the tail both AVX2 int8 kernels share. */
+static inline void li_q8_row_out_avx2(const int32_t *acc, const int32_t *colsum, const float *sw,
+                                      float sx, float *y, int zero_init, int gated,
+                                      const float *bias, const float *peep, int Hp, int g,
+                                      float *c, float *hc, const li_acts *a)
+{
+    static const float zeros[16] = {0};
+    float z[64];
+    li_dequant64(acc, colsum, sw, sx, z);
+    for (int j = 0; j < 64; j++) y[j] = (zero_init ? 0.0f : y[j]) + z[j];
+    if (gated)
+        gate_group_avx2(y, bias, peep ? peep + g * 16 : zeros, peep ? peep + Hp + g * 16 : zeros,
+                        peep ? peep + 2 * Hp + g * 16 : zeros, c, hc, a);
+}
+
 /* Panels holding -128 (li_platform.q8_full; the others take li_q8_mm_avx2s below):
  * vpmaddubsw on the u8 activations themselves would saturate (255 * 127 * 2 > 32767),
  * so both operands are widened to int16 and multiplied with vpmaddwd, whose pair sums
@@ -339,7 +355,6 @@ static void li_q8_mm_avx2(int M, int NG, int K4, const uint8_t *Q, long ldq, con
                           const float *peep, int Hp, float *C, long ldc, float *Hc, long ldh,
                           const li_acts *a, int flip)
 {
-    static const float zeros[16] = {0};
     (void)flip;
     for (int g = 0; g < NG; g++) {
         const int8_t *W = Wq + (long)g * K4 * 256;
@@ -369,17 +384,9 @@ static void li_q8_mm_avx2(int M, int NG, int K4, const uint8_t *Q, long ldq, con
                     _mm256_storeu_si256((__m256i *)(acc32 + half * 32 + c * 8), v);
                 }
             }
-            float z[64];
-            li_dequant64(acc32, colsum + g * 64, sw + g * 64, sx[m], z);
-            float *y = Y + m * ldy + g * 64;
-            for (int j = 0; j < 64; j++) y[j] = (zero_init ? 0.0f : y[j]) + z[j];
-            if (gated) {
-                const float *pi = peep ? peep + g * 16 : zeros;
-                const float *pf = peep ? peep + Hp + g * 16 : zeros;
-                const float *po = peep ? peep + 2 * Hp + g * 16 : zeros;
-                gate_group_avx2(y, bias + g * 64, pi, pf, po, C + m * ldc + g * 16,
-                                Hc + m * ldh + g * 16, a);
-            }
+            li_q8_row_out_avx2(acc32, colsum + g * 64, sw + g * 64, sx[m], Y + m * ldy + g * 64,
+                               zero_init, gated, bias + g * 64, peep, Hp, g,
+                               C + m * ldc + g * 16, Hc + m * ldh + g * 16, a);
         }
     }
 }
@@ -399,9 +406,9 @@ static void li_q8_mm_avx2s(int M, int NG, int K4, const uint8_t *Q, long ldq, co
                            const float *peep, int Hp, float *C, long ldc, float *Hc, long ldh,
                            const li_acts *a, int flip)
 {
-    static const float zeros[16] = {0};
+    static const int32_t no_colsum[64] = {0}; /* folded in: the sums are acc - colsum */
     (void)flip;
-    (void)colsum; /* folded in: the accumulators are already acc - colsum */
+    (void)colsum;
     const __m256i ones = _mm256_set1_epi16(1);
     for (int g = 0; g < NG; g++) {
         const int8_t *W = Wq + (long)g * K4 * 256;
@@ -423,17 +430,9 @@ static void li_q8_mm_avx2s(int M, int NG, int K4, const uint8_t *Q, long ldq, co
             }
             int32_t acc32[64];
             for (int c = 0; c < 8; c++) _mm256_storeu_si256((__m256i *)(acc32 + c * 8), acc[c]);
-            float *y = Y + m * ldy + g * 64;
-            const float *swg = sw + g * 64;
-            for (int j = 0; j < 64; j++) /* li_dequant64's operation order */
-                y[j] = (zero_init ? 0.0f : y[j]) + ((float)acc32[j] * sx[m]) * swg[j];
-            if (gated) {
-                const float *pi = peep ? peep + g * 16 : zeros;
-                const float *pf = peep ? peep + Hp + g * 16 : zeros;
-                const float *po = peep ? peep + 2 * Hp + g * 16 : zeros;
-                gate_group_avx2(y, bias + g * 64, pi, pf, po, C + m * ldc + g * 16,
-                                Hc + m * ldh + g * 16, a);
-            }
+            li_q8_row_out_avx2(acc32, no_colsum, sw + g * 64, sx[m], Y + m * ldy + g * 64,
+                               zero_init, gated, bias + g * 64, peep, Hp, g,
+                               C + m * ldc + g * 16, Hc + m * ldh + g * 16, a);
         }
     }
 }
